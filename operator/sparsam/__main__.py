@@ -1,0 +1,5 @@
+import sys
+
+from sparsam.cli import main
+
+sys.exit(main())

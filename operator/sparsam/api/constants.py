@@ -1,0 +1,62 @@
+"""Names of the sparsam.dev API: group, version, kinds, label and annotation keys.
+
+Every other module takes these names from here, so a rename happens in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+GROUP: Final = "sparsam.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+#: Kopf and server-side apply write as this manager, so `managedFields` says who owns what.
+FIELD_MANAGER: Final = "sparsam"
+#: Prefix of annotations we write (Kopf progress and diff-base included), never kopf.zalando.org.
+ANNOTATION_PREFIX: Final = GROUP
+FINALIZER: Final = f"{GROUP}/finalizer"
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One custom resource of ours, with the names the apiserver knows it by."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    namespaced: bool
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+TRAINING_JOB: Final = Resource("TrainingJob", "trainingjobs", "trainingjob", ("tj",), True)
+# `isvc` belongs to KServe; ours is `infer` so both can live in one cluster.
+INFERENCE_SERVICE: Final = Resource(
+    "InferenceService", "inferenceservices", "inferenceservice", ("infer",), True
+)
+COST_POLICY: Final = Resource("CostPolicy", "costpolicies", "costpolicy", ("cp",), False)
+GPU_NODE_POOL: Final = Resource("GPUNodePool", "gpunodepools", "gpunodepool", ("gpupool",), False)
+
+RESOURCES: Final = (TRAINING_JOB, INFERENCE_SERVICE, COST_POLICY, GPU_NODE_POOL)
+
+# Well-known node labels and taints, as real clusters set them.
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+LABEL_GPU_PRODUCT: Final = "nvidia.com/gpu.product"
+LABEL_GPU_COUNT: Final = "nvidia.com/gpu.count"
+LABEL_INSTANCE_TYPE: Final = "node.kubernetes.io/instance-type"
+LABEL_CAPACITY_TYPE: Final = "karpenter.sh/capacity-type"
+CAPACITY_SPOT: Final = "spot"
+CAPACITY_ON_DEMAND: Final = "on-demand"
+#: GPU nodes carry this taint (GKE and the EKS GPU node groups do), so only GPU pods land there.
+TAINT_GPU: Final = GPU_RESOURCE
+#: Spot nodes carry this taint, so only pods that accept preemption land there.
+TAINT_SPOT: Final = LABEL_CAPACITY_TYPE
+
+# Labels we put on what we create, for ownership and cost attribution.
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_POOL: Final = f"{GROUP}/pool"

@@ -1,0 +1,1 @@
+"""Code that runs inside sparsam's pods: training, checkpoints, compression, serving."""
