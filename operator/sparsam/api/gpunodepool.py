@@ -1,0 +1,119 @@
+"""GPUNodePool: identical GPU nodes of one capacity type that the operator rightsizes.
+
+Typed model of `crds/sparsam.dev_gpunodepools.yaml`; the CRD's descriptions explain every
+field. Defaults here equal the CRD's `default:` values (the apiserver applies those first).
+Prices are configuration: `price_per_hour` is what one node costs per hour, in dollars (or the
+one currency every pool and budget uses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from sparsam.api.conditions import Condition
+from sparsam.api.parse import Quantity, from_raw, json_name
+
+CapacityType = Literal["spot", "on-demand"]
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+ActionType = Literal["ScaleUp", "ScaleDown"]
+
+
+@dataclass(frozen=True, slots=True)
+class KwokProvider:
+    """Simulated nodes that the operator creates as Node objects; takes no settings."""
+
+
+@dataclass(frozen=True, slots=True)
+class MachineDeploymentRef:
+    name: str
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterAPIProvider:
+    machine_deployment: MachineDeploymentRef
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """Exactly one of the two is set (the CRD enforces it)."""
+
+    kwok: KwokProvider | None = None
+    # json_name returns a dataclasses.field, which ruff's RUF009 does not know.
+    cluster_api: ClusterAPIProvider | None = json_name("clusterAPI", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Taint:
+    key: str
+    effect: TaintEffect
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTemplate:
+    gpu_type: str
+    gpus_per_node: int
+    cpu: Quantity
+    memory: Quantity
+    instance_type: str | None = None
+    labels: Mapping[str, str] | None = None
+    taints: tuple[Taint, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GPUNodePoolSpec:
+    provider: Provider
+    node_template: NodeTemplate
+    capacity_type: CapacityType
+    price_per_hour: float
+    max_nodes: int
+    min_nodes: int = 0
+    scale_down_after: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class LastAction:
+    type: ActionType | None = None
+    reason: str | None = None
+    time: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GPUNodePoolStatus:
+    observed_generation: int | None = None
+    nodes: int | None = None
+    ready_nodes: int | None = None
+    desired_nodes: int | None = None
+    allocated_gpus: int | None = json_name("allocatedGPUs", default=None)
+    utilization: float | None = None
+    last_action: LastAction | None = None
+    conditions: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GPUNodePool:
+    """A GPUNodePool; cluster-scoped, so it has no namespace."""
+
+    name: str
+    uid: str
+    generation: int
+    labels: Mapping[str, str]
+    spec: GPUNodePoolSpec
+    status: GPUNodePoolStatus
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> GPUNodePool:
+        """Read a raw GPUNodePool (as Kopf or the API client hands it over)."""
+        metadata = body.get("metadata") or {}
+        return cls(
+            name=str(metadata.get("name", "")),
+            uid=str(metadata.get("uid", "")),
+            generation=int(metadata.get("generation", 0)),
+            labels=dict(metadata.get("labels") or {}),
+            spec=from_raw(GPUNodePoolSpec, body.get("spec"), "spec"),
+            status=from_raw(GPUNodePoolStatus, body.get("status"), "status"),
+        )

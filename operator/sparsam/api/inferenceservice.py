@@ -1,0 +1,121 @@
+"""InferenceService: a model served over HTTP that autoscales on traffic, down to zero.
+
+Typed model of `crds/sparsam.dev_inferenceservices.yaml`; the CRD's descriptions explain every
+field. Defaults here equal the CRD's `default:` values (the apiserver applies those first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final, Literal
+
+from sparsam.api.conditions import Condition
+from sparsam.api.parse import Quantity, from_raw
+
+ModelFormat = Literal["pytorch", "torchscript", "onnx", "huggingface"]
+ScalingMetric = Literal["rps", "concurrency"]
+SpotPolicy = Literal["Prefer", "Require", "Never"]
+Phase = Literal["Active", "ScaledToZero", "Waking", "Degraded"]
+
+DEFAULT_CPU: Final = Quantity.parse("1")
+DEFAULT_MEMORY: Final = Quantity.parse("2Gi")
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    uri: str
+    format: ModelFormat = "pytorch"
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    gpus: int = 1
+    gpu_type: str | None = None
+    cpu: Quantity = DEFAULT_CPU
+    memory: Quantity = DEFAULT_MEMORY
+
+
+@dataclass(frozen=True, slots=True)
+class Replicas:
+    min: int = 0
+    max: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    metric: ScalingMetric = "rps"
+    target: float = 10.0
+    scale_to_zero_after: timedelta = timedelta(minutes=5)
+    scale_down_delay: timedelta = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    spot: SpotPolicy = "Prefer"
+    on_demand_base: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    p99_latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceServiceSpec:
+    model: Model
+    image: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    replicas: Replicas = field(default_factory=Replicas)
+    scaling: Scaling = field(default_factory=Scaling)
+    capacity: Capacity = field(default_factory=Capacity)
+    slo: SLO | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Cost so far, in the currency of the pools' pricePerHour; None where not yet known."""
+
+    accrued: float | None = None
+    on_demand_equivalent: float | None = None
+    savings_ratio: float | None = None
+    gpu_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceServiceStatus:
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    url: str | None = None
+    last_request_time: str | None = None
+    last_cold_start_seconds: float | None = None
+    cost: Cost | None = None
+    conditions: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceService:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    labels: Mapping[str, str]
+    spec: InferenceServiceSpec
+    status: InferenceServiceStatus
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> InferenceService:
+        """Read a raw InferenceService (as Kopf or the API client hands it over)."""
+        metadata = body.get("metadata") or {}
+        return cls(
+            name=str(metadata.get("name", "")),
+            namespace=str(metadata.get("namespace", "")),
+            uid=str(metadata.get("uid", "")),
+            generation=int(metadata.get("generation", 0)),
+            labels=dict(metadata.get("labels") or {}),
+            spec=from_raw(InferenceServiceSpec, body.get("spec"), "spec"),
+            status=from_raw(InferenceServiceStatus, body.get("status"), "status"),
+        )

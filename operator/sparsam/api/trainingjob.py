@@ -1,0 +1,342 @@
+"""The TrainingJob model: crds/sparsam.dev_trainingjobs.yaml as frozen dataclasses.
+
+Each dataclass mirrors one object of the CRD schema, field by field: the snake_case of the JSON
+name, the matching type, no default where the CRD requires the field, the CRD's `default:` where
+it has one, and `None` for the other optional fields. `sparsam.api.parse.from_raw` reads raw
+bodies into them; the field descriptions live in the CRD (`kubectl explain trainingjob.spec`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final, Literal
+
+from sparsam.api.conditions import Condition, find
+from sparsam.api.parse import Quantity, from_raw, parse_duration
+
+SpotPolicy = Literal["Prefer", "Require", "Never"]
+QuantizationMode = Literal["dynamic", "static", "none"]
+BudgetAction = Literal["Alert", "Suspend", "Fail"]
+Phase = Literal[
+    "Pending",
+    "Running",
+    "Checkpointing",
+    "Compressing",
+    "Deploying",
+    "Succeeded",
+    "Failed",
+    "Suspended",
+]
+#: Phases a job does not leave.
+FINISHED_PHASES: frozenset[Phase] = frozenset({"Succeeded", "Failed"})
+IntervalMode = Literal["Auto", "Fixed"]
+
+#: The value of spec.checkpoint.interval that lets the operator choose the interval.
+INTERVAL_AUTO: Final = "auto"
+#: The CRD's defaults for spec.resources.cpu and .memory.
+DEFAULT_WORKER_CPU: Final = Quantity.parse("2")
+DEFAULT_WORKER_MEMORY: Final = Quantity.parse("8Gi")
+
+
+# --- spec ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeySelector:
+    """A key of a Secret or ConfigMap in the job's namespace."""
+
+    name: str
+    key: str
+    optional: bool | None = None
+
+    def to_raw(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {"name": self.name, "key": self.key}
+        if self.optional is not None:
+            raw["optional"] = self.optional
+        return raw
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    field_path: str
+
+    def to_raw(self) -> dict[str, Any]:
+        return {"fieldPath": self.field_path}
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVarSource:
+    """Exactly one of the three is set (the CRD enforces it)."""
+
+    secret_key_ref: KeySelector | None = None
+    config_map_key_ref: KeySelector | None = None
+    field_ref: FieldRef | None = None
+
+    def to_raw(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {}
+        if self.secret_key_ref is not None:
+            raw["secretKeyRef"] = self.secret_key_ref.to_raw()
+        if self.config_map_key_ref is not None:
+            raw["configMapKeyRef"] = self.config_map_key_ref.to_raw()
+        if self.field_ref is not None:
+            raw["fieldRef"] = self.field_ref.to_raw()
+        return raw
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """A container environment variable; `value` and `value_from` are mutually exclusive."""
+
+    name: str
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+
+    def to_raw(self) -> dict[str, Any]:
+        """The core/v1 EnvVar dict, for a pod's container."""
+        raw: dict[str, Any] = {"name": self.name}
+        if self.value is not None:
+            raw["value"] = self.value
+        if self.value_from is not None:
+            raw["valueFrom"] = self.value_from.to_raw()
+        return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Workers:
+    """The elastic worker range; `replicas` is what the /scale subresource writes."""
+
+    min: int = 1
+    max: int = 1
+    replicas: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What each worker requests. Immutable after creation."""
+
+    gpus: int = 1
+    gpu_type: str | None = None
+    cpu: Quantity = DEFAULT_WORKER_CPU
+    memory: Quantity = DEFAULT_WORKER_MEMORY
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    spot: SpotPolicy = "Prefer"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where checkpoints go (`volume_claim`, `path`: immutable) and how often (`interval`)."""
+
+    volume_claim: str
+    path: str = "/checkpoints"
+    #: "auto" or a Go duration; read it through `interval_auto` / `interval_duration`.
+    interval: str = INTERVAL_AUTO
+
+    @property
+    def interval_auto(self) -> bool:
+        return self.interval == INTERVAL_AUTO
+
+    @property
+    def interval_duration(self) -> timedelta | None:
+        """The fixed interval, or None when the operator chooses it (`auto`)."""
+        return None if self.interval_auto else parse_duration(self.interval)
+
+
+@dataclass(frozen=True, slots=True)
+class Pruning:
+    sparsity: float = 0.5
+    structured: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Quantization:
+    mode: QuantizationMode = "dynamic"
+
+
+@dataclass(frozen=True, slots=True)
+class Distillation:
+    student: str
+    temperature: float = 2.0
+    alpha: float = 0.5
+    epochs: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Compression:
+    """At least one of pruning, quantization, distillation is set (the CRD enforces it)."""
+
+    pruning: Pruning | None = None
+    quantization: Quantization | None = None
+    distillation: Distillation | None = None
+    max_accuracy_drop: float = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class Deploy:
+    inference_service: str
+    min_replicas: int = 0
+    max_replicas: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    max_cost: float
+    on_exceeded: BudgetAction = "Suspend"
+
+
+@dataclass(frozen=True, slots=True)
+class RunPolicy:
+    active_deadline_seconds: int | None = None
+    backoff_limit: int = 3
+    ttl_seconds_after_finished: int | None = None
+    suspend: bool = False
+
+    @property
+    def active_deadline(self) -> timedelta | None:
+        if self.active_deadline_seconds is None:
+            return None
+        return timedelta(seconds=self.active_deadline_seconds)
+
+    @property
+    def ttl_after_finished(self) -> timedelta | None:
+        if self.ttl_seconds_after_finished is None:
+            return None
+        return timedelta(seconds=self.ttl_seconds_after_finished)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJobSpec:
+    image: str
+    command: tuple[str, ...] | None = None
+    args: tuple[str, ...] | None = None
+    env: tuple[EnvVar, ...] | None = None
+    workers: Workers = field(default_factory=Workers)
+    resources: Resources = field(default_factory=Resources)
+    capacity: Capacity = field(default_factory=Capacity)
+    checkpoint: Checkpoint | None = None
+    compression: Compression | None = None
+    deploy: Deploy | None = None
+    budget: Budget | None = None
+    run_policy: RunPolicy = field(default_factory=RunPolicy)
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersStatus:
+    desired: int | None = None
+    running: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LastCheckpoint:
+    step: int
+    #: RFC 3339.
+    time: str
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointIntervalStatus:
+    seconds: int
+    mode: IntervalMode
+    write_seconds: float | None = None
+    mean_time_between_preemptions_seconds: float | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CostStatus:
+    accrued: float | None = None
+    on_demand_equivalent: float | None = None
+    savings_ratio: float | None = None
+    gpu_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IntBeforeAfter:
+    before: int | None = None
+    after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FloatBeforeAfter:
+    before: float | None = None
+    after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionStatus:
+    size_bytes: IntBeforeAfter | None = None
+    accuracy: FloatBeforeAfter | None = None
+    latency_ms: FloatBeforeAfter | None = None
+    accepted: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJobStatus:
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    conditions: tuple[Condition, ...] = ()
+    selector: str | None = None
+    workers: WorkersStatus | None = None
+    preemptions: int = 0
+    restarts: int = 0
+    last_checkpoint: LastCheckpoint | None = None
+    checkpoint_interval: CheckpointIntervalStatus | None = None
+    cost: CostStatus | None = None
+    compression: CompressionStatus | None = None
+    model: ModelStatus | None = None
+    #: RFC 3339.
+    start_time: str | None = None
+    #: RFC 3339.
+    completion_time: str | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of this type, or None when there is none."""
+        return find(self.conditions, type_)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED_PHASES
+
+
+# --- the object ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJob:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    labels: Mapping[str, str]
+    spec: TrainingJobSpec
+    status: TrainingJobStatus
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> TrainingJob:
+        """Read a whole TrainingJob body (as Kopf or the API client hands it over).
+
+        Raises `sparsam.api.parse.InvalidSpec` naming the field when the body does not fit.
+        """
+        metadata: Mapping[str, Any] = body.get("metadata") or {}
+        return cls(
+            name=str(metadata.get("name", "")),
+            namespace=str(metadata.get("namespace", "")),
+            uid=str(metadata.get("uid", "")),
+            generation=int(metadata.get("generation", 0)),
+            labels=dict(metadata.get("labels") or {}),
+            spec=from_raw(TrainingJobSpec, body.get("spec"), "spec"),
+            status=from_raw(TrainingJobStatus, body.get("status"), "status"),
+        )

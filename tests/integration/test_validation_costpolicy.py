@@ -1,0 +1,168 @@
+"""The real apiserver rejects bad CostPolicies with a message that names the field.
+
+Each case takes a valid manifest, breaks one field, applies it with kubectl and expects the
+apiserver (OpenAPI schema or CEL rule of crds/sparsam.dev_costpolicies.yaml) to refuse it.
+CostPolicy is cluster-scoped: objects get names unique to the test and are deleted after it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from sparsam.api.costpolicy import CostPolicy
+
+if TYPE_CHECKING:
+    from tests.conftest import Kubectl
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+RESOURCE = "costpolicies.sparsam.dev"
+
+
+@pytest.fixture
+def name(kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    """A cluster-wide unique name for this test's CostPolicy, deleted afterwards."""
+    unique = f"{namespace}-policy"
+    yield unique
+    kubectl("delete", RESOURCE, unique, "--ignore-not-found", check=False)
+
+
+def valid(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "sparsam.dev/v1alpha1",
+        "kind": "CostPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {
+                "matchLabels": {"team": "newsroom"},
+                "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}],
+            },
+            "priority": 10,
+            "budget": {"monthly": 500, "alertAt": [0.5, 0.8, 1.0], "onExceeded": "BlockNew"},
+            "spot": {"default": "Prefer", "onDemandFallbackAfter": "5m"},
+            "scaleToZero": {"after": "10m"},
+            "compression": {"required": True, "maxAccuracyDrop": 0.01},
+            "checkpoint": {"maxLostWorkFraction": 0.05},
+            "allowedGPUTypes": ["NVIDIA-A10G"],
+        },
+    }
+
+
+DELETE = object()
+
+
+def mutated(name: str, path: str, value: Any) -> dict[str, Any]:
+    """The valid manifest with the dotted `path` set to `value` (DELETE removes it)."""
+    manifest = valid(name)
+    *parents, leaf = path.split(".")
+    node = manifest
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = copy.deepcopy(value)
+    return manifest
+
+
+def apply(kubectl: Kubectl, manifest: dict[str, Any]) -> Any:
+    return kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
+
+
+def test_valid_manifest_is_accepted_and_defaulted(kubectl: Kubectl, name: str) -> None:
+    """The base of every case below is valid, so each rejection is the broken field's doing."""
+    manifest = valid(name)
+    del manifest["spec"]["spot"]
+    del manifest["spec"]["budget"]["alertAt"]
+    apply(kubectl, manifest).check_returncode()
+    body = json.loads(kubectl("get", RESOURCE, name, "-o", "json").stdout)
+    assert body["spec"]["spot"] == {"default": "Prefer", "onDemandFallbackAfter": "5m"}
+    assert body["spec"]["budget"]["alertAt"] == [0.8, 1.0]
+    assert CostPolicy.from_body(body).spec.budget is not None
+
+
+def test_example_applies(kubectl: Kubectl, name: str) -> None:
+    example = yaml.safe_load((ROOT / "examples" / "costpolicy.yaml").read_text())
+    example["metadata"]["name"] = name
+    apply(kubectl, example).check_returncode()
+    body = json.loads(kubectl("get", RESOURCE, name, "-o", "json").stdout)
+    assert CostPolicy.from_body(body).spec.priority == 100
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        pytest.param(
+            "spec.namespaceSelector", DELETE, "spec.namespaceSelector", id="selector-missing"
+        ),
+        pytest.param(
+            "spec.namespaceSelector.matchExpressions",
+            [{"key": "env", "operator": "Like", "values": ["prod"]}],
+            "spec.namespaceSelector.matchExpressions[0].operator",
+            id="selector-operator-unknown",
+        ),
+        pytest.param(
+            "spec.namespaceSelector.matchExpressions",
+            [{"key": "env", "operator": "In"}],
+            "spec.namespaceSelector.matchExpressions[].values must be non-empty",
+            id="selector-in-without-values",
+        ),
+        pytest.param("spec.priority", 5000, "spec.priority", id="priority-too-high"),
+        pytest.param("spec.budget.monthly", -1, "spec.budget.monthly", id="budget-negative"),
+        pytest.param(
+            "spec.budget.alertAt", [0.5, 1.5], "spec.budget.alertAt[1]", id="alert-above-1"
+        ),
+        pytest.param("spec.budget.alertAt", [0, 0.5], "spec.budget.alertAt[0]", id="alert-zero"),
+        pytest.param(
+            "spec.budget.alertAt",
+            [0.8, 0.5],
+            "spec.budget.alertAt must be in ascending order",
+            id="alert-unsorted",
+        ),
+        pytest.param(
+            "spec.budget.alertAt", [0.5, 0.5], "spec.budget.alertAt[1]", id="alert-duplicate"
+        ),
+        pytest.param(
+            "spec.budget.onExceeded", "Shutdown", "spec.budget.onExceeded", id="on-exceeded-unknown"
+        ),
+        pytest.param("spec.spot.default", "Sometimes", "spec.spot.default", id="spot-unknown"),
+        pytest.param(
+            "spec.spot.onDemandFallbackAfter",
+            "soon",
+            "spec.spot.onDemandFallbackAfter must be a duration",
+            id="fallback-not-duration",
+        ),
+        pytest.param(
+            "spec.scaleToZero.after",
+            "10 minutes",
+            "spec.scaleToZero.after must be a duration",
+            id="scale-to-zero-not-duration",
+        ),
+        pytest.param(
+            "spec.compression.maxAccuracyDrop",
+            1.5,
+            "spec.compression.maxAccuracyDrop",
+            id="accuracy-drop-above-1",
+        ),
+        pytest.param(
+            "spec.checkpoint.maxLostWorkFraction",
+            0,
+            "spec.checkpoint.maxLostWorkFraction",
+            id="lost-work-zero",
+        ),
+    ],
+)
+def test_bad_input_is_rejected_naming_the_field(
+    kubectl: Kubectl, name: str, path: str, value: Any, expected: str
+) -> None:
+    result = apply(kubectl, mutated(name, path, value))
+    assert result.returncode != 0, f"the apiserver accepted {path}={value!r}"
+    assert expected in result.stderr

@@ -1,0 +1,192 @@
+"""The real apiserver rejects bad GPUNodePools with a message that names the field.
+
+Each case takes a valid manifest, breaks one field, applies it with kubectl and expects the
+apiserver (OpenAPI schema or CEL rule of crds/sparsam.dev_gpunodepools.yaml) to refuse it.
+GPUNodePool is cluster-scoped: objects get names unique to the test and are deleted after it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from sparsam.api.gpunodepool import GPUNodePool
+
+if TYPE_CHECKING:
+    from tests.conftest import Kubectl
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+RESOURCE = "gpunodepools.sparsam.dev"
+
+
+@pytest.fixture
+def name(kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    """A cluster-wide unique name for this test's pool, deleted afterwards."""
+    unique = f"{namespace}-pool"[-63:].lstrip("-")
+    yield unique
+    kubectl("delete", RESOURCE, unique, "--ignore-not-found", check=False)
+
+
+def valid(name: str) -> dict[str, Any]:
+    # maxNodes 0: the pool is valid but never makes a node, so the test leaves none behind.
+    return {
+        "apiVersion": "sparsam.dev/v1alpha1",
+        "kind": "GPUNodePool",
+        "metadata": {"name": name},
+        "spec": {
+            "provider": {"kwok": {}},
+            "nodeTemplate": {
+                "instanceType": "g5.12xlarge",
+                "gpuType": "NVIDIA-A10G",
+                "gpusPerNode": 4,
+                "cpu": "48",
+                "memory": "192Gi",
+                "labels": {"team": "newsroom"},
+                "taints": [{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}],
+            },
+            "capacityType": "spot",
+            "pricePerHour": 2.27,
+            "minNodes": 0,
+            "maxNodes": 0,
+            "scaleDownAfter": "10m",
+        },
+    }
+
+
+DELETE = object()
+
+
+def mutated(name: str, path: str, value: Any) -> dict[str, Any]:
+    """The valid manifest with the dotted `path` set to `value` (DELETE removes it)."""
+    manifest = valid(name)
+    *parents, leaf = path.split(".")
+    node = manifest
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = copy.deepcopy(value)
+    return manifest
+
+
+def apply(kubectl: Kubectl, manifest: dict[str, Any]) -> Any:
+    return kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
+
+
+def test_valid_manifest_is_accepted_and_defaulted(kubectl: Kubectl, name: str) -> None:
+    """The base of every case below is valid, so each rejection is the broken field's doing."""
+    manifest = valid(name)
+    del manifest["spec"]["minNodes"]
+    del manifest["spec"]["scaleDownAfter"]
+    apply(kubectl, manifest).check_returncode()
+    body = json.loads(kubectl("get", RESOURCE, name, "-o", "json").stdout)
+    assert (body["spec"]["minNodes"], body["spec"]["scaleDownAfter"]) == (0, "10m")
+    assert GPUNodePool.from_body(body).spec.node_template.gpus_per_node == 4
+
+
+def test_examples_apply(kubectl: Kubectl, name: str) -> None:
+    documents = list(yaml.safe_load_all((ROOT / "examples" / "gpunodepools.yaml").read_text()))
+    assert len(documents) == 2
+    for document in documents:
+        # Keep the example's spec, but at most zero nodes and under this test's name.
+        document["metadata"]["name"] = name
+        document["spec"]["maxNodes"] = 0
+        apply(kubectl, document).check_returncode()
+        body = json.loads(kubectl("get", RESOURCE, name, "-o", "json").stdout)
+        assert GPUNodePool.from_body(body).spec.capacity_type == document["spec"]["capacityType"]
+        kubectl("delete", RESOURCE, name)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        pytest.param(
+            "spec.provider",
+            {"kwok": {}, "clusterAPI": {"machineDeployment": {"name": "md", "namespace": "capi"}}},
+            "spec.provider must set exactly one of spec.provider.kwok or spec.provider.clusterAPI",
+            id="provider-both",
+        ),
+        pytest.param(
+            "spec.provider",
+            {},
+            "spec.provider must set exactly one of spec.provider.kwok or spec.provider.clusterAPI",
+            id="provider-neither",
+        ),
+        pytest.param(
+            "spec.provider",
+            {"clusterAPI": {"machineDeployment": {"name": "md"}}},
+            "spec.provider.clusterAPI.machineDeployment.namespace",
+            id="machine-deployment-namespace-missing",
+        ),
+        pytest.param(
+            "spec.capacityType", "preemptible", "spec.capacityType", id="capacity-unknown"
+        ),
+        pytest.param("spec.pricePerHour", -1, "spec.pricePerHour", id="price-negative"),
+        pytest.param("spec.pricePerHour", "2.27", "spec.pricePerHour", id="price-not-number"),
+        pytest.param("spec.maxNodes", DELETE, "spec.maxNodes", id="max-nodes-missing"),
+        pytest.param(
+            "spec.minNodes",
+            1,
+            "spec.minNodes must be less than or equal to spec.maxNodes",
+            id="min-above-max",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.gpusPerNode", -1, "spec.nodeTemplate.gpusPerNode", id="gpus-negative"
+        ),
+        pytest.param(
+            "spec.nodeTemplate.memory", "lots", "spec.nodeTemplate.memory", id="memory-not-quantity"
+        ),
+        pytest.param(
+            "spec.nodeTemplate.taints",
+            [{"key": "dedicated", "effect": "NoWay"}],
+            "spec.nodeTemplate.taints[0].effect",
+            id="taint-effect-unknown",
+        ),
+        pytest.param(
+            "spec.scaleDownAfter",
+            "10",
+            "spec.scaleDownAfter must be a duration",
+            id="scale-down-after-without-unit",
+        ),
+    ],
+)
+def test_bad_input_is_rejected_naming_the_field(
+    kubectl: Kubectl, name: str, path: str, value: Any, expected: str
+) -> None:
+    result = apply(kubectl, mutated(name, path, value))
+    assert result.returncode != 0, f"the apiserver accepted {path}={value!r}"
+    assert expected in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        pytest.param(
+            "spec.nodeTemplate.gpuType",
+            "NVIDIA-L40S",
+            "spec.nodeTemplate.gpuType is immutable",
+            id="gpu-type",
+        ),
+        pytest.param(
+            "spec.capacityType", "on-demand", "spec.capacityType is immutable", id="capacity-type"
+        ),
+    ],
+)
+def test_immutable_fields_cannot_change(
+    kubectl: Kubectl, name: str, path: str, value: Any, expected: str
+) -> None:
+    apply(kubectl, valid(name)).check_returncode()
+    result = apply(kubectl, mutated(name, path, value))
+    assert result.returncode != 0, f"the apiserver accepted a change of {path}"
+    assert expected in result.stderr
+    # Other fields stay mutable.
+    apply(kubectl, mutated(name, "spec.pricePerHour", 2.5)).check_returncode()
