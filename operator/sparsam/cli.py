@@ -1,0 +1,183 @@
+"""The `sparsam` command.
+
+    sparsam dev-cluster up [--gpu-nodes]    a real control plane on loopback, with our CRDs
+    sparsam dev-cluster down|status|kubeconfig
+    sparsam dev-cluster kubectl -- ARGS      the cluster's own kubectl, pointed at it
+    sparsam demo                             dev cluster + GPU nodes + examples/, then `kubectl get`
+
+Errors the user can act on print one line and exit 1; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sparsam import __version__
+from sparsam.devcluster.bootstrap import REPO_ROOT, bring_up, install_crds
+from sparsam.devcluster.cluster import DEFAULT_NAME, DevCluster, kubectl_runner
+from sparsam.devcluster.errors import DevClusterError
+from sparsam.devcluster.tools import KUBERNETES, ensure_binaries
+
+DEMO_NAMESPACE = "sparsam-demo"
+
+
+def _say(message: str) -> None:
+    print(f"sparsam: {message}", file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsam", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"sparsam {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser(
+        "dev-cluster",
+        help="a real local control plane (etcd, "
+        "kube-apiserver, controller-manager, scheduler, KWOK)",
+    )
+    dev_commands = dev.add_subparsers(dest="action", required=True)
+    up = dev_commands.add_parser("up", help="start the cluster (builds the binaries once)")
+    up.add_argument(
+        "--gpu-nodes", action="store_true", help="also create KWOK GPU nodes (spot and on-demand)"
+    )
+    for sub in (
+        up,
+        *(
+            dev_commands.add_parser(name, help=text)
+            for name, text in (
+                ("down", "stop every process of the cluster"),
+                ("status", "which components are running"),
+                ("kubeconfig", "print the path of the admin kubeconfig"),
+                (
+                    "kubectl",
+                    "run the cluster's kubectl against it: sparsam dev-cluster kubectl -- get "
+                    "nodes",
+                ),
+            )
+        ),
+    ):
+        sub.add_argument(
+            "--name",
+            default=DEFAULT_NAME,
+            help=f"which dev cluster (default {DEFAULT_NAME}); several can run side by side",
+        )
+        sub.add_argument(
+            "--bin-dir",
+            type=Path,
+            default=None,
+            help="use the binaries in this folder instead of building them (also SPARSAM_BIN_DIR)",
+        )
+        if sub.prog.endswith("kubectl"):
+            sub.add_argument("args", nargs=argparse.REMAINDER)
+
+    demo = commands.add_parser(
+        "demo",
+        help="bring up the dev cluster with GPU nodes, apply "
+        "examples/ and show what sparsam's resources look like",
+    )
+    demo.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="use this existing cluster instead of the dev cluster",
+    )
+    demo.add_argument("--bin-dir", type=Path, default=None)
+    demo.add_argument("--name", default=DEFAULT_NAME)
+    return parser
+
+
+def _dev_cluster(args: argparse.Namespace) -> int:
+    cluster = DevCluster(args.name)
+    if args.action == "up":
+        bring_up(cluster, gpu_nodes=args.gpu_nodes, bin_dir=args.bin_dir, log=_say)
+        print(cluster.kubeconfig)
+    elif args.action == "down":
+        stopped = cluster.down()
+        _say(f"stopped {', '.join(p.name for p in stopped) or 'nothing (not running)'}")
+    elif args.action == "status":
+        status = cluster.status()
+        if not status:
+            print(f"{args.name}: {'stopped' if cluster.state() else 'not created'}")
+            return 1
+        for name, alive in status.items():
+            print(f"{name:<24} {'running' if alive else 'stopped'}")
+        return 0 if cluster.running() else 1
+    elif args.action == "kubeconfig":
+        if not cluster.kubeconfig.is_file():
+            raise DevClusterError(
+                f"dev cluster {args.name!r} was never started: run `sparsam dev-cluster up`"
+            )
+        print(cluster.kubeconfig)
+    elif args.action == "kubectl":
+        binaries = ensure_binaries(args.bin_dir, tools=(KUBERNETES,))
+        rest = args.args[1:] if args.args[:1] == ["--"] else args.args
+        command = [str(binaries["kubectl"]), f"--kubeconfig={cluster.kubeconfig}", *rest]
+        return subprocess.call(command)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.kubeconfig is not None:
+        kubectl_path = os.environ.get("KUBECTL") or shutil.which("kubectl")
+        if kubectl_path is None:
+            raise DevClusterError("kubectl is not on PATH (set KUBECTL to its path)")
+        kubeconfig: Path = args.kubeconfig
+        kubectl_bin = Path(kubectl_path)
+    else:
+        cluster = DevCluster(args.name)
+        binaries = bring_up(cluster, gpu_nodes=True, bin_dir=args.bin_dir, log=_say)
+        kubeconfig, kubectl_bin = cluster.kubeconfig, binaries["kubectl"]
+    run = kubectl_runner(kubectl_bin, kubeconfig)
+    if args.kubeconfig is not None:
+        install_crds(run)
+    run(
+        "apply",
+        "-f",
+        "-",
+        input=run("create", "namespace", DEMO_NAMESPACE, "--dry-run=client", "-o", "yaml"),
+    )
+    examples = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+    for path in examples:
+        _say(f"kubectl apply -f examples/{path.name}")
+        print(run("apply", "-n", DEMO_NAMESPACE, "-f", str(path)), end="")
+    for what in ("gpunodepools", "costpolicies", "trainingjobs", "inferenceservices"):
+        _say(f"kubectl get {what}")
+        print(run("get", what, "-n", DEMO_NAMESPACE), end="")
+    _say("kubectl get nodes (GPU nodes are KWOK nodes: the real scheduler places pods there)")
+    print(
+        run(
+            "get",
+            "nodes",
+            "-L",
+            "karpenter.sh/capacity-type,node.kubernetes.io/instance-type,nvidia.com/gpu.product",
+        ),
+        end="",
+    )
+    _say(
+        f"the cluster keeps running: export KUBECONFIG={kubeconfig}; "
+        "stop it with `sparsam dev-cluster down`"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "dev-cluster":
+            return _dev_cluster(args)
+        return _demo(args)
+    except DevClusterError as exc:
+        _say(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

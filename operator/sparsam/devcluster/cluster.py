@@ -1,0 +1,358 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, controller-manager,
+scheduler and KWOK as local processes, like controller-runtime's envtest plus KWOK.
+
+A cluster lives in one state folder: its certificates (pki/), kubeconfigs, etcd's data, one log
+file per component (logs/) and `state.json`, which records each process and its ports so that
+`down` and `status` find them from another process. Every component binds 127.0.0.1 only, on
+ports picked free at `up`, so several clusters (a demo and a test session) can run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Final
+
+from sparsam.devcluster import pki
+from sparsam.devcluster.errors import DevClusterError
+from sparsam.devcluster.tools import Binaries
+
+DEFAULT_NAME: Final = "sparsam"
+#: Pod IPs come from a loopback range, so a host process listening there is the "pod".
+POD_CIDR: Final = "127.1.0.0/16"
+#: The order components start in; `down` stops them in reverse.
+COMPONENTS: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+START_TIMEOUT: Final = 60.0
+STOP_TIMEOUT: Final = 10.0
+
+
+def state_root() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "sparsam" / "dev-clusters"
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    name: str
+    pid: int
+    port: int
+    binary: str
+
+
+@dataclass(slots=True)
+class State:
+    """What `up` started, saved as state.json in the cluster's folder."""
+
+    name: str
+    apiserver_port: int
+    processes: list[Process] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> State | None:
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(
+            name=raw["name"],
+            apiserver_port=raw["apiserver_port"],
+            processes=[Process(**p) for p in raw["processes"]],
+        )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def alive(process: Process) -> bool:
+    """True when `process.pid` is running and is still our binary (pids get reused)."""
+    try:
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if not cmdline.split(b"\0", 1)[0].endswith(Path(process.binary).name.encode()):
+        return False
+    try:
+        stat = Path(f"/proc/{process.pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is as good as gone
+
+
+class DevCluster:
+    """One named dev cluster. `up` is idempotent: a running cluster is left as it is."""
+
+    def __init__(self, name: str = DEFAULT_NAME, root: Path | None = None) -> None:
+        self.name = name
+        self.dir = (root or state_root()) / name
+        self.pki = self.dir / "pki"
+        self.logs = self.dir / "logs"
+        self.state_file = self.dir / "state.json"
+        self.kubeconfig = self.dir / "kubeconfig"
+
+    # --- queries ----------------------------------------------------------------------
+
+    def state(self) -> State | None:
+        return State.load(self.state_file)
+
+    def status(self) -> dict[str, bool]:
+        """Each component and whether its process is alive (empty when never started)."""
+        state = self.state()
+        if state is None:
+            return {}
+        return {p.name: alive(p) for p in state.processes}
+
+    def running(self) -> bool:
+        status = self.status()
+        return bool(status) and all(status.values()) and set(status) == set(COMPONENTS)
+
+    # --- up ---------------------------------------------------------------------------
+
+    def up(self, binaries: Binaries, timeout: float = START_TIMEOUT) -> State:
+        if self.running():
+            state = self.state()
+            assert state is not None
+            return state
+        self.down()  # whatever half of a cluster is left from a crash goes first
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.logs.mkdir(parents=True)
+        pki.generate(self.pki)
+        state = State(self.name, apiserver_port=free_port())
+        server = f"https://127.0.0.1:{state.apiserver_port}"
+        for identity in pki.IDENTITIES:
+            pki.write_kubeconfig(
+                self.dir / f"{identity.file}.kubeconfig", self.pki, identity, server
+            )
+        (self.dir / f"{pki.ADMIN.file}.kubeconfig").replace(self.kubeconfig)
+        try:
+            for component in COMPONENTS:
+                self._start(component, binaries, state, timeout)
+        except DevClusterError:
+            self.down()
+            raise
+        return state
+
+    def _start(self, component: str, binaries: Binaries, state: State, timeout: float) -> None:
+        port = state.apiserver_port if component == "kube-apiserver" else free_port()
+        args = self._arguments(component, port, state, binaries)
+        binary = binaries[component]
+        log = (self.logs / f"{component}.log").open("ab")
+        with log:
+            popen = subprocess.Popen(
+                [str(binary), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+                start_new_session=True,  # our Ctrl-C does not reach it; `down` stops it
+            )
+        process = Process(component, popen.pid, port, str(binary))
+        state.processes.append(process)
+        state.save(self.state_file)
+        self._wait_healthy(process, popen, timeout)
+
+    def _arguments(self, component: str, port: int, state: State, binaries: Binaries) -> list[str]:
+        p = self.pki
+        etcd = next((x for x in state.processes if x.name == "etcd"), None)
+        if component == "etcd":
+            peer = free_port()
+            return [
+                "--name=sparsam-dev",
+                f"--data-dir={self.dir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{port}",
+                f"--advertise-client-urls=http://127.0.0.1:{port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=sparsam-dev=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",  # a throwaway cluster: speed over durability
+                "--quota-backend-bytes=1073741824",
+                "--log-level=warn",
+            ]
+        if component == "kube-apiserver":
+            assert etcd is not None
+            return [
+                f"--etcd-servers=http://127.0.0.1:{etcd.port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={p}",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
+                f"--client-ca-file={p / 'ca.crt'}",
+                f"--service-account-key-file={p / 'sa.pub'}",
+                f"--service-account-signing-key-file={p / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={pki.SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+                "--v=1",
+            ]
+        kubeconfig = {
+            "kube-controller-manager": pki.CONTROLLER_MANAGER,
+            "kube-scheduler": pki.SCHEDULER,
+            "kwok": pki.KWOK,
+        }[component]
+        config = str(self.dir / f"{kubeconfig.file}.kubeconfig")
+        if component == "kube-controller-manager":
+            return [
+                f"--kubeconfig={config}",
+                f"--authentication-kubeconfig={config}",
+                f"--authorization-kubeconfig={config}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={p / 'sa.key'}",
+                f"--root-ca-file={p / 'ca.crt'}",
+                "--use-service-account-credentials=true",
+                f"--service-cluster-ip-range={pki.SERVICE_CIDR}",
+                # KWOK hands out pod IPs; nothing here allocates node CIDRs.
+                "--allocate-node-cidrs=false",
+                "--profiling=false",
+                "--v=1",
+            ]
+        if component == "kube-scheduler":
+            return [
+                f"--kubeconfig={config}",
+                f"--authentication-kubeconfig={config}",
+                f"--authorization-kubeconfig={config}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                "--profiling=false",
+                "--v=1",
+            ]
+        return [  # kwok
+            f"--kubeconfig={config}",
+            f"--config={binaries.kwok_stages}",
+            # Only nodes we mark as fake: a real node joined to this cluster is left alone.
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--cidr={POD_CIDR}",
+            "--node-ip=127.0.0.1",
+            "--node-lease-duration-seconds=40",
+            f"--server-address=127.0.0.1:{port}",
+        ]
+
+    def _health_url(self, process: Process) -> tuple[str, ssl.SSLContext | None]:
+        if process.name == "etcd":
+            return f"http://127.0.0.1:{process.port}/health", None
+        if process.name == "kwok":
+            return f"http://127.0.0.1:{process.port}/healthz", None
+        if process.name == "kube-apiserver":
+            context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+            context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
+            return f"https://127.0.0.1:{process.port}/readyz", context
+        # The controller-manager and scheduler serve /healthz with a self-signed certificate.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return f"https://127.0.0.1:{process.port}/healthz", context
+
+    def _wait_healthy(
+        self, process: Process, popen: subprocess.Popen[bytes], timeout: float
+    ) -> None:
+        url, context = self._health_url(process)
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if popen.poll() is not None:
+                raise DevClusterError(
+                    f"{process.name} exited with code {popen.returncode}: "
+                    f"{_tail(self.logs / f'{process.name}.log')} "
+                    f"(log: {self.logs / f'{process.name}.log'})"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=context) as answer:  # noqa: S310
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise DevClusterError(
+            f"{process.name} was not healthy within {timeout:.0f}s ({last}); "
+            f"log: {self.logs / f'{process.name}.log'}"
+        )
+
+    # --- down -------------------------------------------------------------------------
+
+    def down(self, timeout: float = STOP_TIMEOUT) -> list[Process]:
+        """Stop every process of the cluster, newest first; return those that were running.
+
+        One at a time: the apiserver shuts down gracefully only while etcd still answers.
+        """
+        state = self.state()
+        if state is None:
+            return []
+        stopped = [p for p in reversed(state.processes) if alive(p)]
+        for process in stopped:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                _signal(process, sig)
+                deadline = time.monotonic() + timeout
+                while alive(process) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if not alive(process):
+                    break
+        survivors = [p.name for p in stopped if alive(p)]
+        if survivors:
+            raise DevClusterError(f"could not stop {', '.join(survivors)}")
+        state.processes = []
+        state.save(self.state_file)
+        return stopped
+
+
+def _signal(process: Process, sig: signal.Signals) -> None:
+    try:
+        # Each component leads its own session (start_new_session), so its children go too.
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(process.pid, sig)
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(line.strip() for line in text[-lines:]) or "empty log"
+
+
+def kubectl_runner(kubectl: Path, kubeconfig: Path) -> Callable[..., str]:
+    """A small kubectl caller for setup steps; raises DevClusterError with kubectl's message."""
+
+    def run(*args: str, input: str | None = None, timeout: float = 120) -> str:
+        try:
+            done = subprocess.run(
+                [str(kubectl), f"--kubeconfig={kubeconfig}", *args],
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise DevClusterError(f"kubectl {' '.join(args)} took over {timeout:.0f}s") from None
+        if done.returncode != 0:
+            raise DevClusterError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    return run

@@ -1,0 +1,98 @@
+"""Shared fixtures. Integration tests get a real control plane: the dev cluster, started once per
+session by the same code as `sparsam dev-cluster up --gpu-nodes`, or an existing cluster named by
+SPARSAM_TEST_KUBECONFIG (with kubectl from SPARSAM_BIN_DIR or PATH)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from sparsam.devcluster.bootstrap import bring_up, install_crds
+from sparsam.devcluster.cluster import DevCluster, kubectl_runner
+from sparsam.devcluster.errors import DevClusterError
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    kubectl: Path
+    dev: DevCluster | None  # None when the tests run against an existing cluster
+
+
+class Kubectl(Protocol):
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    existing = os.environ.get("SPARSAM_TEST_KUBECONFIG")
+    if existing:
+        found = shutil.which("kubectl", path=os.environ.get("SPARSAM_BIN_DIR")) or shutil.which(
+            "kubectl"
+        )
+        if found is None:
+            pytest.fail("SPARSAM_TEST_KUBECONFIG is set but kubectl is not on PATH")
+        install_crds(kubectl_runner(Path(found), Path(existing)))
+        yield Cluster(Path(existing), Path(found), None)
+        return
+    dev = DevCluster(f"pytest-{os.getpid()}", root=tmp_path_factory.mktemp("dev-clusters"))
+    try:
+        binaries = bring_up(dev, gpu_nodes=True)
+    except DevClusterError as exc:
+        dev.down()
+        pytest.fail(f"the dev cluster did not come up: {exc}", pytrace=False)
+    try:
+        yield Cluster(dev.kubeconfig, binaries["kubectl"], dev)
+    finally:
+        dev.down()
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: Cluster) -> Kubectl:
+    def run(
+        *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(cluster.kubectl), f"--kubeconfig={cluster.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done
+
+    return run
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted (without waiting) afterwards."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{stem}-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    # Pods are admitted only once the controller-manager has made the namespace's account.
+    kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
