@@ -1,0 +1,34 @@
+# The two commands of the Quick start, and the checks CI runs.
+#   make demo   a real dev cluster with GPU nodes, our CRDs, examples/ applied, `kubectl get`
+#   make test   lint, types, layering, then every test (unit and integration)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test lint unit install clean
+install: $(VENV)/.installed
+
+# Reinstalled only when pyproject.toml changes; pip's own cache keeps re-runs fast.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/sparsam demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
