@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint unit install clean
+.PHONY: demo test lint unit install binaries clean
 install: $(VENV)/.installed
 
 # Reinstalled only when pyproject.toml changes; pip's own cache keeps re-runs fast.
@@ -27,7 +27,11 @@ lint: install
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-test: lint
+# Built before pytest starts, so a cold build (~20 min, once) is not charged to a test's timeout.
+binaries: install
+	$(BIN)/sparsam dev-cluster build
+
+test: lint binaries
 	$(BIN)/python -m pytest
 
 clean:

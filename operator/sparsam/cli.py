@@ -1,6 +1,7 @@
 """The `sparsam` command.
 
     sparsam dev-cluster up [--gpu-nodes]    a real control plane on loopback, with our CRDs
+    sparsam dev-cluster build                build (or find) its binaries, print their folder
     sparsam dev-cluster down|status|kubeconfig
     sparsam dev-cluster kubectl -- ARGS      the cluster's own kubectl, pointed at it
     sparsam demo                             dev cluster + GPU nodes + examples/, then `kubectl get`
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         *(
             dev_commands.add_parser(name, help=text)
             for name, text in (
+                ("build", "build the binaries into the cache (once) and print where they are"),
                 ("down", "stop every process of the cluster"),
                 ("status", "which components are running"),
                 ("kubeconfig", "print the path of the admin kubeconfig"),
@@ -97,6 +99,10 @@ def _dev_cluster(args: argparse.Namespace) -> int:
     if args.action == "up":
         bring_up(cluster, gpu_nodes=args.gpu_nodes, bin_dir=args.bin_dir, log=_say)
         print(cluster.kubeconfig)
+    elif args.action == "build":
+        binaries = ensure_binaries(args.bin_dir)
+        for name, path in sorted(binaries.paths.items()):
+            print(f"{name:<24} {path}")
     elif args.action == "down":
         stopped = cluster.down()
         _say(f"stopped {', '.join(p.name for p in stopped) or 'nothing (not running)'}")

@@ -7,7 +7,6 @@ CostPolicy is cluster-scoped: objects get names unique to the test and are delet
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from tests.manifests import DELETE, with_field
 
 from sparsam.api.costpolicy import CostPolicy
 
@@ -54,23 +54,6 @@ def valid(name: str) -> dict[str, Any]:
             "allowedGPUTypes": ["NVIDIA-A10G"],
         },
     }
-
-
-DELETE = object()
-
-
-def mutated(name: str, path: str, value: Any) -> dict[str, Any]:
-    """The valid manifest with the dotted `path` set to `value` (DELETE removes it)."""
-    manifest = valid(name)
-    *parents, leaf = path.split(".")
-    node = manifest
-    for key in parents:
-        node = node[key]
-    if value is DELETE:
-        del node[leaf]
-    else:
-        node[leaf] = copy.deepcopy(value)
-    return manifest
 
 
 def apply(kubectl: Kubectl, manifest: dict[str, Any]) -> Any:
@@ -163,6 +146,6 @@ def test_example_applies(kubectl: Kubectl, name: str) -> None:
 def test_bad_input_is_rejected_naming_the_field(
     kubectl: Kubectl, name: str, path: str, value: Any, expected: str
 ) -> None:
-    result = apply(kubectl, mutated(name, path, value))
+    result = apply(kubectl, with_field(valid(name), path, value))
     assert result.returncode != 0, f"the apiserver accepted {path}={value!r}"
     assert expected in result.stderr

@@ -7,7 +7,6 @@ GPUNodePool is cluster-scoped: objects get names unique to the test and are dele
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from tests.manifests import DELETE, with_field
 
 from sparsam.api.gpunodepool import GPUNodePool
 
@@ -59,23 +59,6 @@ def valid(name: str) -> dict[str, Any]:
             "scaleDownAfter": "10m",
         },
     }
-
-
-DELETE = object()
-
-
-def mutated(name: str, path: str, value: Any) -> dict[str, Any]:
-    """The valid manifest with the dotted `path` set to `value` (DELETE removes it)."""
-    manifest = valid(name)
-    *parents, leaf = path.split(".")
-    node = manifest
-    for key in parents:
-        node = node[key]
-    if value is DELETE:
-        del node[leaf]
-    else:
-        node[leaf] = copy.deepcopy(value)
-    return manifest
 
 
 def apply(kubectl: Kubectl, manifest: dict[str, Any]) -> Any:
@@ -162,7 +145,7 @@ def test_examples_apply(kubectl: Kubectl, name: str) -> None:
 def test_bad_input_is_rejected_naming_the_field(
     kubectl: Kubectl, name: str, path: str, value: Any, expected: str
 ) -> None:
-    result = apply(kubectl, mutated(name, path, value))
+    result = apply(kubectl, with_field(valid(name), path, value))
     assert result.returncode != 0, f"the apiserver accepted {path}={value!r}"
     assert expected in result.stderr
 
@@ -185,8 +168,8 @@ def test_immutable_fields_cannot_change(
     kubectl: Kubectl, name: str, path: str, value: Any, expected: str
 ) -> None:
     apply(kubectl, valid(name)).check_returncode()
-    result = apply(kubectl, mutated(name, path, value))
+    result = apply(kubectl, with_field(valid(name), path, value))
     assert result.returncode != 0, f"the apiserver accepted a change of {path}"
     assert expected in result.stderr
     # Other fields stay mutable.
-    apply(kubectl, mutated(name, "spec.pricePerHour", 2.5)).check_returncode()
+    apply(kubectl, with_field(valid(name), "spec.pricePerHour", 2.5)).check_returncode()

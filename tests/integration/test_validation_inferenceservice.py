@@ -6,13 +6,13 @@ apiserver (OpenAPI schema or CEL rule of crds/sparsam.dev_inferenceservices.yaml
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from tests.manifests import DELETE, with_field
 
 from sparsam.api.inferenceservice import InferenceService
 
@@ -44,23 +44,6 @@ def valid() -> dict[str, Any]:
             "slo": {"p99LatencyMs": 100},
         },
     }
-
-
-DELETE = object()
-
-
-def mutated(path: str, value: Any) -> dict[str, Any]:
-    """The valid manifest with the dotted `path` set to `value` (DELETE removes it)."""
-    manifest = valid()
-    *parents, leaf = path.split(".")
-    node = manifest
-    for key in parents:
-        node = node[key]
-    if value is DELETE:
-        del node[leaf]
-    else:
-        node[leaf] = copy.deepcopy(value)
-    return manifest
 
 
 def apply(kubectl: Kubectl, namespace: str, manifest: dict[str, Any]) -> Any:
@@ -153,6 +136,6 @@ def test_example_applies(kubectl: Kubectl, namespace: str) -> None:
 def test_bad_input_is_rejected_naming_the_field(
     kubectl: Kubectl, namespace: str, path: str, value: Any, expected: str
 ) -> None:
-    result = apply(kubectl, namespace, mutated(path, value))
+    result = apply(kubectl, namespace, with_field(valid(), path, value))
     assert result.returncode != 0, f"the apiserver accepted {path}={value!r}"
     assert expected in result.stderr

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.manifests import DELETE, with_field
 
 from sparsam.api.gpunodepool import (
     ClusterAPIProvider,
@@ -21,7 +22,7 @@ from sparsam.api.gpunodepool import (
     Provider,
     Taint,
 )
-from sparsam.api.parse import DURATION_PATTERN, QUANTITY_PATTERN, InvalidSpec, Quantity
+from sparsam.api.parse import InvalidSpec, Quantity
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "gpunodepools.yaml"
@@ -43,7 +44,7 @@ MINIMAL: dict[str, Any] = {
 
 def _examples() -> dict[str, GPUNodePool]:
     pools = [GPUNodePool.from_body(doc) for doc in yaml.safe_load_all(EXAMPLES.read_text())]
-    return {pool.name: pool for pool in pools}
+    return {pool.metadata.name: pool for pool in pools}
 
 
 def test_examples_are_one_spot_and_one_on_demand_pool() -> None:
@@ -104,7 +105,7 @@ def test_example_parses(name: str, expected: GPUNodePoolSpec) -> None:
 
 def test_minimal_body_gets_the_crd_defaults() -> None:
     pool = GPUNodePool.from_body(MINIMAL)
-    assert (pool.name, pool.uid, pool.generation) == ("pool", "u-1", 3)
+    assert (pool.metadata.name, pool.metadata.uid, pool.metadata.generation) == ("pool", "u-1", 3)
     assert pool.spec.min_nodes == 0
     assert pool.spec.scale_down_after == timedelta(minutes=10)
     assert pool.spec.node_template.cpu == Quantity(4)
@@ -137,20 +138,6 @@ def test_cluster_api_taints_and_status_parse() -> None:
     assert pool.status.last_action == LastAction(
         type="ScaleUp", reason="1 pending pod", time="2025-01-01T00:00:00Z"
     )
-
-
-def _set(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """Copy `body` with the dotted `path` set to `value` (None deletes it)."""
-    body = copy.deepcopy(body)
-    *parents, leaf = path.split(".")
-    node = body
-    for key in parents:
-        node = node.setdefault(key, {})
-    if value is None:
-        node.pop(leaf, None)
-    else:
-        node[leaf] = value
-    return body
 
 
 @pytest.mark.parametrize(
@@ -187,7 +174,7 @@ def _set(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 )
 def test_invalid_body_names_the_field(path: str, value: Any, expected_path: str) -> None:
     with pytest.raises(InvalidSpec) as caught:
-        GPUNodePool.from_body(_set(MINIMAL, path, value))
+        GPUNodePool.from_body(with_field(MINIMAL, path, DELETE if value is None else value))
     assert caught.value.path == expected_path
 
 
@@ -198,14 +185,3 @@ def _walk(schema: dict[str, Any]) -> list[dict[str, Any]]:
     if "items" in schema:
         nodes += _walk(schema["items"])
     return nodes
-
-
-def test_crd_uses_the_parse_patterns() -> None:
-    """Durations and quantities are checked by the apiserver with the grammar parse.py reads."""
-    crd = yaml.safe_load(CRD.read_text())
-    nodes = _walk(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
-    quantities = [n for n in nodes if n.get("x-kubernetes-int-or-string")]
-    assert len(quantities) == 2
-    assert all(n["pattern"] == QUANTITY_PATTERN for n in quantities)
-    rules = [r["rule"] for n in nodes for r in n.get("x-kubernetes-validations", [])]
-    assert sum(f"self.matches(r'{DURATION_PATTERN}')" == rule for rule in rules) == 1

@@ -15,7 +15,15 @@ import pytest
 import yaml
 
 from sparsam.api import constants as c
-from sparsam.api.parse import JsonObject, Quantity, field_json_name, from_raw, read_value
+from sparsam.api.parse import (
+    DURATION_PATTERN,
+    QUANTITY_PATTERN,
+    JsonObject,
+    Quantity,
+    field_json_name,
+    from_raw,
+    read_value,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCALARS = {bool: "boolean", int: "integer", float: "number", str: "string"}
@@ -67,11 +75,17 @@ def _disagreements(hint: Any, schema: Mapping[str, Any], path: str) -> list[str]
     if hint is JsonObject or get_origin(hint) is Mapping:
         return [] if kind == "object" else [f"{path}: model has an object, CRD has {kind}"]
     if hint is Quantity:
-        ok = schema.get("x-kubernetes-int-or-string") is True
-        return [] if ok else [f"{path}: a quantity must be x-kubernetes-int-or-string"]
+        # The apiserver must accept exactly what Quantity.parse reads.
+        ok = (
+            schema.get("x-kubernetes-int-or-string") is True
+            and schema.get("pattern") == QUANTITY_PATTERN
+        )
+        return [] if ok else [f"{path}: a quantity must be int-or-string with QUANTITY_PATTERN"]
     if hint is timedelta:
-        ok = kind == "string" and ("pattern" in schema or "x-kubernetes-validations" in schema)
-        return [] if ok else [f"{path}: a duration must be a validated string"]
+        # The apiserver must accept exactly what parse_duration reads.
+        rules = [rule["rule"] for rule in schema.get("x-kubernetes-validations", [])]
+        ok = kind == "string" and any(f"r'{DURATION_PATTERN}'" in rule for rule in rules)
+        return [] if ok else [f"{path}: a duration must be matched against DURATION_PATTERN"]
     if hint in SCALARS:
         expected = SCALARS[hint]
         # A float field may be declared as a number; JSON integers are numbers too.
@@ -160,6 +174,16 @@ def test_every_field_has_a_description(resource: c.Resource) -> None:
         if not prop.get("description", "").strip()
     ]
     assert missing == []
+
+
+@pytest.mark.parametrize("resource", c.RESOURCES, ids=[r.kind for r in c.RESOURCES])
+def test_unknown_fields_are_pruned_everywhere(resource: c.Resource) -> None:
+    # An object without properties keeps nothing either; only this marker keeps unknown fields.
+    schema = _schema(resource)
+    kept = [
+        path for path, prop in _walk(schema, "") if prop.get("x-kubernetes-preserve-unknown-fields")
+    ]
+    assert kept == []
 
 
 @pytest.mark.parametrize("resource", c.RESOURCES, ids=[r.kind for r in c.RESOURCES])

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+from sparsam.api.common import ObjectMeta, SpotPolicy
 from sparsam.api.conditions import Condition
 from sparsam.api.parse import from_raw, json_name
 
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 OnExceeded = Literal["Alert", "BlockNew", "Suspend"]
-SpotPolicy = Literal["Prefer", "Require", "Never"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,24 +95,18 @@ class CostPolicyStatus:
 
 @dataclass(frozen=True, slots=True)
 class CostPolicy:
-    """A CostPolicy; cluster-scoped, so it has no namespace."""
+    """A CostPolicy (cluster-scoped: metadata.namespace is empty)."""
 
-    name: str
-    uid: str
-    generation: int
-    labels: Mapping[str, str]
+    metadata: ObjectMeta
     spec: CostPolicySpec
     status: CostPolicyStatus
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> CostPolicy:
-        """Read a raw CostPolicy (as Kopf or the API client hands it over)."""
-        metadata = body.get("metadata") or {}
+        """Read a raw body (as Kopf or the API client hands it over); InvalidSpec names the
+        field that does not fit."""
         return cls(
-            name=str(metadata.get("name", "")),
-            uid=str(metadata.get("uid", "")),
-            generation=int(metadata.get("generation", 0)),
-            labels=dict(metadata.get("labels") or {}),
-            spec=from_raw(CostPolicySpec, body.get("spec"), "spec"),
-            status=from_raw(CostPolicyStatus, body.get("status"), "status"),
+            ObjectMeta.from_body(body),
+            from_raw(CostPolicySpec, body.get("spec"), "spec"),
+            from_raw(CostPolicyStatus, body.get("status"), "status"),
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from sparsam.api.common import ObjectMeta
 from sparsam.api.conditions import Condition
 from sparsam.api.parse import Quantity, from_raw, json_name
 
@@ -96,24 +97,18 @@ class GPUNodePoolStatus:
 
 @dataclass(frozen=True, slots=True)
 class GPUNodePool:
-    """A GPUNodePool; cluster-scoped, so it has no namespace."""
+    """A GPUNodePool (cluster-scoped: metadata.namespace is empty)."""
 
-    name: str
-    uid: str
-    generation: int
-    labels: Mapping[str, str]
+    metadata: ObjectMeta
     spec: GPUNodePoolSpec
     status: GPUNodePoolStatus
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> GPUNodePool:
-        """Read a raw GPUNodePool (as Kopf or the API client hands it over)."""
-        metadata = body.get("metadata") or {}
+        """Read a raw body (as Kopf or the API client hands it over); InvalidSpec names the
+        field that does not fit."""
         return cls(
-            name=str(metadata.get("name", "")),
-            uid=str(metadata.get("uid", "")),
-            generation=int(metadata.get("generation", 0)),
-            labels=dict(metadata.get("labels") or {}),
-            spec=from_raw(GPUNodePoolSpec, body.get("spec"), "spec"),
-            status=from_raw(GPUNodePoolStatus, body.get("status"), "status"),
+            ObjectMeta.from_body(body),
+            from_raw(GPUNodePoolSpec, body.get("spec"), "spec"),
+            from_raw(GPUNodePoolStatus, body.get("status"), "status"),
         )

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal
 
+from sparsam.api.common import Cost, ObjectMeta, SpotPolicy
 from sparsam.api.conditions import Condition
 from sparsam.api.parse import Quantity, from_raw
 
 ModelFormat = Literal["pytorch", "torchscript", "onnx", "huggingface"]
 ScalingMetric = Literal["rps", "concurrency"]
-SpotPolicy = Literal["Prefer", "Require", "Never"]
 Phase = Literal["Active", "ScaledToZero", "Waking", "Degraded"]
 
 DEFAULT_CPU: Final = Quantity.parse("1")
@@ -74,16 +74,6 @@ class InferenceServiceSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Cost:
-    """Cost so far, in the currency of the pools' pricePerHour; None where not yet known."""
-
-    accrued: float | None = None
-    on_demand_equivalent: float | None = None
-    savings_ratio: float | None = None
-    gpu_seconds: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class InferenceServiceStatus:
     observed_generation: int | None = None
     phase: Phase | None = None
@@ -98,24 +88,18 @@ class InferenceServiceStatus:
 
 @dataclass(frozen=True, slots=True)
 class InferenceService:
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    labels: Mapping[str, str]
+    """An InferenceService as the operator reads it."""
+
+    metadata: ObjectMeta
     spec: InferenceServiceSpec
     status: InferenceServiceStatus
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> InferenceService:
-        """Read a raw InferenceService (as Kopf or the API client hands it over)."""
-        metadata = body.get("metadata") or {}
+        """Read a raw body (as Kopf or the API client hands it over); InvalidSpec names the
+        field that does not fit."""
         return cls(
-            name=str(metadata.get("name", "")),
-            namespace=str(metadata.get("namespace", "")),
-            uid=str(metadata.get("uid", "")),
-            generation=int(metadata.get("generation", 0)),
-            labels=dict(metadata.get("labels") or {}),
-            spec=from_raw(InferenceServiceSpec, body.get("spec"), "spec"),
-            status=from_raw(InferenceServiceStatus, body.get("status"), "status"),
+            ObjectMeta.from_body(body),
+            from_raw(InferenceServiceSpec, body.get("spec"), "spec"),
+            from_raw(InferenceServiceStatus, body.get("status"), "status"),
         )

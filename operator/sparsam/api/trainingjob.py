@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal
 
+from sparsam.api.common import Cost, ObjectMeta, SpotPolicy
 from sparsam.api.conditions import Condition, find
 from sparsam.api.parse import Quantity, from_raw, parse_duration
 
-SpotPolicy = Literal["Prefer", "Require", "Never"]
 QuantizationMode = Literal["dynamic", "static", "none"]
 BudgetAction = Literal["Alert", "Suspend", "Fail"]
 Phase = Literal[
@@ -251,14 +251,6 @@ class CheckpointIntervalStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class CostStatus:
-    accrued: float | None = None
-    on_demand_equivalent: float | None = None
-    savings_ratio: float | None = None
-    gpu_seconds: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class IntBeforeAfter:
     before: int | None = None
     after: int | None = None
@@ -294,7 +286,7 @@ class TrainingJobStatus:
     restarts: int = 0
     last_checkpoint: LastCheckpoint | None = None
     checkpoint_interval: CheckpointIntervalStatus | None = None
-    cost: CostStatus | None = None
+    cost: Cost | None = None
     compression: CompressionStatus | None = None
     model: ModelStatus | None = None
     #: RFC 3339.
@@ -316,27 +308,18 @@ class TrainingJobStatus:
 
 @dataclass(frozen=True, slots=True)
 class TrainingJob:
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    labels: Mapping[str, str]
+    """A TrainingJob as the operator reads it."""
+
+    metadata: ObjectMeta
     spec: TrainingJobSpec
     status: TrainingJobStatus
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> TrainingJob:
-        """Read a whole TrainingJob body (as Kopf or the API client hands it over).
-
-        Raises `sparsam.api.parse.InvalidSpec` naming the field when the body does not fit.
-        """
-        metadata: Mapping[str, Any] = body.get("metadata") or {}
+        """Read a raw body (as Kopf or the API client hands it over); InvalidSpec names the
+        field that does not fit."""
         return cls(
-            name=str(metadata.get("name", "")),
-            namespace=str(metadata.get("namespace", "")),
-            uid=str(metadata.get("uid", "")),
-            generation=int(metadata.get("generation", 0)),
-            labels=dict(metadata.get("labels") or {}),
-            spec=from_raw(TrainingJobSpec, body.get("spec"), "spec"),
-            status=from_raw(TrainingJobStatus, body.get("status"), "status"),
+            ObjectMeta.from_body(body),
+            from_raw(TrainingJobSpec, body.get("spec"), "spec"),
+            from_raw(TrainingJobStatus, body.get("status"), "status"),
         )

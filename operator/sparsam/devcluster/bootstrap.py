@@ -102,9 +102,8 @@ def bring_up(
 ) -> Binaries:
     """Everything `sparsam dev-cluster up` does. Returns the binaries it used."""
     started = time.monotonic()
-    cluster.dir.parent.mkdir(parents=True, exist_ok=True)
-    log("checking the control plane's binaries (the first build takes a while) ...")
-    binaries = ensure_binaries(bin_dir, log=cluster.dir.parent / f"{cluster.name}-build.log")
+    log("checking the control plane's binaries (the first build takes about 20 minutes) ...")
+    binaries = ensure_binaries(bin_dir)
     log(f"starting the control plane in {cluster.dir} ...")
     cluster.up(binaries)
     kubectl = kubectl_runner(binaries["kubectl"], cluster.kubeconfig)

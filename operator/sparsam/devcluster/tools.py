@@ -14,6 +14,7 @@ Users without Go, or without the module proxy, point sparsam at binaries they ha
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import platform
 import shutil
@@ -129,9 +130,7 @@ def _override_dir() -> Path | None:
     return Path(env) if env else None
 
 
-def ensure_binaries(
-    bin_dir: Path | None = None, log: Path | None = None, tools: tuple[Tool, ...] = TOOLS
-) -> Binaries:
+def ensure_binaries(bin_dir: Path | None = None, tools: tuple[Tool, ...] = TOOLS) -> Binaries:
     """Return the binaries, building what the cache lacks. Raises DevClusterError, never more."""
     bin_dir = bin_dir or _override_dir()
     paths: dict[str, Path] = {}
@@ -153,7 +152,7 @@ def ensure_binaries(
             "there (kustomize/stage in the KWOK repository)"
         )
     for tool in tools:
-        built = _build(tool, log)
+        built = _build(tool)
         paths.update({name: built / name for name in tool.binaries})
     return Binaries(paths, tool_dir(KWOK) / "bin" / KWOK_STAGES_FILE)
 
@@ -174,7 +173,7 @@ def _is_built(tool: Tool, target: Path) -> bool:
     return all((target / name).is_file() for name in names)
 
 
-def _build(tool: Tool, log: Path | None) -> Path:
+def _build(tool: Tool) -> Path:
     target = tool_dir(tool) / "bin"
     if _is_built(tool, target):
         return target
@@ -188,55 +187,43 @@ def _build(tool: Tool, log: Path | None) -> Path:
         shutil.rmtree(source, ignore_errors=True)
         shutil.copytree(GOMOD_ROOT / tool.name, source)
         staging = Path(tempfile.mkdtemp(prefix="bin-", dir=tool_dir(tool)))
-        env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly -buildvcs=false"}
+        log = tool_dir(tool) / "build.log"
         ldflags = " ".join(("-s", "-w", *tool.ldflags))
         for name, package in tool.binaries.items():
-            command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(staging / name)]
-            _run_go([*command, package], source, env, log, what=f"{name} {tool.version}")
+            command = ["build", "-trimpath", "-ldflags", ldflags, "-o", str(staging / name)]
+            _go(go, [*command, package], source, log, what=f"{name} {tool.version}")
         if tool is KWOK:
-            _copy_kwok_stages(go, source, env, log, staging / KWOK_STAGES_FILE)
+            # KWOK's own default stages, from the module source the build just used.
+            found = _go(
+                go,
+                ["mod", "download", "-json", "sigs.k8s.io/kwok"],
+                source,
+                log,
+                what="the KWOK module",
+            )
+            module = Path(json.loads(found)["Dir"])
+            documents = [(module / stage).read_text().strip() for stage in KWOK_STAGES]
+            (staging / KWOK_STAGES_FILE).write_text("\n---\n".join(documents) + "\n")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     return target
 
 
-def _copy_kwok_stages(
-    go: str, source: Path, env: Mapping[str, str], log: Path | None, out: Path
-) -> None:
-    module = _run_go(
-        [go, "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"],
-        source,
-        env,
-        log,
-        what="the KWOK module",
-    ).strip()
-    if not module:  # the module is not downloaded yet
-        _run_go([go, "mod", "download", "sigs.k8s.io/kwok"], source, env, log, what="KWOK")
-        module = _run_go(
-            [go, "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"],
-            source,
-            env,
-            log,
-            what="the KWOK module",
-        ).strip()
-    documents = [(Path(module) / stage).read_text() for stage in KWOK_STAGES]
-    out.write_text("\n---\n".join(doc.strip() for doc in documents) + "\n")
+_UNREACHABLE = ("dial tcp", "no such host", "connection refused", "i/o timeout", "proxyconnect")
 
 
-def _run_go(
-    command: list[str], cwd: Path, env: Mapping[str, str], log: Path | None, what: str
-) -> str:
+def _go(go: str, args: list[str], cwd: Path, log: Path, what: str) -> str:
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly -buildvcs=false"}
     done = subprocess.run(
-        command, cwd=cwd, env=dict(env), capture_output=True, text=True, check=False
+        [go, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
-    if log is not None:
-        with log.open("a") as handle:
-            handle.write(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}\n")
+    with log.open("a") as handle:
+        handle.write(f"$ go {' '.join(args)}\n{done.stdout}{done.stderr}\n")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        if "proxy" in done.stderr or "dial tcp" in done.stderr or "403" in done.stderr:
+        if any(sign in done.stderr for sign in _UNREACHABLE):
             raise DevClusterError(
                 f"building {what} failed: the Go module proxy is unreachable ({last}); {NO_GO_HINT}"
             )
-        raise DevClusterError(f"building {what} failed: {last}")
+        raise DevClusterError(f"building {what} failed: {last} (log: {log})")
     return done.stdout

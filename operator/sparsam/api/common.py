@@ -1,0 +1,42 @@
+"""Shapes every kind shares: object metadata, the spot policy, cost in status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+#: Prefer: spot first, on-demand when spot has none; Require: spot only; Never: on-demand only.
+SpotPolicy = Literal["Prefer", "Require", "Never"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """The parts of metadata the operator reads. `namespace` is "" for cluster-scoped kinds."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    labels: Mapping[str, str]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ObjectMeta:
+        metadata: Mapping[str, Any] = body.get("metadata") or {}
+        return cls(
+            name=str(metadata.get("name", "")),
+            namespace=str(metadata.get("namespace", "")),
+            uid=str(metadata.get("uid", "")),
+            generation=int(metadata.get("generation", 0)),
+            labels=dict(metadata.get("labels") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Cost so far, in the currency of the pools' pricePerHour; None where not yet known."""
+
+    accrued: float | None = None
+    on_demand_equivalent: float | None = None
+    savings_ratio: float | None = None
+    gpu_seconds: float | None = None
