@@ -43,7 +43,6 @@ class Provider:
     """Exactly one of the two is set (the CRD enforces it)."""
 
     kwok: KwokProvider | None = None
-    # json_name returns a dataclasses.field, which ruff's RUF009 does not know.
     cluster_api: ClusterAPIProvider | None = json_name("clusterAPI", default=None)
 
 
