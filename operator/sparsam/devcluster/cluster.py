@@ -26,6 +26,7 @@ from typing import Final
 
 from sparsam.devcluster import pki
 from sparsam.devcluster.errors import DevClusterError
+from sparsam.devcluster.lock import file_lock
 from sparsam.devcluster.tools import Binaries
 
 DEFAULT_NAME: Final = "sparsam"
@@ -125,11 +126,15 @@ class DevCluster:
     # --- up ---------------------------------------------------------------------------
 
     def up(self, binaries: Binaries, timeout: float = START_TIMEOUT) -> State:
+        with file_lock(self.dir.parent / f"{self.name}.lock"):
+            return self._up(binaries, timeout)
+
+    def _up(self, binaries: Binaries, timeout: float) -> State:
         if self.running():
             state = self.state()
             assert state is not None
             return state
-        self.down()  # whatever half of a cluster is left from a crash goes first
+        self._down(STOP_TIMEOUT)  # whatever half of a cluster a crash left goes first
         shutil.rmtree(self.dir, ignore_errors=True)
         self.logs.mkdir(parents=True)
         pki.generate(self.pki)
@@ -144,7 +149,7 @@ class DevCluster:
             for component in COMPONENTS:
                 self._start(component, binaries, state, timeout)
         except DevClusterError:
-            self.down()
+            self._down(STOP_TIMEOUT)
             raise
         return state
 
@@ -298,6 +303,10 @@ class DevCluster:
 
         One at a time: the apiserver shuts down gracefully only while etcd still answers.
         """
+        with file_lock(self.dir.parent / f"{self.name}.lock"):
+            return self._down(timeout)
+
+    def _down(self, timeout: float) -> list[Process]:
         state = self.state()
         if state is None:
             return []

@@ -13,20 +13,19 @@ Users without Go, or without the module proxy, point sparsam at binaries they ha
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from sparsam.devcluster.errors import DevClusterError
+from sparsam.devcluster.lock import file_lock
 
 GOMOD_ROOT: Final = Path(__file__).parent / "gomod"
 
@@ -157,17 +156,6 @@ def ensure_binaries(bin_dir: Path | None = None, tools: tuple[Tool, ...] = TOOLS
     return Binaries(paths, tool_dir(KWOK) / "bin" / KWOK_STAGES_FILE)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _is_built(tool: Tool, target: Path) -> bool:
     names = [*tool.binaries, *([KWOK_STAGES_FILE] if tool is KWOK else [])]
     return all((target / name).is_file() for name in names)
@@ -180,7 +168,7 @@ def _build(tool: Tool) -> Path:
     go = shutil.which("go")
     if go is None:
         raise DevClusterError(f"the Go toolchain (go) is not on PATH: {NO_GO_HINT}")
-    with _locked(tool_dir(tool).parent / f"{tool.name}.lock"):
+    with file_lock(tool_dir(tool).parent / f"{tool.name}.lock"):
         if _is_built(tool, target):  # another process built it while we waited
             return target
         source = tool_dir(tool) / "src"
