@@ -26,7 +26,6 @@ from sparsam.api.parse import InvalidSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "costpolicy.yaml"
-CRD = ROOT / "crds" / "sparsam.dev_costpolicies.yaml"
 
 MINIMAL: dict[str, Any] = {
     "apiVersion": "sparsam.dev/v1alpha1",

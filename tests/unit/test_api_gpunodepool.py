@@ -26,7 +26,6 @@ from sparsam.api.parse import InvalidSpec, Quantity
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "gpunodepools.yaml"
-CRD = ROOT / "crds" / "sparsam.dev_gpunodepools.yaml"
 
 MINIMAL: dict[str, Any] = {
     "apiVersion": "sparsam.dev/v1alpha1",
@@ -176,12 +175,3 @@ def test_invalid_body_names_the_field(path: str, value: Any, expected_path: str)
     with pytest.raises(InvalidSpec) as caught:
         GPUNodePool.from_body(with_field(MINIMAL, path, DELETE if value is None else value))
     assert caught.value.path == expected_path
-
-
-def _walk(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    nodes = [schema]
-    for child in schema.get("properties", {}).values():
-        nodes += _walk(child)
-    if "items" in schema:
-        nodes += _walk(schema["items"])
-    return nodes
