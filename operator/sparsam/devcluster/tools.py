@@ -143,8 +143,9 @@ def ensure_binaries(bin_dir: Path | None = None, tools: tuple[Tool, ...] = TOOLS
                     raise DevClusterError(f"{path} is missing or not executable ({NO_GO_HINT})")
                 paths[name] = path
         # KWOK's stages are plain YAML: next to the binaries, or in our cache from a build.
-        for stages in (bin_dir / KWOK_STAGES_FILE, tool_dir(KWOK) / "bin" / KWOK_STAGES_FILE):
-            if stages.is_file():
+        candidates = (bin_dir / KWOK_STAGES_FILE, tool_dir(KWOK) / "bin" / KWOK_STAGES_FILE)
+        for stages in candidates:
+            if stages.is_file() or KWOK not in tools:
                 return Binaries(paths, stages)
         raise DevClusterError(
             f"{bin_dir / KWOK_STAGES_FILE} is missing: put KWOK's node and pod Stage objects "
