@@ -5,6 +5,9 @@
     sparsam dev-cluster down|status|kubeconfig
     sparsam dev-cluster kubectl -- ARGS      the cluster's own kubectl, pointed at it
     sparsam demo                             dev cluster + GPU nodes + examples/, then `kubectl get`
+    sparsam simulate [--max-jobs N] [--seed S] [--out DIR]
+                                             replay the Philly trace through the capacity
+                                             planner: static vs reactive vs sparsam
 
 Errors the user can act on print one line and exit 1; they never print a traceback.
 """
@@ -16,14 +19,25 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sparsam import __version__
+from sparsam.api.parse import parse_duration
 from sparsam.devcluster.bootstrap import REPO_ROOT, bring_up, install_crds
 from sparsam.devcluster.cluster import DEFAULT_NAME, DevCluster, kubectl_runner
 from sparsam.devcluster.errors import DevClusterError
 from sparsam.devcluster.tools import KUBERNETES, ensure_binaries
+from sparsam.simulate.compare import Settings, compare
+from sparsam.simulate.traces import (
+    PHILLY_FILE,
+    SPOT_ADVISOR_FILE,
+    SimulationError,
+    default_trace_dir,
+)
 
 DEMO_NAMESPACE = "sparsam-demo"
 
@@ -91,7 +105,74 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--bin-dir", type=Path, default=None)
     demo.add_argument("--name", default=DEFAULT_NAME)
+    _simulate_parser(commands)
     return parser
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _simulate_parser(commands: Any) -> None:
+    traces = default_trace_dir()
+    sim = commands.add_parser(
+        "simulate",
+        help="replay a GPU job trace through the capacity planner and compare a static "
+        "on-demand pool, a reactive on-demand autoscaler and sparsam (spot + fallback)",
+        description="Prints the assumptions, a markdown table, the plot's path, and a JSON "
+        "summary as the last line.",
+    )
+    sim.add_argument("--trace", type=Path, default=traces / PHILLY_FILE, help="Philly jobs JSON")
+    sim.add_argument(
+        "--spot-advisor", type=Path, default=traces / SPOT_ADVISOR_FILE, help="Spot Advisor JSON"
+    )
+    sim.add_argument("--max-jobs", type=int, default=None, help="only the first N jobs")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the preemption draws")
+    sim.add_argument("--out", type=Path, default=None, help="folder for the plot (default: temp)")
+    sim.add_argument("--region", default="us-east-1")
+    sim.add_argument("--instance-type", default="p4d.24xlarge")
+    sim.add_argument("--gpus-per-node", type=int, default=None, help="if not a known type")
+    sim.add_argument("--provisioning-delay", type=_duration, default=timedelta(minutes=2))
+    sim.add_argument(
+        "--checkpoint-cost", type=_duration, default=timedelta(minutes=1), help="C, per checkpoint"
+    )
+    sim.add_argument(
+        "--scale-down-after",
+        type=_duration,
+        default=timedelta(minutes=10),
+        help="sparsam's pools' scaleDownAfter (default 10m as in GPUNodePool; reactive: 10m)",
+    )
+    sim.add_argument(
+        "--monthly-interruption",
+        type=float,
+        default=None,
+        help="monthly interruption probability, instead of the Spot Advisor band's midpoint",
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    out = args.out or Path(tempfile.mkdtemp(prefix="sparsam-simulate-"))
+    settings = Settings(
+        trace=args.trace,
+        spot_advisor=args.spot_advisor,
+        max_jobs=args.max_jobs,
+        seed=args.seed,
+        region=args.region,
+        instance_type=args.instance_type,
+        gpus_per_node=args.gpus_per_node,
+        provisioning_delay=args.provisioning_delay,
+        checkpoint_cost=args.checkpoint_cost,
+        sparsam_scale_down=args.scale_down_after,
+        monthly_interruption=args.monthly_interruption,
+    )
+    result = compare(settings, out)
+    print(result.markdown())
+    print(f"out: {out}")
+    print(result.json_line(), flush=True)
+    return 0
 
 
 def _dev_cluster(args: argparse.Namespace) -> int:
@@ -177,8 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "dev-cluster":
             return _dev_cluster(args)
+        if args.command == "simulate":
+            return _simulate(args)
         return _demo(args)
-    except DevClusterError as exc:
+    except (DevClusterError, SimulationError) as exc:
         _say(f"error: {exc}")
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,390 @@
+"""The event loop: replays jobs through `plan_capacity` / `apply_plan` with a simulated clock.
+
+Nothing here decides capacity: at every event time the engine hands the current
+`ClusterState` to `sparsam.decisions.capacity.plan_capacity(state, now)` and carries the plan
+out with `apply_plan(state, plan, now)` (pods bound where the plan put them: the planner's
+placements stand in for kube-scheduler). The engine only plays the world around it:
+
+- **events**: job arrivals, nodes becoming ready (created + the provisioning delay), spot
+  preemptions, job completions, and the next scale-down deadline (an empty node's
+  empty_since + its pool's scaleDownAfter). The planner runs once per event time, never per
+  simulated minute.
+- **gangs**: a rigid job's pods are bound only when the plan places all of them (a gang
+  scheduler such as Kueue or coscheduling does this); a job runs only while every pod is on a
+  ready node.
+- **preemption**: a spot node lives an exponential time (the pool's hazard) after it becomes
+  ready; when it goes, every job with a pod on it loses its work since its last checkpoint,
+  and all its pods go back to pending (the job restarts from the checkpoint once placed).
+  Preemptions do not mark the spot offering as failing: the Advisor says how often instances
+  are reclaimed, not whether new ones can be had, so new spot nodes are always granted.
+- **cost**: a node costs its pool's pricePerHour from creation (boot time is paid) until it
+  is removed or preempted; the run ends at the last job's completion.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from sparsam.api import constants as c
+from sparsam.decisions.capacity import (
+    ClusterState,
+    NewNode,
+    Node,
+    Plan,
+    Pod,
+    PodKey,
+    apply_plan,
+    plan_capacity,
+)
+from sparsam.simulate.policies import Policy, job_pods
+from sparsam.simulate.spot import checkpoint_interval_s
+from sparsam.simulate.traces import Job
+
+#: The simulated clock starts here (the planner wants aware datetimes; any origin would do).
+EPOCH = datetime(2017, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """What the engine plays: the provisioning delay, the spot hazard per node-hour (applies
+    to nodes of spot pools only) and the checkpoint cost C (seconds per checkpoint). Jobs on a
+    policy with a spot pool checkpoint every `checkpoint_interval_s` if it is set, else every
+    Young/Daly tau for the hazard."""
+
+    provisioning_delay_s: float = 120.0
+    spot_hazard_per_hour: float = 0.0
+    checkpoint_cost_s: float = 60.0
+    seed: int = 0
+    checkpoint_interval_s: float | None = None
+
+    def tau_s(self, pods: int) -> float:
+        """Seconds of useful work between two checkpoints of a job of `pods` pods (inf: it
+        never checkpoints)."""
+        if self.checkpoint_interval_s is not None:
+            return self.checkpoint_interval_s
+        return checkpoint_interval_s(self.checkpoint_cost_s, self.spot_hazard_per_hour, pods)
+
+
+@dataclass(slots=True)
+class JobRun:
+    index: int
+    job: Job
+    pods: tuple[Pod, ...]
+    #: Wall seconds of running between checkpoints (tau + C); inf: never checkpoints.
+    period_s: float
+    #: Wall seconds of running the job needs: runtime * (1 + C / tau).
+    wall_work_s: float
+    done_s: float = 0.0
+    started: float | None = None
+    epoch: int = 0
+    finished: float | None = None
+    interruptions: int = 0
+    lost_s: float = 0.0
+
+
+@dataclass(slots=True)
+class NodeMeta:
+    created: float
+    price_per_hour: float
+    gpus: int
+    spot: bool
+    ready: bool = False
+
+
+@dataclass(slots=True)
+class Sample:
+    """The cluster right after the events at `t` were handled and the plan carried out."""
+
+    t: float
+    provisioned_gpus: int
+    allocated_gpus: int
+    cost: float
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Everything a policy's run produced; `report` turns it into metrics."""
+
+    policy: str
+    jobs: list[JobRun]
+    cost: float
+    provisioned_gpu_s: float
+    allocated_gpu_s: float
+    end_s: float
+    node_preemptions: int
+    plans: int
+    samples: list[Sample] = field(default_factory=list)
+
+
+class Simulation:
+    """One policy over one trace. `run()` it once."""
+
+    def __init__(self, jobs: Iterable[Job], policy: Policy, world: World) -> None:
+        self.policy = policy
+        self.world = world
+        # Seeded simulation draws, not cryptography.
+        self.rng = random.Random(f"{world.seed}:{policy.name}")  # noqa: S311
+        self.pools = {pool.name: pool for pool in policy.pools}
+        has_spot = any(p.capacity_type == c.CAPACITY_SPOT for p in policy.pools)
+        self.jobs: list[JobRun] = []
+        for index, job in enumerate(jobs):
+            pods = job_pods(job, self._gpus_per_node(), policy.spot)
+            period, wall = math.inf, job.runtime_s
+            if has_spot:
+                tau = world.tau_s(len(pods))
+                if math.isfinite(tau) and tau > 0:
+                    period = tau + world.checkpoint_cost_s
+                    wall = job.runtime_s * (1.0 + world.checkpoint_cost_s / tau)
+            self.jobs.append(JobRun(index, job, pods, period, wall))
+        self.state = ClusterState(pools=policy.pools)
+        self.meta: dict[str, NodeMeta] = {}
+        self.owner: dict[PodKey, JobRun] = {k: r for r in self.jobs for k in _keys(r.pods)}
+        self.where: dict[PodKey, str] = {}
+        self.events: list[tuple[float, int, str, object]] = []
+        self.seq = itertools.count()
+        self.names = itertools.count()
+        self.waiting: set[int] = set()
+        self.cost_closed = 0.0
+        self.provisioned_gpu_s = 0.0
+        self.allocated_gpu_s = 0.0
+        self.preemptions = 0
+        self.plans = 0
+        self.wakes: set[float] = set()
+        self.samples: list[Sample] = []
+        self.unfinished = len(self.jobs)
+        #: While True (the static policy's first plan), new nodes are ready at once.
+        self.warm_start = False
+
+    def _gpus_per_node(self) -> int:
+        return max(pool.gpus_per_node for pool in self.policy.pools)
+
+    def _push(self, t: float, kind: str, data: object = None) -> None:
+        heapq.heappush(self.events, (t, next(self.seq), kind, data))
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        for index, run in enumerate(self.jobs):
+            self._push(run.job.submit_s, "arrive", index)
+        last = min((run.job.submit_s for run in self.jobs), default=0.0)
+        if self.policy.ready_at_start:
+            self.warm_start = True
+            self._step(last)
+            self.warm_start = False
+        while self.events and self.unfinished:
+            t = self.events[0][0]
+            self._accrue(last, t)
+            last = t
+            while self.events and self.events[0][0] == t:
+                _, _, kind, data = heapq.heappop(self.events)
+                getattr(self, f"_on_{kind}")(t, data)
+            self._step(t)
+        if self.unfinished:
+            raise RuntimeError(f"{self.policy.name}: {self.unfinished} jobs never finished")
+        open_cost = sum(m.price_per_hour * (last - m.created) / 3600 for m in self.meta.values())
+        return Outcome(
+            self.policy.name,
+            self.jobs,
+            self.cost_closed + open_cost,
+            self.provisioned_gpu_s,
+            self.allocated_gpu_s,
+            last,
+            self.preemptions,
+            self.plans,
+            self.samples,
+        )
+
+    def _accrue(self, start: float, end: float) -> None:
+        span = end - start
+        if span <= 0:
+            return
+        self.provisioned_gpu_s += span * sum(m.gpus for m in self.meta.values())
+        self.allocated_gpu_s += span * self._allocated_gpus()
+
+    def _allocated_gpus(self) -> int:
+        return sum(
+            pod.requests.gpus
+            for node in self.state.nodes
+            if self.meta[node.name].ready
+            for pod in node.pods
+        )
+
+    # --- events --------------------------------------------------------------------------
+
+    def _on_arrive(self, t: float, index: object) -> None:
+        assert isinstance(index, int)
+        run = self.jobs[index]
+        self.waiting.add(index)
+        self.state = replace(self.state, pending=self.state.pending + run.pods)
+
+    def _on_ready(self, t: float, name: object) -> None:
+        assert isinstance(name, str)
+        meta = self.meta.get(name)
+        if meta is None or meta.ready:
+            return
+        meta.ready = True
+        self.state = replace(
+            self.state,
+            nodes=tuple(replace(n, ready=True) if n.name == name else n for n in self.state.nodes),
+        )
+        if meta.spot and self.world.spot_hazard_per_hour > 0:
+            hours = self.rng.expovariate(self.world.spot_hazard_per_hour)
+            self._push(t + hours * 3600, "preempt", name)
+
+    def _on_preempt(self, t: float, name: object) -> None:
+        assert isinstance(name, str)
+        meta = self.meta.pop(name, None)
+        if meta is None:
+            return
+        self.preemptions += 1
+        self.cost_closed += meta.price_per_hour * (t - meta.created) / 3600
+        victim = next(n for n in self.state.nodes if n.name == name)
+        hit = {self.owner[p.key].index: self.owner[p.key] for p in victim.pods}
+        self.state = replace(self.state, nodes=tuple(n for n in self.state.nodes if n.name != name))
+        for run in hit.values():
+            self._interrupt(run, t)
+
+    def _interrupt(self, run: JobRun, t: float) -> None:
+        if run.started is not None:
+            total = run.done_s + (t - run.started)
+            if math.isfinite(run.period_s):
+                kept = math.floor(total / run.period_s) * run.period_s
+            else:
+                kept = total if self.world.checkpoint_cost_s <= 0 else 0.0
+            run.lost_s += total - kept
+            run.done_s = kept
+            run.started = None
+            run.epoch += 1
+            run.interruptions += 1
+        self._unbind(run, t)
+        self.state = replace(self.state, pending=self.state.pending + run.pods)
+        self.waiting.add(run.index)
+
+    def _unbind(self, run: JobRun, t: float) -> None:
+        keys = set(_keys(run.pods))
+        nodes: list[Node] = []
+        for node in self.state.nodes:
+            if any(p.key in keys for p in node.pods):
+                pods = tuple(p for p in node.pods if p.key not in keys)
+                busy = any(not p.daemon for p in pods)
+                node = replace(
+                    node, pods=pods, empty_since=node.empty_since if busy else self._at(t)
+                )
+            nodes.append(node)
+        self.state = replace(self.state, nodes=tuple(nodes))
+        for key in keys:
+            self.where.pop(key, None)
+
+    def _on_finish(self, t: float, data: object) -> None:
+        assert isinstance(data, tuple)
+        index, epoch = data
+        run = self.jobs[index]
+        if run.epoch != epoch or run.finished is not None:
+            return
+        run.done_s = run.wall_work_s
+        run.started = None
+        run.finished = t
+        self.unfinished -= 1
+        self._unbind(run, t)
+
+    def _on_wake(self, t: float, data: object) -> None:
+        self.wakes.discard(t)
+
+    # --- planning ------------------------------------------------------------------------
+
+    @staticmethod
+    def _at(t: float) -> datetime:
+        return EPOCH + timedelta(seconds=t)
+
+    def _name(self, new: NewNode) -> str:
+        return f"{new.pool}-{next(self.names)}"
+
+    def _step(self, t: float) -> None:
+        now = self._at(t)
+        plan = plan_capacity(self.state, now)
+        self.plans += 1
+        plan = self._whole_gangs(plan)
+        if not plan.empty or plan.placements or plan.moves:
+            before = set(self.meta)
+            self.state = apply_plan(self.state, plan, now, name_new_node=self._name)
+            for name in plan.remove:
+                meta = self.meta.pop(name)
+                self.cost_closed += meta.price_per_hour * (t - meta.created) / 3600
+            for node in self.state.nodes:
+                if node.name in before or node.pool is None:
+                    continue
+                pool = self.pools[node.pool]
+                self.meta[node.name] = NodeMeta(
+                    t,
+                    pool.price_per_hour,
+                    pool.gpus_per_node,
+                    pool.capacity_type == c.CAPACITY_SPOT,
+                )
+                if self.warm_start:
+                    self._on_ready(t, node.name)
+                else:
+                    self._push(t + self.world.provisioning_delay_s, "ready", node.name)
+            self.where = {p.key: n.name for n in self.state.nodes for p in n.pods}
+        self._start_jobs(t)
+        self._schedule_wake(t)
+        cost = self.cost_closed + sum(
+            m.price_per_hour * (t - m.created) / 3600 for m in self.meta.values()
+        )
+        self.samples.append(
+            Sample(t, sum(m.gpus for m in self.meta.values()), self._allocated_gpus(), cost)
+        )
+
+    def _whole_gangs(self, plan: Plan) -> Plan:
+        """Drop placements of jobs the plan places only in part: their pods stay pending."""
+        if not plan.placements:
+            return plan
+        pending = {pod.key for pod in self.state.pending}
+        partial = {
+            key
+            for key in plan.placements
+            if any(k in pending and k not in plan.placements for k in _keys(self.owner[key].pods))
+        }
+        if not partial:
+            return plan
+        placements = {k: v for k, v in plan.placements.items() if k not in partial}
+        return replace(plan, placements=placements)
+
+    def _start_jobs(self, t: float) -> None:
+        started: list[int] = []
+        for index in self.waiting:
+            run = self.jobs[index]
+            nodes = [self.where.get(key) for key in _keys(run.pods)]
+            if all(n is not None and self.meta[n].ready for n in nodes):
+                run.started = t
+                self._push(t + run.wall_work_s - run.done_s, "finish", (index, run.epoch))
+                started.append(index)
+        self.waiting.difference_update(started)
+
+    def _schedule_wake(self, t: float) -> None:
+        deadline = math.inf
+        for node in self.state.nodes:
+            if node.pool is None or any(not p.daemon for p in node.pods):
+                continue
+            since = node.empty_since or node.created
+            due = (since - EPOCH).total_seconds() + self.pools[
+                node.pool
+            ].scale_down_after.total_seconds()
+            if t < due < deadline:
+                deadline = due
+        if math.isfinite(deadline) and deadline not in self.wakes:
+            self.wakes.add(deadline)
+            self._push(deadline, "wake")
+
+
+def _keys(pods: Iterable[Pod]) -> list[PodKey]:
+    return [pod.key for pod in pods]
+
+
+def simulate(jobs: list[Job], policy: Policy, world: World) -> Outcome:
+    return Simulation(jobs, policy, world).run()
