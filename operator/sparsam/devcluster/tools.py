@@ -180,22 +180,33 @@ def _build(tool: Tool) -> Path:
         ldflags = " ".join(("-s", "-w", *tool.ldflags))
         for name, package in tool.binaries.items():
             command = ["build", "-trimpath", "-ldflags", ldflags, "-o", str(staging / name)]
-            _go(go, [*command, package], source, log, what=f"{name} {tool.version}")
+            _go(go, [*command, package], source, log, what=f"building {name} {tool.version}")
         if tool is KWOK:
             # KWOK's own default stages, from the module source the build just used.
-            found = _go(
-                go,
-                ["mod", "download", "-json", "sigs.k8s.io/kwok"],
-                source,
-                log,
-                what="the KWOK module",
-            )
-            module = Path(json.loads(found)["Dir"])
+            module = module_dir("sigs.k8s.io/kwok", tool.version, log)
             documents = [(module / stage).read_text().strip() for stage in KWOK_STAGES]
             (staging / KWOK_STAGES_FILE).write_text("\n---\n".join(documents) + "\n")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     return target
+
+
+def module_dir(module: str, version: str, log: Path) -> Path:
+    """The source folder of a published Go module, downloaded through the module proxy into the
+    Go module cache (read-only there: copy what you need out of it)."""
+    go = shutil.which("go")
+    if go is None:
+        raise DevClusterError(f"the Go toolchain (go) is not on PATH: {NO_GO_HINT}")
+    with tempfile.TemporaryDirectory(prefix="sparsam-gomod-") as scratch:
+        Path(scratch, "go.mod").write_text("module sparsam.dev/scratch\n\ngo 1.25\n")
+        found = _go(
+            go,
+            ["mod", "download", "-json", f"{module}@{version}"],
+            Path(scratch),
+            log,
+            what=f"downloading {module}@{version}",
+        )
+    return Path(json.loads(found)["Dir"])
 
 
 _UNREACHABLE = ("dial tcp", "no such host", "connection refused", "i/o timeout", "proxyconnect")
@@ -209,10 +220,19 @@ def _go(go: str, args: list[str], cwd: Path, log: Path, what: str) -> str:
     with log.open("a") as handle:
         handle.write(f"$ go {' '.join(args)}\n{done.stdout}{done.stderr}\n")
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        # `go mod download -json` reports its failure in the JSON on stdout, not on stderr.
+        text = done.stderr.strip() or _json_error(done.stdout) or "no output"
+        last = text.splitlines()[-1]
         if any(sign in done.stderr for sign in _UNREACHABLE):
             raise DevClusterError(
-                f"building {what} failed: the Go module proxy is unreachable ({last}); {NO_GO_HINT}"
+                f"{what} failed: the Go module proxy is unreachable ({last}); {NO_GO_HINT}"
             )
-        raise DevClusterError(f"building {what} failed: {last} (log: {log})")
+        raise DevClusterError(f"{what} failed: {last} (log: {log})")
     return done.stdout
+
+
+def _json_error(stdout: str) -> str:
+    try:
+        return str(json.loads(stdout).get("Error", ""))
+    except ValueError:
+        return ""

@@ -1,0 +1,26 @@
+"""The one place an API client is made: from a kubeconfig file, or from inside the cluster.
+
+Sync on purpose: the official `kubernetes` client, whose calls Kopf runs in its thread pool. No
+module-level client and no global configuration: `kubernetes.config.load_*` would set the
+library's default, which every other ApiClient in the process would then share.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubernetes import client, config
+
+
+def api_client(kubeconfig: Path | None = None, context: str | None = None) -> client.ApiClient:
+    """An ApiClient for `kubeconfig` (and `context`), else the in-cluster service account when
+    running in a pod, else the kubeconfig kubectl would use ($KUBECONFIG or ~/.kube/config)."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return client.ApiClient(configuration)
+    made: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig) if kubeconfig is not None else None, context=context
+    )
+    return made
