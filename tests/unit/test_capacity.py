@@ -799,6 +799,8 @@ def test_remove_reason(nodes: tuple[Node, ...], expected: str) -> None:
 def test_pool_from_gpunodepool_has_the_template_labels_and_taints() -> None:
     assert SPOT.node_resources == Resources(4, 48_000, 192 * 2**30)
     assert SPOT.labels == {
+        c.LABEL_OS: "linux",
+        c.LABEL_ARCH: "amd64",
         c.LABEL_POOL: "a10g-spot",
         c.LABEL_GPU_PRODUCT: "NVIDIA-A10G",
         c.LABEL_GPU_COUNT: "4",

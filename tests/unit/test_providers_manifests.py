@@ -131,6 +131,8 @@ def test_capacity_annotations() -> None:
         "capacity.cluster-autoscaler.kubernetes.io/gpu-count": "4",
         "capacity.cluster-autoscaler.kubernetes.io/labels": (
             "karpenter.sh/capacity-type=spot,"
+            "kubernetes.io/arch=amd64,"
+            "kubernetes.io/os=linux,"
             "node.kubernetes.io/instance-type=g5.12xlarge,"
             "nvidia.com/gpu.count=4,"
             "nvidia.com/gpu.product=NVIDIA-A10G,"

@@ -50,6 +50,8 @@ LABEL_GPU_PRODUCT: Final = "nvidia.com/gpu.product"
 LABEL_GPU_COUNT: Final = "nvidia.com/gpu.count"
 LABEL_INSTANCE_TYPE: Final = "node.kubernetes.io/instance-type"
 LABEL_CAPACITY_TYPE: Final = "karpenter.sh/capacity-type"
+LABEL_OS: Final = "kubernetes.io/os"
+LABEL_ARCH: Final = "kubernetes.io/arch"
 CAPACITY_SPOT: Final = "spot"
 CAPACITY_ON_DEMAND: Final = "on-demand"
 #: GPU nodes carry this taint (GKE and the EKS GPU node groups do), so only GPU pods land there.

@@ -120,9 +120,11 @@ class Node:
 
 
 def node_labels(pool_name: str, spec: GPUNodePoolSpec) -> dict[str, str]:
-    """Every label a pool's node gets: the template's, then the ones the operator always sets."""
+    """Every label a pool's node gets: the kubelet's well-known os and arch (GPU pools are Linux;
+    amd64 unless the template says otherwise), the template's, then the ones the operator always
+    sets. A pending pod's selector is matched against exactly these."""
     template = spec.node_template
-    labels = dict(template.labels or {})
+    labels = {c.LABEL_OS: "linux", c.LABEL_ARCH: "amd64", **(template.labels or {})}
     labels.update(
         {
             c.LABEL_POOL: pool_name,

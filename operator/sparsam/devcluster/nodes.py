@@ -60,8 +60,8 @@ def gpu_node(
             "annotations": dict(KWOK_ANNOTATION),
             "labels": {
                 "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
+                c.LABEL_OS: "linux",
+                c.LABEL_ARCH: "amd64",
                 "type": "kwok",
                 c.LABEL_INSTANCE_TYPE: shape.instance_type,
                 c.LABEL_CAPACITY_TYPE: capacity_type,

@@ -83,8 +83,6 @@ def node_manifest(pool: GPUNodePool, name: str) -> dict[str, Any]:
     labels = {
         # What a kubelet sets on every node; selectors on them must work here too.
         "kubernetes.io/hostname": name,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64",
         "type": "kwok",
         c.LABEL_MANAGED_BY: c.FIELD_MANAGER,
         # The pool's own last, so they win.
