@@ -185,8 +185,10 @@ def test_spot_price_is_one_minus_saving(saving: int, price: float) -> None:
         pytest.param(60.0, 1 / 30, 1, 3600.0, id="young-daly"),
         # Two nodes halve the MTBF: tau / sqrt(2).
         pytest.param(60.0, 1 / 30, 2, 3600.0 / math.sqrt(2), id="two-nodes"),
-        pytest.param(60.0, 0.0, 1, math.inf, id="no-hazard"),
-        pytest.param(0.0, 1 / 30, 1, math.inf, id="free-checkpoints"),
+        # The operator's decision: nothing interrupts -> its maximum (1 h); free checkpoints
+        # -> Young/Daly 0, clamped to its minimum (60 s).
+        pytest.param(60.0, 0.0, 1, 3600.0, id="no-hazard"),
+        pytest.param(0.0, 1 / 30, 1, 60.0, id="free-checkpoints"),
     ],
 )
 def test_checkpoint_interval(cost: float, hazard: float, nodes: int, tau: float) -> None:

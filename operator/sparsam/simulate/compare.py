@@ -155,7 +155,8 @@ class Result:
                 f"25%) -> hazard lambda = -ln(1-p)/730 = {self.hazard_per_hour:.3g} per "
                 f"node-hour, exponential spot lifetimes from node ready (seed {s.seed})",
                 f"- checkpoints (sparsam only): Young/Daly tau = sqrt(2*C*MTBF), "
-                f"C = {s.checkpoint_cost.total_seconds():.0f}s, MTBF = 1/(lambda*pods); "
+                f"C = {s.checkpoint_cost.total_seconds():.0f}s, MTBF = 1/(lambda*pods), "
+                "clamped to [60s, 1h] (the operator's decisions.checkpointing); "
                 "wall work = runtime*(1+C/tau); a preemption loses the work since the last "
                 "checkpoint and the job restarts from it once all its pods are placed again",
                 f"- provisioning delay {s.provisioning_delay.total_seconds():.0f}s (paid); "

@@ -10,8 +10,10 @@ Conversions (stated here and printed with every run):
 - **Monthly probability -> hazard**: a node is interrupted at a constant rate
   `lambda = -ln(1 - p) / 730` per hour (730 hours a month), so that P(interrupted within a
   month) = p; its spot lifetime from becoming ready is exponential with that rate.
-- **Checkpoint interval**: Young/Daly, `tau = sqrt(2 * C * MTBF)`, with `C` the time one
-  checkpoint takes and MTBF = 1 / (lambda * nodes the job spans). A running job does useful
+- **Checkpoint interval**: the operator's own decision,
+  `sparsam.decisions.checkpointing.checkpoint_interval` (Young/Daly `tau = sqrt(2 * C * MTBF)`,
+  `C` the time one checkpoint takes, MTBF = 1 / (lambda * nodes the job spans), clamped to its
+  [60 s, 1 h] defaults; no hazard gives the maximum). A running job does useful
   work for `tau` out of every `tau + C` seconds, so its wall-clock work is
   `runtime * (1 + C / tau)`; a preemption rolls it back to its last checkpoint.
 """
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import math
 from typing import Final
+
+from sparsam.decisions.checkpointing import Hazard, checkpoint_interval
 
 HOURS_PER_MONTH: Final = 730.0
 
@@ -70,10 +74,7 @@ def spot_price(saving_pct: float) -> float:
 
 
 def checkpoint_interval_s(cost_s: float, hazard_per_hour: float, nodes: int) -> float:
-    """Young/Daly: sqrt(2 * C * MTBF) in seconds, MTBF = 1 / (hazard * nodes). Infinite when
-    nothing can be interrupted or checkpoints are free (then no checkpoint is needed or it is
-    continuous: no overhead, no lost work either way)."""
-    if hazard_per_hour <= 0 or nodes <= 0 or cost_s <= 0:
-        return math.inf
-    mtbf_s = 3600.0 / (hazard_per_hour * nodes)
-    return math.sqrt(2.0 * cost_s * mtbf_s)
+    """The operator's auto interval (`decisions.checkpointing.checkpoint_interval`) for a job
+    of `nodes` workers on capacity with this known hazard, checkpoints taking `cost_s`."""
+    hazard = Hazard(hazard_per_hour if hazard_per_hour > 0 else None, "observed")
+    return checkpoint_interval(workers=nodes, hazard=hazard, write_seconds=cost_s).seconds
