@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -96,3 +96,19 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def cluster_scoped_name(kubectl: Kubectl, namespace: str) -> Iterator[Callable[[str, str], str]]:
+    """Names for cluster-scoped objects, unique to this test: `cluster_scoped_name(resource,
+    suffix)`. Every object so named is deleted afterwards."""
+    named: list[tuple[str, str]] = []
+
+    def name(resource: str, suffix: str) -> str:
+        unique = f"{namespace}-{suffix}"[-63:].lstrip("-")
+        named.append((resource, unique))
+        return unique
+
+    yield name
+    for resource, unique in named:
+        kubectl("delete", resource, unique, "--ignore-not-found", check=False)

@@ -8,7 +8,7 @@ CostPolicy is cluster-scoped: objects get names unique to the test and are delet
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +28,9 @@ RESOURCE = "costpolicies.sparsam.dev"
 
 
 @pytest.fixture
-def name(kubectl: Kubectl, namespace: str) -> Iterator[str]:
+def name(cluster_scoped_name: Callable[[str, str], str]) -> str:
     """A cluster-wide unique name for this test's CostPolicy, deleted afterwards."""
-    unique = f"{namespace}-policy"
-    yield unique
-    kubectl("delete", RESOURCE, unique, "--ignore-not-found", check=False)
+    return cluster_scoped_name(RESOURCE, "policy")
 
 
 def valid(name: str) -> dict[str, Any]:

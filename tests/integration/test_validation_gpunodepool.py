@@ -8,7 +8,7 @@ GPUNodePool is cluster-scoped: objects get names unique to the test and are dele
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +28,9 @@ RESOURCE = "gpunodepools.sparsam.dev"
 
 
 @pytest.fixture
-def name(kubectl: Kubectl, namespace: str) -> Iterator[str]:
+def name(cluster_scoped_name: Callable[[str, str], str]) -> str:
     """A cluster-wide unique name for this test's pool, deleted afterwards."""
-    unique = f"{namespace}-pool"[-63:].lstrip("-")
-    yield unique
-    kubectl("delete", RESOURCE, unique, "--ignore-not-found", check=False)
+    return cluster_scoped_name(RESOURCE, "pool")
 
 
 def valid(name: str) -> dict[str, Any]:

@@ -216,34 +216,30 @@ class DevCluster:
             "kwok": pki.KWOK,
         }[component]
         config = str(self.dir / f"{kubeconfig.file}.kubeconfig")
+        # The controller-manager and scheduler: one identity for API calls and for checking
+        # callers of their own /healthz, loopback only, a single instance (no leader election).
+        control_loop = [
+            f"--kubeconfig={config}",
+            f"--authentication-kubeconfig={config}",
+            f"--authorization-kubeconfig={config}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ]
         if component == "kube-controller-manager":
             return [
-                f"--kubeconfig={config}",
-                f"--authentication-kubeconfig={config}",
-                f"--authorization-kubeconfig={config}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                "--leader-elect=false",
+                *control_loop,
                 f"--service-account-private-key-file={p / 'sa.key'}",
                 f"--root-ca-file={p / 'ca.crt'}",
                 "--use-service-account-credentials=true",
                 f"--service-cluster-ip-range={pki.SERVICE_CIDR}",
                 # KWOK hands out pod IPs; nothing here allocates node CIDRs.
                 "--allocate-node-cidrs=false",
-                "--profiling=false",
-                "--v=1",
             ]
         if component == "kube-scheduler":
-            return [
-                f"--kubeconfig={config}",
-                f"--authentication-kubeconfig={config}",
-                f"--authorization-kubeconfig={config}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                "--leader-elect=false",
-                "--profiling=false",
-                "--v=1",
-            ]
+            return control_loop
         return [  # kwok
             f"--kubeconfig={config}",
             f"--config={binaries.kwok_stages}",

@@ -86,12 +86,7 @@ def parse_philly(records: Iterable[Mapping[str, Any]], max_jobs: int | None = No
 
 
 def load_philly(path: Path, max_jobs: int | None = None) -> list[Job]:
-    try:
-        records = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise TraceError(f"no Philly trace at {path} (pass --trace)") from exc
-    except json.JSONDecodeError as exc:
-        raise TraceError(f"{path} is not JSON: {exc}") from exc
+    records = _read_json(path, "no Philly trace", "--trace")
     if not isinstance(records, list):
         raise TraceError(f"{path}: expected a JSON list of jobs")
     return parse_philly(records, max_jobs)
@@ -134,10 +129,16 @@ def parse_spot_advisor(
 
 
 def load_spot_advisor(path: Path, region: str, instance_type: str) -> SpotOffer:
+    return parse_spot_advisor(
+        _read_json(path, "no Spot Advisor data", "--spot-advisor"), region, instance_type
+    )
+
+
+def _read_json(path: Path, missing: str, flag: str) -> Any:
+    """The file's JSON; a missing or broken file is a TraceError that names the flag to pass."""
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise TraceError(f"no Spot Advisor data at {path} (pass --spot-advisor)") from exc
+        raise TraceError(f"{missing} at {path} (pass {flag})") from exc
     except json.JSONDecodeError as exc:
         raise TraceError(f"{path} is not JSON: {exc}") from exc
-    return parse_spot_advisor(data, region, instance_type)
