@@ -5,6 +5,7 @@
     sparsam dev-cluster down|status|kubeconfig
     sparsam dev-cluster kubectl -- ARGS      the cluster's own kubectl, pointed at it
     sparsam demo                             dev cluster + GPU nodes + examples/, then `kubectl get`
+    sparsam run [--kubeconfig PATH]          the operator (in a pod: the service account)
     sparsam simulate [--max-jobs N] [--seed S] [--out DIR]
                                              replay the Philly trace through the capacity
                                              planner: static vs reactive vs sparsam
@@ -27,6 +28,7 @@ from typing import Any
 
 from sparsam import __version__
 from sparsam.api.parse import parse_duration
+from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS
 from sparsam.devcluster.bootstrap import REPO_ROOT, bring_up, install_crds
 from sparsam.devcluster.cluster import DEFAULT_NAME, DevCluster, kubectl_runner
 from sparsam.devcluster.errors import DevClusterError
@@ -106,7 +108,67 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--bin-dir", type=Path, default=None)
     demo.add_argument("--name", default=DEFAULT_NAME)
     _simulate_parser(commands)
+    _run_parser(commands)
     return parser
+
+
+def _run_parser(commands: Any) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run the operator: watch sparsam's resources, Nodes and Pods, and act",
+        description="In a pod it uses its service account; elsewhere --kubeconfig, else "
+        "$KUBECONFIG or ~/.kube/config.",
+    )
+    run.add_argument("--kubeconfig", type=Path, default=None)
+    run.add_argument(
+        "--capacity-interval",
+        type=_duration,
+        default=timedelta(seconds=10),
+        help="how often each GPUNodePool is reconciled (default 10s)",
+    )
+    run.add_argument(
+        "--offering-ttl",
+        type=_duration,
+        default=timedelta(minutes=3),
+        help="how long a pool that ran out of capacity gets no new nodes (default 3m)",
+    )
+    run.add_argument(
+        "--interruption-taint",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="a taint key that announces a node's interruption (repeatable; replaces the "
+        "defaults: " + ", ".join(DEFAULT_INTERRUPTION_TAINTS) + ")",
+    )
+    run.add_argument(
+        "--interruption-condition",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a node condition type that, when True, announces an interruption (repeatable)",
+    )
+    run.add_argument(
+        "--liveness",
+        default=None,
+        metavar="URL",
+        help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sparsam.main import OperatorConfig, run  # kopf is imported only for this command
+
+    run(
+        OperatorConfig(
+            kubeconfig=args.kubeconfig,
+            capacity_interval=args.capacity_interval,
+            offering_ttl=args.offering_ttl,
+            interruption_taints=tuple(args.interruption_taint or DEFAULT_INTERRUPTION_TAINTS),
+            interruption_conditions=tuple(args.interruption_condition),
+            liveness=args.liveness,
+        )
+    )
+    return 0
 
 
 def _duration(text: str) -> timedelta:
@@ -260,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dev_cluster(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "run":
+            return _run(args)
         return _demo(args)
     except (DevClusterError, SimulationError) as exc:
         _say(f"error: {exc}")

@@ -62,3 +62,18 @@ TAINT_SPOT: Final = LABEL_CAPACITY_TYPE
 # Labels we put on what we create, for ownership and cost attribution.
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_POOL: Final = f"{GROUP}/pool"
+
+# What the capacity controller reads on pods and writes on nodes.
+#: Karpenter's annotation: never evict this pod to empty its node.
+ANNOTATION_DO_NOT_DISRUPT: Final = "karpenter.sh/do-not-disrupt"
+#: A pod's spot policy (Prefer, Require, Never), set by the controller that made the pod;
+#: a pod without it is Prefer (its tolerations still decide where it may go).
+LABEL_SPOT_POLICY: Final = f"{GROUP}/spot"
+#: Training workers carry role=worker; they may be moved only with a fresh checkpoint, which
+#: the TrainingJob controller says with checkpoint-fresh="true".
+LABEL_ROLE: Final = f"{GROUP}/role"
+ROLE_WORKER: Final = "worker"
+ANNOTATION_CHECKPOINT_FRESH: Final = f"{GROUP}/checkpoint-fresh"
+#: On a node we cordoned to drain it: why (ScaleDown or Interruption). A cordon without it is
+#: someone else's, and we never lift it; one with it that the plan no longer wants is lifted.
+ANNOTATION_DRAINING: Final = f"{GROUP}/draining"

@@ -1,0 +1,146 @@
+"""The composition root: the one place the operator is put together and started.
+
+    sparsam run [--kubeconfig PATH] [--capacity-interval 10s] [--liveness http://0.0.0.0:8080/healthz]
+
+It makes the API client (`kube.client`), the providers and actuators, the controllers that use
+them, and a Kopf registry with every handler module's handlers, and runs Kopf with:
+
+- progress and diff-base annotations under `sparsam.dev/` (not kopf.zalando.org), our
+  finalizer name, and `sparsam` as the field manager of what we write;
+- standalone mode: one replica (the chart's Deployment uses the Recreate strategy), so no
+  peering objects are needed;
+- the whole cluster watched (GPUNodePools and Nodes are cluster-scoped);
+- the controllers in Kopf's memo, where handlers find them.
+
+Nothing here decides anything; tests build the same parts with fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import kopf
+from kubernetes.client import ApiClient
+
+from sparsam.api import constants as c
+from sparsam.api.gpunodepool import GPUNodePool
+from sparsam.controllers.capacity import CapacityController, CapacitySettings
+from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS, InterruptionSignals
+from sparsam.handlers import gpunodepool
+from sparsam.kube.client import api_client
+from sparsam.kube.drain import NodeDrainer
+from sparsam.providers.clusterapi import ClusterAPINodePoolProvider
+from sparsam.providers.kwok import KwokNodePoolProvider
+from sparsam.providers.nodepool import NodePoolProvider
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    """What `sparsam run` is configured with (flags; the chart sets them from values.yaml)."""
+
+    kubeconfig: Path | None = None
+    #: How often each GPUNodePool's pass runs.
+    capacity_interval: timedelta = timedelta(seconds=10)
+    offering_ttl: timedelta = timedelta(minutes=3)
+    interruption_taints: tuple[str, ...] = DEFAULT_INTERRUPTION_TAINTS
+    interruption_conditions: tuple[str, ...] = ()
+    #: e.g. http://0.0.0.0:8080/healthz; None serves no probe.
+    liveness: str | None = None
+
+
+@dataclass
+class Operator:
+    """Kopf's memo: what handlers reach for."""
+
+    capacity: CapacityController
+    api: ApiClient
+
+
+def build(config: OperatorConfig, api: ApiClient) -> Operator:
+    """The controllers, wired to real providers and actuators."""
+    kwok = KwokNodePoolProvider(api)
+    cluster_api = ClusterAPINodePoolProvider(api)
+
+    def provider_for(pool: GPUNodePool) -> NodePoolProvider:
+        return kwok if pool.spec.provider.kwok is not None else cluster_api
+
+    settings = CapacitySettings(
+        offering_ttl=config.offering_ttl,
+        signals=InterruptionSignals(
+            frozenset(config.interruption_taints), frozenset(config.interruption_conditions)
+        ),
+    )
+    return Operator(CapacityController(provider_for, NodeDrainer(api), settings), api)
+
+
+def registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """Every handler, in a registry of its own (never Kopf's global one)."""
+    reg = kopf.OperatorRegistry()
+    gpunodepool.register(reg, interval=config.capacity_interval.total_seconds())
+
+    @kopf.on.login(registry=reg)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(api_client(config.kubeconfig))
+
+    return reg
+
+
+def connection_info(api: ApiClient) -> kopf.ConnectionInfo:
+    """Kopf's credentials from the same configuration our API client uses, so the operator
+    and its clients always talk to the same cluster as the same identity."""
+    conf = api.configuration
+    token = (conf.api_key or {}).get("authorization") or (conf.api_key or {}).get("BearerToken")
+    scheme = None
+    if token and " " in token:
+        scheme, token = token.split(" ", 1)
+    return kopf.ConnectionInfo(
+        server=conf.host,
+        ca_path=conf.ssl_ca_cert,
+        insecure=not conf.verify_ssl,
+        scheme=scheme or ("Bearer" if token else None),
+        token=token,
+        certificate_path=conf.cert_file,
+        private_key_path=conf.key_file,
+    )
+
+
+def settings() -> kopf.OperatorSettings:
+    """Kopf's settings as ARCHITECTURE.md's conventions want them."""
+    s = kopf.OperatorSettings()
+    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.ANNOTATION_PREFIX)
+    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    s.persistence.finalizer = c.FINALIZER
+    # Events and status are written by us; Kopf's own per-handler events are noise to users.
+    s.posting.level = logging.WARNING
+    # Watches are re-opened now and then, so a silently dead connection does not stall us.
+    s.watching.server_timeout = 300
+    s.watching.client_timeout = 330
+    s.networking.request_timeout = 60
+    return s
+
+
+def run(config: OperatorConfig) -> None:
+    """Run the operator until it is stopped (SIGTERM/SIGINT)."""
+    logging.basicConfig(
+        level=os.environ.get("SPARSAM_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    api = api_client(config.kubeconfig)
+    asyncio.run(
+        kopf.operator(
+            registry=registry(config),
+            settings=settings(),
+            memo=build(config, api),
+            clusterwide=True,
+            standalone=True,
+            liveness_endpoint=config.liveness,
+        )
+    )
