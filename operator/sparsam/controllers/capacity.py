@@ -63,7 +63,6 @@ from sparsam.providers.nodepool import (
     Transient,
 )
 
-
 REASON_INTERRUPTION = "Interruption"
 REASON_SCALE_DOWN = "ScaleDown"
 
