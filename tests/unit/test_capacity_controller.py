@@ -132,6 +132,14 @@ def test_insufficient_capacity_marks_the_offering_and_on_demand_takes_the_pods()
 
     ctl.reconcile_pool("od", snap, NOW + timedelta(seconds=1))
     assert len(fake.nodes["od"]) == 1 and not fake.nodes.get("spot")
+    # Still unavailable on the next pass, which asks the provider nothing.
+    again = ctl.reconcile_pool("spot", snap, NOW + timedelta(seconds=2))
+    assert ready(again) == ("False", "InsufficientCapacity")
+    assert [call.method for call in fake.calls if call.pool == "spot"] == [
+        "scale_up",
+        "size",
+        "size",
+    ]
 
 
 @pytest.mark.parametrize(

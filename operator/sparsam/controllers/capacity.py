@@ -65,6 +65,7 @@ from sparsam.providers.nodepool import (
 
 REASON_INTERRUPTION = "Interruption"
 REASON_SCALE_DOWN = "ScaleDown"
+REASON_POOL_DELETED = "PoolDeleted"
 
 
 class Drainer(Protocol):
@@ -214,6 +215,26 @@ class CapacityController:
         with self._lock:
             return self._pass(snap.pools[name], snap, now)
 
+    def retire_pool(
+        self, pool: GPUNodePool, snap: Snapshot, now: datetime
+    ) -> tuple[int, tuple[Event, ...]]:
+        """One step of taking a deleted pool's nodes away, as Karpenter does when a NodePool
+        is deleted: drain every node, delete it once empty. Returns how many nodes are left
+        (the handler keeps the finalizer until none is) and the Events."""
+        with self._lock:
+            facts = self._facts(snap, now)
+            events: list[Event] = []
+            provider = self._provider_for(pool)
+            left = 0
+            for _, fact in sorted(facts.items()):
+                if fact.node.pool == pool.metadata.name and not self._drain(
+                    pool, provider, fact, REASON_POOL_DELETED, events
+                ):
+                    left += 1
+            self.memory.requested.pop(pool.metadata.name, None)
+            self.memory.offerings.pop(pool.metadata.name, None)
+            return left, tuple(events)
+
     def _pass(self, pool: GPUNodePool, snap: Snapshot, now: datetime) -> PassResult:
         name = pool.metadata.name
         self._expire_offerings(now)
@@ -228,6 +249,14 @@ class CapacityController:
         last_action: LastAction | None = pool.status.last_action
         ready: tuple[Status, str, str] = ("True", "Provisioned", "The provider answers.")
 
+        offering = self.memory.offerings.get(name)
+        if offering is not None and offering.unavailable_until is not None:
+            ready = (
+                "False",
+                "InsufficientCapacity",
+                f"the provider had no capacity at {rfc3339(offering.last_failure or now)}; "
+                f"no new nodes here before {rfc3339(offering.unavailable_until)}",
+            )
         provider = self._provider_for(pool)
         adding = plan.add.get(name, 0)
         if adding:

@@ -95,26 +95,13 @@ def register(
         memo: Any,
         **kwargs: Any,
     ) -> None:
-        # Kopf passes each index as a keyword named after its handler.
-        node_index: kopf.Index[str, dict[str, Any]] = kwargs["node_index"]
-        pod_index: kopf.Index[Any, Pod] = kwargs["pod_index"]
-        pool_index: kopf.Index[str, dict[str, Any]] = kwargs["pool_index"]
-        policy_index: kopf.Index[str, CostPolicy] = kwargs["policy_index"]
-        namespace_index: kopf.Index[str, dict[str, str]] = kwargs["namespace_index"]
         moment = now()
         try:
             GPUNodePool.from_body(body)
         except InvalidSpec as exc:
             _write_status(body, patch, {"conditions": _invalid(body, str(exc), moment)})
             return
-        snap = Snapshot(
-            pools=_pools(pool_index),
-            nodes={key: next(iter(store)) for key, store in node_index.items()},
-            bound={key: tuple(store) for key, store in pod_index.items() if key != PENDING},
-            pending=tuple(pod_index.get(PENDING, ())),
-            policies=tuple(p for store in policy_index.values() for p in store),
-            namespaces={key: next(iter(store)) for key, store in namespace_index.items()},
-        )
+        snap = _snapshot(kwargs)
         if name not in snap.pools:
             return  # not in the index yet; the next tick has it
         controller: CapacityController = memo.capacity
@@ -126,12 +113,50 @@ def register(
         for event in result.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
+    @kopf.on.delete(c.GROUP, c.VERSION, c.GPU_NODE_POOL.plural, id="retire", registry=registry)
+    async def retire(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        """A deleted pool takes its nodes with it; its finalizer stays until they are gone."""
+        try:
+            pool = GPUNodePool.from_body(body)
+        except InvalidSpec:
+            return  # it never had nodes of ours: we never acted on an invalid pool
+        controller: CapacityController = memo.capacity
+        try:
+            left, events = await asyncio.to_thread(
+                controller.retire_pool, pool, _snapshot(kwargs), now()
+            )
+        except Transient as exc:
+            raise kopf.TemporaryError(str(exc), delay=interval) from exc
+        for event in events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        if left:
+            raise kopf.TemporaryError(f"draining {left} node(s) of the pool", delay=interval)
+
+
+def _snapshot(indexes: Mapping[str, Any]) -> Snapshot:
+    """The caches as typed values; Kopf passes each index as a keyword named by its id."""
+    node_index: kopf.Index[str, dict[str, Any]] = indexes["node_index"]
+    pod_index: kopf.Index[Any, Pod] = indexes["pod_index"]
+    policy_index: kopf.Index[str, CostPolicy] = indexes["policy_index"]
+    namespace_index: kopf.Index[str, dict[str, str]] = indexes["namespace_index"]
+    return Snapshot(
+        pools=_pools(indexes["pool_index"]),
+        nodes={key: next(iter(store)) for key, store in node_index.items()},
+        bound={key: tuple(store) for key, store in pod_index.items() if key != PENDING},
+        pending=tuple(pod_index.get(PENDING, ())),
+        policies=tuple(p for store in policy_index.values() for p in store),
+        namespaces={key: next(iter(store)) for key, store in namespace_index.items()},
+    )
+
 
 def _pools(index: kopf.Index[str, dict[str, Any]]) -> dict[str, GPUNodePool]:
     pools: dict[str, GPUNodePool] = {}
     for name, store in index.items():
+        body = next(iter(store))
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            continue  # being retired: plan nothing onto it
         try:
-            pools[name] = GPUNodePool.from_body(next(iter(store)))
+            pools[name] = GPUNodePool.from_body(body)
         except InvalidSpec:
             continue  # its own pass reports it
     return pools

@@ -181,26 +181,14 @@ def unique(namespace: str) -> str:
     return f"TEST-{namespace[-6:].upper()}"
 
 
-@pytest.fixture
-def remove_nodes(kubectl: Kubectl) -> Iterator[list[str]]:
-    """Pools whose nodes the test leaves behind are cleaned up here (deleting a pool leaves
-    its nodes; see the controller's known limits)."""
-    pools: list[str] = []
-    yield pools
-    for name in pools:
-        kubectl("delete", "nodes", "-l", f"sparsam.dev/pool={name}", "--wait=false", check=False)
-
-
 def test_pending_gpu_pods_scale_the_pool_up_and_it_returns_to_zero(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
     cluster_scoped_name: Callable[[str, str], str],
     unique: str,
-    remove_nodes: list[str],
 ) -> None:
     name = cluster_scoped_name("gpunodepool", "spot")
-    remove_nodes.append(name)
     apply(kubectl, pool(name, unique, "spot"))
     apply(kubectl, deployment(namespace, unique, replicas=3, gpus=2))
 
@@ -242,11 +230,9 @@ def test_spot_without_capacity_falls_back_to_on_demand(
     namespace: str,
     cluster_scoped_name: Callable[[str, str], str],
     unique: str,
-    remove_nodes: list[str],
 ) -> None:
     spot = cluster_scoped_name("gpunodepool", "spot")
     on_demand = cluster_scoped_name("gpunodepool", "od")
-    remove_nodes.extend([spot, on_demand])
     apply(
         kubectl,
         pool(spot, unique, "spot", labels={"kwok.sparsam.dev/insufficient-capacity": "true"}),
@@ -275,10 +261,8 @@ def test_interruption_taint_cordons_drains_and_replaces_the_node(
     namespace: str,
     cluster_scoped_name: Callable[[str, str], str],
     unique: str,
-    remove_nodes: list[str],
 ) -> None:
     name = cluster_scoped_name("gpunodepool", "spot")
-    remove_nodes.append(name)
     apply(kubectl, pool(name, unique, "spot", scaleDownAfter="10m"))
     apply(kubectl, deployment(namespace, unique, replicas=1, gpus=4))
     (doomed,) = eventually(
@@ -308,7 +292,6 @@ def test_a_restart_mid_drain_leaves_no_stuck_cordon(
     namespace: str,
     cluster_scoped_name: Callable[[str, str], str],
     unique: str,
-    remove_nodes: list[str],
 ) -> None:
     """The operator is killed while a node carries its drain cordon, and the node is then
     needed (a pod runs there). The restarted operator, with nothing in memory, sees its own
@@ -316,7 +299,6 @@ def test_a_restart_mid_drain_leaves_no_stuck_cordon(
     the cordon is written as the operator's drain writes it, because catching a real drain
     between its cordon and its evictions is a race no test can win reliably."""
     name = cluster_scoped_name("gpunodepool", "spot")
-    remove_nodes.append(name)
     apply(kubectl, pool(name, unique, "spot", scaleDownAfter="10m"))
     apply(kubectl, deployment(namespace, unique, replicas=1, gpus=2))
     (node,) = eventually(
@@ -339,3 +321,17 @@ def test_a_restart_mid_drain_leaves_no_stuck_cordon(
     eventually("the cordon lifted", uncordoned, operator)
     assert list(running_pods(kubectl, namespace).values()) == [node]
     assert f"Uncordoned: node {node} is needed again" in pool_events(kubectl, name)
+
+
+def test_deleting_a_pool_takes_its_nodes_with_it(
+    kubectl: Kubectl,
+    operator: Operator,
+    cluster_scoped_name: Callable[[str, str], str],
+    unique: str,
+) -> None:
+    name = cluster_scoped_name("gpunodepool", "kept")
+    apply(kubectl, pool(name, unique, "on-demand", minNodes=1))
+    eventually("the minNodes node", lambda: pool_nodes(kubectl, name), operator)
+
+    kubectl("delete", "gpunodepool", name, "--timeout=60s")
+    assert not pool_nodes(kubectl, name)
