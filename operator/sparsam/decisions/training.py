@@ -1,0 +1,228 @@
+"""What a TrainingJob's workers should be now, from what its pods and their nodes show.
+
+    decision = decide_workers(job, workers, now)      # pure: no I/O, no clock
+
+The TrainingJob controller observes the job's worker pods (and whether each one's node is
+gone, NotReady or announced for interruption), calls this, and carries the decision out:
+create the missing workers, delete the ones that are done for, write status. Each worker is a
+pod named `<job>-worker-<i>`; `i` is stable, so a lost worker is replaced under its own name.
+
+How a worker that stopped is counted (ARCHITECTURE.md and the CRD say the same):
+
+- **preemption**: its node was deleted, went NotReady, or carries an interruption notice; or
+  the trainer exited with `PREEMPTED` (75: checkpointed on SIGTERM, resumable); or it was
+  killed by a signal from outside (exit code 128 + n, other than an OOM kill); or the kubelet
+  evicted it. Preemptions never count against `runPolicy.backoffLimit`.
+- **restart**: the program failed (exit codes 1-127 other than 75, or an OOM kill).
+  When restarts exceed `backoffLimit` the job fails with reason BackoffLimitExceeded.
+- **success**: a worker exited 0. torchrun's workers finish together, so the first success
+  ends the job: the others are left to finish and are not replaced.
+
+The job runs while at least `workers.min` workers run (torchrun's `--nnodes=MIN:MAX` keeps
+training going on the survivors and re-rendezvous when a worker joins); below that it waits in
+phase Pending with a reason that says why, and never fails for lack of capacity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, Literal
+
+from sparsam.api.trainingjob import Phase, TrainingJob
+
+#: Exit codes of `python -m sparsam_trainer` (trainer/sparsam_trainer/exitcodes.py).
+EXIT_PREEMPTED: Final = 75
+#: 128 + SIGKILL: what an OOM kill looks like, told apart by the container's reason.
+OOM_KILLED: Final = "OOMKilled"
+
+PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
+Outcome = Literal["active", "succeeded", "preempted", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """One observed worker pod."""
+
+    index: int
+    name: str
+    phase: PodPhase
+    #: The trainer container's exit code once it terminated, else None.
+    exit_code: int | None = None
+    #: The terminated container's reason (OOMKilled, Error, ...), or the pod's (Evicted).
+    reason: str | None = None
+    #: Why its node is lost (deleted, NotReady, an interruption notice), or None.
+    node_lost: str | None = None
+    #: The pod is on its way out (a deletionTimestamp, or the controller deleted it already):
+    #: it is not counted again.
+    deleting: bool = False
+
+
+def outcome(worker: Worker) -> Outcome:
+    """What a worker's state means for the job (see the module docstring)."""
+    if worker.phase == "Succeeded" or (worker.phase == "Failed" and worker.exit_code == 0):
+        return "succeeded"
+    if worker.node_lost is not None:
+        return "preempted"
+    if worker.phase != "Failed":
+        return "active"
+    code = worker.exit_code
+    if code == EXIT_PREEMPTED or worker.reason in ("Evicted", "Preempting", "Shutdown"):
+        return "preempted"
+    if code is not None and code >= 128 and worker.reason != OOM_KILLED:
+        return "preempted"
+    return "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerDecision:
+    """What to do and what to report. `ready` is the Ready condition (status, reason,
+    message); `events` are (type, reason, message) for the job."""
+
+    phase: Phase
+    desired: int
+    running: int
+    create: tuple[int, ...] = ()
+    delete: tuple[str, ...] = ()
+    preemptions: int = 0
+    restarts: int = 0
+    ready: tuple[Literal["True", "False"], str, str] = ("True", "Running", "")
+    finished: bool = False
+    events: tuple[tuple[str, str, str], ...] = ()
+
+
+def desired_workers(job: TrainingJob) -> int:
+    """spec.workers.replicas when /scale set it, else workers.max: the pods that cannot be
+    scheduled wait for capacity, and training runs on the ones that can (>= min)."""
+    workers = job.spec.workers
+    return workers.replicas if workers.replicas is not None else workers.max
+
+
+def decide_workers(job: TrainingJob, workers: Sequence[Worker], now: datetime) -> WorkerDecision:
+    """The decision for `job` given its observed `workers` at `now`."""
+    status = job.status
+    preemptions, restarts = status.preemptions, status.restarts
+    desired = desired_workers(job)
+    events: list[tuple[str, str, str]] = []
+    delete: list[str] = []
+    live: dict[int, Worker] = {}
+    succeeded = False
+    for worker in sorted(workers, key=lambda w: w.index):
+        result = outcome(worker)
+        if result == "succeeded":
+            succeeded = True
+        elif result == "preempted":
+            if not worker.deleting:
+                preemptions += 1
+                delete.append(worker.name)
+                why = worker.node_lost or _exit(worker)
+                events.append(("Warning", "WorkerPreempted", f"{worker.name}: {why}"))
+        elif result == "failed":
+            if worker.deleting:
+                continue
+            restarts += 1
+            delete.append(worker.name)
+            events.append(("Warning", "WorkerFailed", f"{worker.name}: {_exit(worker)}"))
+        elif not worker.deleting:
+            live[worker.index] = worker
+
+    running = sum(1 for w in live.values() if w.phase == "Running")
+    counts = Counts(desired, running, preemptions, restarts)
+
+    if succeeded:
+        return WorkerDecision(
+            "Succeeded",
+            desired,
+            running,
+            preemptions=preemptions,
+            restarts=restarts,
+            ready=("True", "Succeeded", "training finished"),
+            finished=True,
+            events=(*events, ("Normal", "Succeeded", "training finished")),
+        )
+    limit = job.spec.run_policy.backoff_limit
+    if restarts > limit:
+        message = f"{restarts} worker failures exceed runPolicy.backoffLimit {limit}"
+        return _stop("Failed", counts, workers, "BackoffLimitExceeded", message, events)
+    deadline = job.spec.run_policy.active_deadline
+    started = _parse(status.start_time)
+    if deadline is not None and started is not None and now - started > deadline:
+        message = f"running longer than runPolicy.activeDeadlineSeconds ({deadline})"
+        return _stop("Failed", counts, workers, "DeadlineExceeded", message, events)
+    if job.spec.run_policy.suspend:
+        return _stop("Suspended", counts, workers, "Suspended", "runPolicy.suspend is true", events)
+
+    delete.extend(w.name for i, w in sorted(live.items()) if i >= desired)
+    create = tuple(i for i in range(desired) if i not in live)
+    minimum = job.spec.workers.min
+    if running >= minimum:
+        phase: Phase = "Running"
+        ready: tuple[Literal["True", "False"], str, str] = (
+            "True",
+            "Running",
+            f"{running} of {desired} workers running",
+        )
+    else:
+        phase = "Pending"
+        waiting = sum(1 for w in live.values() if w.phase == "Pending") + len(create)
+        ready = (
+            "False",
+            "WaitingForWorkers",
+            f"{running} of the {minimum} workers training needs are running "
+            f"({waiting} waiting for capacity); the job waits, it does not fail",
+        )
+    return WorkerDecision(
+        phase,
+        desired,
+        running,
+        create=create,
+        delete=tuple(delete),
+        preemptions=preemptions,
+        restarts=restarts,
+        ready=ready,
+        events=tuple(events),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    desired: int
+    running: int
+    preemptions: int
+    restarts: int
+
+
+def _stop(
+    phase: Phase,
+    counts: Counts,
+    workers: Sequence[Worker],
+    reason: str,
+    message: str,
+    events: list[tuple[str, str, str]],
+) -> WorkerDecision:
+    """Remove every worker (a Suspended job resumes from its checkpoint later)."""
+    return WorkerDecision(
+        phase,
+        counts.desired,
+        0,
+        delete=tuple(w.name for w in workers if not w.deleting),
+        preemptions=counts.preemptions,
+        restarts=counts.restarts,
+        ready=("False", reason, message),
+        finished=phase == "Failed",
+        events=(*events, ("Warning" if phase == "Failed" else "Normal", reason, message)),
+    )
+
+
+def _exit(worker: Worker) -> str:
+    parts = [f"exit code {worker.exit_code}" if worker.exit_code is not None else "no exit code"]
+    if worker.reason:
+        parts.append(worker.reason)
+    return ", ".join(parts)
+
+
+def _parse(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

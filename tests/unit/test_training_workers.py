@@ -1,0 +1,171 @@
+"""The TrainingJob worker decision: how stopped workers count, when the job waits, fails,
+succeeds or suspends, and which workers to create and delete."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sparsam.api.trainingjob import TrainingJob
+from sparsam.decisions.training import Worker, decide_workers, outcome
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def job(status: dict[str, Any] | None = None, **spec: Any) -> TrainingJob:
+    return TrainingJob.from_body(
+        {
+            "metadata": {"name": "tj", "namespace": "ml", "uid": "u", "generation": 1},
+            "spec": {"image": "trainer:1", "workers": {"min": 2, "max": 3}, **spec},
+            "status": status or {},
+        }
+    )
+
+
+def worker(index: int, phase: str = "Running", **kw: Any) -> Worker:
+    return Worker(index, f"tj-worker-{index}", phase, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("observed", "expected"),
+    [
+        (worker(0), "active"),
+        (worker(0, "Pending"), "active"),
+        (worker(0, "Succeeded", exit_code=0), "succeeded"),
+        (worker(0, "Failed", exit_code=75), "preempted"),
+        (worker(0, "Failed", exit_code=137, reason="Error"), "preempted"),
+        (worker(0, "Failed", exit_code=137, reason="OOMKilled"), "failed"),
+        (worker(0, "Failed", exit_code=1), "failed"),
+        (worker(0, "Failed", exit_code=2), "failed"),
+        (worker(0, "Failed", reason="Evicted"), "preempted"),
+        (worker(0, node_lost="node deleted"), "preempted"),
+        (worker(0, "Pending", node_lost="NotReady"), "preempted"),
+    ],
+    ids=[
+        "running",
+        "pending",
+        "exit-0",
+        "resumable-exit-75",
+        "sigkill-from-outside",
+        "oom-kill",
+        "program-error",
+        "usage-error",
+        "evicted",
+        "node-gone",
+        "node-not-ready",
+    ],
+)
+def test_outcome(observed: Worker, expected: str) -> None:
+    assert outcome(observed) == expected
+
+
+def test_a_new_job_creates_max_workers_and_waits_for_min() -> None:
+    decision = decide_workers(job(), [], NOW)
+    assert decision.create == (0, 1, 2)
+    assert decision.phase == "Pending"
+    assert decision.ready[:2] == ("False", "WaitingForWorkers")
+    assert "0 of the 2 workers" in decision.ready[2]
+
+
+def test_scale_subresource_target_is_honoured() -> None:
+    decision = decide_workers(
+        job(workers={"min": 1, "max": 4, "replicas": 2}),
+        [worker(0), worker(1), worker(2), worker(3, "Pending")],
+        NOW,
+    )
+    assert decision.desired == 2
+    assert decision.delete == ("tj-worker-2", "tj-worker-3")
+    assert decision.create == ()
+
+
+def test_a_preempted_worker_is_replaced_and_the_job_keeps_running_on_min() -> None:
+    decision = decide_workers(
+        job({"preemptions": 4, "restarts": 1}),
+        [worker(0), worker(1), worker(2, node_lost="interruption taint karpenter.sh/disrupted")],
+        NOW,
+    )
+    assert decision.phase == "Running"
+    assert decision.delete == ("tj-worker-2",)
+    assert decision.create == (2,)
+    assert (decision.preemptions, decision.restarts) == (5, 1)
+    assert decision.events == (
+        ("Warning", "WorkerPreempted", "tj-worker-2: interruption taint karpenter.sh/disrupted"),
+    )
+
+
+def test_below_min_the_job_waits_instead_of_failing() -> None:
+    decision = decide_workers(
+        job(), [worker(0), worker(1, "Failed", exit_code=75), worker(2, "Pending")], NOW
+    )
+    assert decision.phase == "Pending" and not decision.finished
+    assert decision.running == 1
+    assert decision.ready[1] == "WaitingForWorkers"
+    assert decision.create == (1,)
+
+
+def test_workers_on_their_way_out_are_not_counted_twice() -> None:
+    decision = decide_workers(
+        job({"preemptions": 1, "restarts": 1}),
+        [
+            worker(0),
+            worker(1),
+            worker(2, "Failed", exit_code=1, deleting=True),
+            worker(3, "Failed", exit_code=75, deleting=True),
+        ],
+        NOW,
+    )
+    assert (decision.preemptions, decision.restarts) == (1, 1)
+    assert decision.delete == ()
+    assert decision.create == (2,)
+
+
+@pytest.mark.parametrize(
+    ("restarts", "phase"), [(2, "Running"), (3, "Failed")], ids=["within", "beyond"]
+)
+def test_program_failures_count_against_the_backoff_limit(restarts: int, phase: str) -> None:
+    decision = decide_workers(
+        job({"restarts": restarts - 1}, runPolicy={"backoffLimit": 2}),
+        [worker(0), worker(1), worker(2, "Failed", exit_code=1)],
+        NOW,
+    )
+    assert decision.restarts == restarts
+    assert decision.phase == phase
+    if phase == "Failed":
+        assert decision.finished
+        assert decision.ready[1] == "BackoffLimitExceeded"
+        assert set(decision.delete) == {"tj-worker-0", "tj-worker-1", "tj-worker-2"}
+
+
+def test_preemptions_never_fail_the_job() -> None:
+    many = [worker(i, "Failed", exit_code=75) for i in range(3)]
+    decision = decide_workers(job({"preemptions": 100}, runPolicy={"backoffLimit": 0}), many, NOW)
+    assert decision.phase == "Pending" and decision.preemptions == 103
+
+
+def test_the_first_success_finishes_the_job() -> None:
+    decision = decide_workers(
+        job(), [worker(0, "Succeeded", exit_code=0), worker(1), worker(2)], NOW
+    )
+    assert decision.phase == "Succeeded" and decision.finished
+    assert decision.create == () and decision.delete == ()
+
+
+def test_active_deadline() -> None:
+    started = (NOW - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    decision = decide_workers(
+        job({"startTime": started}, runPolicy={"activeDeadlineSeconds": 3600}),
+        [worker(0), worker(1)],
+        NOW,
+    )
+    assert decision.phase == "Failed" and decision.ready[1] == "DeadlineExceeded"
+    assert decision.delete == ("tj-worker-0", "tj-worker-1")
+
+
+def test_suspend_removes_the_workers_and_is_not_final() -> None:
+    decision = decide_workers(job(runPolicy={"suspend": True}), [worker(0), worker(1)], NOW)
+    assert decision.phase == "Suspended" and not decision.finished
+    assert decision.delete == ("tj-worker-0", "tj-worker-1") and decision.create == ()
+    resumed = decide_workers(job(), [], NOW)
+    assert resumed.create == (0, 1, 2)
