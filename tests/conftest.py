@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from tests.operator_process import Operator
 
 from sparsam.devcluster.bootstrap import bring_up, install_crds
 from sparsam.devcluster.cluster import DevCluster, kubectl_runner
@@ -112,3 +113,19 @@ def cluster_scoped_name(kubectl: Kubectl, namespace: str) -> Iterator[Callable[[
     yield name
     for resource, unique in named:
         kubectl("delete", resource, unique, "--ignore-not-found", check=False)
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """`sparsam run` against the test cluster, for the tests of one module."""
+    op = Operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def gpu_type(namespace: str) -> str:
+    """A GPU type of this test's own: pods that select it (nvidia.com/gpu.product) land only on
+    this test's pools, never on the dev cluster's static fleet or another test's nodes."""
+    return f"TEST-{namespace[-6:].upper()}"

@@ -127,6 +127,12 @@ def _run_parser(commands: Any) -> None:
         help="how often each GPUNodePool is reconciled (default 10s)",
     )
     run.add_argument(
+        "--training-interval",
+        type=_duration,
+        default=timedelta(seconds=5),
+        help="how often each TrainingJob is reconciled (default 5s)",
+    )
+    run.add_argument(
         "--offering-ttl",
         type=_duration,
         default=timedelta(minutes=3),
@@ -162,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         OperatorConfig(
             kubeconfig=args.kubeconfig,
             capacity_interval=args.capacity_interval,
+            training_interval=args.training_interval,
             offering_ttl=args.offering_ttl,
             interruption_taints=tuple(args.interruption_taint or DEFAULT_INTERRUPTION_TAINTS),
             interruption_conditions=tuple(args.interruption_condition),

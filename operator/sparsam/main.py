@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,13 @@ from kubernetes.client import ApiClient
 from sparsam.api import constants as c
 from sparsam.api.gpunodepool import GPUNodePool
 from sparsam.controllers.capacity import CapacityController, CapacitySettings
+from sparsam.controllers.training import TrainingController
 from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS, InterruptionSignals
-from sparsam.handlers import gpunodepool
+from sparsam.handlers import gpunodepool, indexes, trainingjob
 from sparsam.kube.client import api_client
 from sparsam.kube.drain import NodeDrainer
+from sparsam.kube.trainingjob import Placement
+from sparsam.kube.workers import WorkerActuator
 from sparsam.providers.clusterapi import ClusterAPINodePoolProvider
 from sparsam.providers.kwok import KwokNodePoolProvider
 from sparsam.providers.nodepool import NodePoolProvider
@@ -47,6 +50,8 @@ class OperatorConfig:
     kubeconfig: Path | None = None
     #: How often each GPUNodePool's pass runs.
     capacity_interval: timedelta = timedelta(seconds=10)
+    #: How often each TrainingJob's pass runs.
+    training_interval: timedelta = timedelta(seconds=5)
     offering_ttl: timedelta = timedelta(minutes=3)
     interruption_taints: tuple[str, ...] = DEFAULT_INTERRUPTION_TAINTS
     interruption_conditions: tuple[str, ...] = ()
@@ -59,7 +64,13 @@ class Operator:
     """Kopf's memo: what handlers reach for."""
 
     capacity: CapacityController
+    training: TrainingController
     api: ApiClient
+
+
+def _now() -> datetime:
+    """The operator's one clock; tests of the passes give theirs explicitly."""
+    return datetime.now(UTC)
 
 
 def build(config: OperatorConfig, api: ApiClient) -> Operator:
@@ -70,19 +81,23 @@ def build(config: OperatorConfig, api: ApiClient) -> Operator:
     def provider_for(pool: GPUNodePool) -> NodePoolProvider:
         return kwok if pool.spec.provider.kwok is not None else cluster_api
 
-    settings = CapacitySettings(
-        offering_ttl=config.offering_ttl,
-        signals=InterruptionSignals(
-            frozenset(config.interruption_taints), frozenset(config.interruption_conditions)
-        ),
+    signals = InterruptionSignals(
+        frozenset(config.interruption_taints), frozenset(config.interruption_conditions)
     )
-    return Operator(CapacityController(provider_for, NodeDrainer(api), settings), api)
+    settings = CapacitySettings(offering_ttl=config.offering_ttl, signals=signals)
+    return Operator(
+        capacity=CapacityController(provider_for, NodeDrainer(api), settings),
+        training=TrainingController(WorkerActuator(api), Placement(), signals),
+        api=api,
+    )
 
 
 def registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     """Every handler, in a registry of its own (never Kopf's global one)."""
     reg = kopf.OperatorRegistry()
-    gpunodepool.register(reg, interval=config.capacity_interval.total_seconds())
+    indexes.register(reg)
+    gpunodepool.register(reg, interval=config.capacity_interval.total_seconds(), now=_now)
+    trainingjob.register(reg, interval=config.training_interval.total_seconds(), now=_now)
 
     @kopf.on.login(registry=reg)
     def login(**_: Any) -> kopf.ConnectionInfo:

@@ -7,110 +7,23 @@ static GPU fleet and the other tests' pools never take its pods.
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-import yaml
-from tests.conftest import Cluster, Kubectl
+from tests.conftest import Kubectl
+from tests.operator_process import (
+    Operator,
+    apply,
+    eventually,
+    get,
+    object_events,
+    pool,
+    pool_nodes,
+    running_pods,
+)
 
 DRAINING = "sparsam.dev/draining"
 INTERRUPTION_TAINT = "aws-node-termination-handler/spot-itn"
-
-
-class Operator:
-    """`sparsam run` against the test cluster, restartable, its log kept for failures."""
-
-    def __init__(self, cluster: Cluster, log: Path) -> None:
-        self.cluster = cluster
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sparsam.cli",
-                    "run",
-                    f"--kubeconfig={self.cluster.kubeconfig}",
-                    "--capacity-interval=1s",
-                    "--offering-ttl=10m",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self) -> None:
-        """Stop it the hard way, as a crash or an OOM kill would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    yield op
-    op.stop()
-
-
-def get(kubectl: Kubectl, *args: str) -> Any:
-    return json.loads(kubectl("get", *args, "-o", "json").stdout)
-
-
-def eventually(what: str, check: Callable[[], Any], operator: Operator, timeout: float = 90) -> Any:
-    """Poll `check` until it returns something truthy; fail with the operator's log if not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n--- operator log ---\n{operator.tail()}")
-        time.sleep(0.5)
-
-
-def pool(name: str, gpu_type: str, capacity: str, **spec: Any) -> dict[str, Any]:
-    labels = spec.pop("labels", {})
-    return {
-        "apiVersion": "sparsam.dev/v1alpha1",
-        "kind": "GPUNodePool",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "provider": {"kwok": {}},
-            "nodeTemplate": {
-                "gpuType": gpu_type,
-                "gpusPerNode": 4,
-                "cpu": "48",
-                "memory": "192Gi",
-            },
-            "capacityType": capacity,
-            "pricePerHour": 2.0 if capacity == "spot" else 6.0,
-            "maxNodes": 3,
-            "scaleDownAfter": "5s",
-            **spec,
-        },
-    }
 
 
 def deployment(namespace: str, gpu_type: str, replicas: int, gpus: int) -> dict[str, Any]:
@@ -149,48 +62,16 @@ def deployment(namespace: str, gpu_type: str, replicas: int, gpus: int) -> dict[
     }
 
 
-def apply(kubectl: Kubectl, *objects: dict[str, Any]) -> None:
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
-
-
-def pool_nodes(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = get(kubectl, "nodes", "-l", f"sparsam.dev/pool={name}")["items"]
-    return items
-
-
-def running_pods(kubectl: Kubectl, namespace: str) -> dict[str, str]:
-    """Running pods of the namespace that are not on their way out: name -> node."""
-    pods = get(kubectl, "pods", "-n", namespace)["items"]
-    return {
-        p["metadata"]["name"]: p["spec"]["nodeName"]
-        for p in pods
-        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-    }
-
-
-def pool_events(kubectl: Kubectl, name: str) -> list[str]:
-    events = get(kubectl, "events", "-A", "--field-selector", f"involvedObject.name={name}")[
-        "items"
-    ]
-    return [f"{e['reason']}: {e['message']}" for e in events]
-
-
-@pytest.fixture
-def unique(namespace: str) -> str:
-    """A GPU type of this test's own."""
-    return f"TEST-{namespace[-6:].upper()}"
-
-
 def test_pending_gpu_pods_scale_the_pool_up_and_it_returns_to_zero(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
     cluster_scoped_name: Callable[[str, str], str],
-    unique: str,
+    gpu_type: str,
 ) -> None:
     name = cluster_scoped_name("gpunodepool", "spot")
-    apply(kubectl, pool(name, unique, "spot"))
-    apply(kubectl, deployment(namespace, unique, replicas=3, gpus=2))
+    apply(kubectl, pool(name, gpu_type, "spot"))
+    apply(kubectl, deployment(namespace, gpu_type, replicas=3, gpus=2))
 
     # 3 pods x 2 GPUs on 4-GPU nodes: two nodes, and the real scheduler places all three.
     placed = eventually(
@@ -229,16 +110,16 @@ def test_spot_without_capacity_falls_back_to_on_demand(
     operator: Operator,
     namespace: str,
     cluster_scoped_name: Callable[[str, str], str],
-    unique: str,
+    gpu_type: str,
 ) -> None:
     spot = cluster_scoped_name("gpunodepool", "spot")
     on_demand = cluster_scoped_name("gpunodepool", "od")
     apply(
         kubectl,
-        pool(spot, unique, "spot", labels={"kwok.sparsam.dev/insufficient-capacity": "true"}),
-        pool(on_demand, unique, "on-demand"),
+        pool(spot, gpu_type, "spot", labels={"kwok.sparsam.dev/insufficient-capacity": "true"}),
+        pool(on_demand, gpu_type, "on-demand"),
     )
-    apply(kubectl, deployment(namespace, unique, replicas=1, gpus=4))
+    apply(kubectl, deployment(namespace, gpu_type, replicas=1, gpus=4))
 
     placed = eventually(
         "the pod running", lambda: running_pods(kubectl, namespace), operator, timeout=120
@@ -252,7 +133,7 @@ def test_spot_without_capacity_falls_back_to_on_demand(
         c for c in get(kubectl, "gpunodepool", spot)["status"]["conditions"] if c["type"] == "Ready"
     )
     assert ready["status"] == "False" and ready["reason"] == "InsufficientCapacity"
-    assert any(e.startswith("InsufficientCapacity") for e in pool_events(kubectl, spot))
+    assert any(e.startswith("InsufficientCapacity") for e in object_events(kubectl, spot))
 
 
 def test_interruption_taint_cordons_drains_and_replaces_the_node(
@@ -260,11 +141,11 @@ def test_interruption_taint_cordons_drains_and_replaces_the_node(
     operator: Operator,
     namespace: str,
     cluster_scoped_name: Callable[[str, str], str],
-    unique: str,
+    gpu_type: str,
 ) -> None:
     name = cluster_scoped_name("gpunodepool", "spot")
-    apply(kubectl, pool(name, unique, "spot", scaleDownAfter="10m"))
-    apply(kubectl, deployment(namespace, unique, replicas=1, gpus=4))
+    apply(kubectl, pool(name, gpu_type, "spot", scaleDownAfter="10m"))
+    apply(kubectl, deployment(namespace, gpu_type, replicas=1, gpus=4))
     (doomed,) = eventually(
         "the pod running", lambda: running_pods(kubectl, namespace), operator
     ).values()
@@ -281,7 +162,7 @@ def test_interruption_taint_cordons_drains_and_replaces_the_node(
 
     replacement = eventually("the pod running on a replacement node", replaced, operator)
     assert replacement != doomed
-    events = pool_events(kubectl, name)
+    events = object_events(kubectl, name)
     assert any(e == f"Cordoned: node {doomed}: Interruption" for e in events), events
     assert any(INTERRUPTION_TAINT in e for e in events if e.startswith("ScaleDown")), events
 
@@ -291,7 +172,7 @@ def test_a_restart_mid_drain_leaves_no_stuck_cordon(
     operator: Operator,
     namespace: str,
     cluster_scoped_name: Callable[[str, str], str],
-    unique: str,
+    gpu_type: str,
 ) -> None:
     """The operator is killed while a node carries its drain cordon, and the node is then
     needed (a pod runs there). The restarted operator, with nothing in memory, sees its own
@@ -299,8 +180,8 @@ def test_a_restart_mid_drain_leaves_no_stuck_cordon(
     the cordon is written as the operator's drain writes it, because catching a real drain
     between its cordon and its evictions is a race no test can win reliably."""
     name = cluster_scoped_name("gpunodepool", "spot")
-    apply(kubectl, pool(name, unique, "spot", scaleDownAfter="10m"))
-    apply(kubectl, deployment(namespace, unique, replicas=1, gpus=2))
+    apply(kubectl, pool(name, gpu_type, "spot", scaleDownAfter="10m"))
+    apply(kubectl, deployment(namespace, gpu_type, replicas=1, gpus=2))
     (node,) = eventually(
         "the pod running", lambda: running_pods(kubectl, namespace), operator
     ).values()
@@ -320,17 +201,17 @@ def test_a_restart_mid_drain_leaves_no_stuck_cordon(
 
     eventually("the cordon lifted", uncordoned, operator)
     assert list(running_pods(kubectl, namespace).values()) == [node]
-    assert f"Uncordoned: node {node} is needed again" in pool_events(kubectl, name)
+    assert f"Uncordoned: node {node} is needed again" in object_events(kubectl, name)
 
 
 def test_deleting_a_pool_takes_its_nodes_with_it(
     kubectl: Kubectl,
     operator: Operator,
     cluster_scoped_name: Callable[[str, str], str],
-    unique: str,
+    gpu_type: str,
 ) -> None:
     name = cluster_scoped_name("gpunodepool", "kept")
-    apply(kubectl, pool(name, unique, "on-demand", minNodes=1))
+    apply(kubectl, pool(name, gpu_type, "on-demand", minNodes=1))
     eventually("the minNodes node", lambda: pool_nodes(kubectl, name), operator)
 
     kubectl("delete", "gpunodepool", name, "--timeout=60s")

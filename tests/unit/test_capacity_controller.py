@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from sparsam.api.gpunodepool import GPUNodePool
-from sparsam.controllers.capacity import CapacityController, PassResult, Snapshot
+from sparsam.controllers.capacity import CapacityController, Snapshot
+from sparsam.controllers.results import PassResult
 from sparsam.decisions.cluster import Pod, Resources
 from sparsam.decisions.scheduling import Toleration
 from sparsam.kube.drain import EvictionResult
+from sparsam.kube.errors import ApiRefused
 from sparsam.providers.fake import FakeNodePoolProvider
 from sparsam.providers.kwok import node_manifest
 from sparsam.providers.nodepool import InsufficientCapacity, ProviderError, Transient
@@ -59,6 +61,7 @@ class FakeDrainer:
 
     live: dict[str, list[Pod]] = field(default_factory=dict)
     blocked: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)
     calls: list[tuple[str, str]] = field(default_factory=list)
 
     def cordon(self, node: str, reason: str) -> None:
@@ -69,6 +72,8 @@ class FakeDrainer:
 
     def evict(self, namespace: str, name: str) -> EvictionResult:
         self.calls.append(("evict", name))
+        if name in self.refused:
+            raise ApiRefused(f"evicting pod {namespace}/{name}: 500 Internal Server Error")
         return "blocked" if name in self.blocked else "evicted"
 
     def pods_on_node(self, node: str) -> Sequence[Pod]:
@@ -240,3 +245,19 @@ def test_an_interruption_drains_the_node_and_adds_a_replacement_in_the_same_pass
     drainer.live["doomed"] = []  # evicted
     ctl.reconcile_pool("spot", snapshot([spot], [body]), NOW + timedelta(seconds=5))
     assert "doomed" not in fake.nodes["spot"]
+
+
+def test_a_refused_drain_step_is_reported_and_retried_not_raised() -> None:
+    ctl, fake, drainer = controller()
+    spot = gpupool("spot")
+    fake.nodes["spot"] = ["doomed"]
+    body = node_body(spot, "doomed")
+    body["spec"]["taints"].append({"key": "karpenter.sh/disrupted", "effect": "NoSchedule"})
+    pod = gpu_pod("p")
+    drainer.live["doomed"] = [pod]
+    drainer.refused.add("p")
+    result = ctl.reconcile_pool("spot", snapshot([spot], [body], bound={"doomed": [pod]}), NOW)
+    assert "DrainFailed: node doomed: evicting pod team/p: 500 Internal Server Error" in events(
+        result
+    )
+    assert "doomed" in fake.nodes["spot"]

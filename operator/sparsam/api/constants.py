@@ -73,6 +73,9 @@ LABEL_SPOT_POLICY: Final = f"{GROUP}/spot"
 #: the TrainingJob controller says with checkpoint-fresh="true".
 LABEL_ROLE: Final = f"{GROUP}/role"
 ROLE_WORKER: Final = "worker"
+#: A TrainingJob's pods: the job's name, and each worker's stable index.
+LABEL_JOB: Final = f"{GROUP}/job"
+LABEL_WORKER_INDEX: Final = f"{GROUP}/worker-index"
 ANNOTATION_CHECKPOINT_FRESH: Final = f"{GROUP}/checkpoint-fresh"
 #: On a node we cordoned to drain it: why (ScaleDown or Interruption). A cordon without it is
 #: someone else's, and we never lift it; one with it that the plan no longer wants is lifted.

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from sparsam.api.conditions import READY, Condition, Status, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.gpunodepool import GPUNodePool, LastAction
+from sparsam.controllers.results import Event, PassResult
 from sparsam.decisions.capacity import (
     CapacityRules,
     ClusterState,
@@ -54,6 +55,7 @@ from sparsam.decisions.capacity import (
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.policy import effective_policies
 from sparsam.kube.drain import EvictionResult
+from sparsam.kube.errors import ApiRefused
 from sparsam.kube.observe import Body, NodeFacts, node_from_body
 from sparsam.providers.nodepool import (
     InsufficientCapacity,
@@ -69,7 +71,8 @@ REASON_POOL_DELETED = "PoolDeleted"
 
 
 class Drainer(Protocol):
-    """Node actuation (`kube.drain.NodeDrainer`, or a fake in unit tests)."""
+    """Node actuation (`kube.drain.NodeDrainer`, or a fake in unit tests). Refusals raise
+    `kube.errors.ApiRefused`."""
 
     def cordon(self, node: str, reason: str) -> None: ...
     def uncordon(self, node: str) -> None: ...
@@ -109,23 +112,6 @@ class CapacityMemory:
     offerings: dict[str, Offering] = field(default_factory=dict)
     requested: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     empty_since: dict[str, datetime] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """An Event to post on the pool."""
-
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class PassResult:
-    """The pool's new status (raw, camelCase) and the Events the pass produced."""
-
-    status: dict[str, Any]
-    events: tuple[Event, ...] = ()
 
 
 class CapacityController:
@@ -287,7 +273,11 @@ class CapacityController:
                 draining[node_name] = REASON_SCALE_DOWN
         for node_name, fact in ours.items():
             if fact.draining is not None and node_name not in draining:
-                self._drainer.uncordon(node_name)
+                try:
+                    self._drainer.uncordon(node_name)
+                except ApiRefused as exc:
+                    events.append(Event("Warning", "DrainFailed", f"node {node_name}: {exc}"))
+                    continue
                 events.append(Event("Normal", "Uncordoned", f"node {node_name} is needed again"))
         for node_name, why in sorted(draining.items()):
             done = self._drain(pool, provider, ours[node_name], why, events)
@@ -335,7 +325,22 @@ class CapacityController:
         why: str,
         events: list[Event],
     ) -> bool:
-        """One step of draining a node; True once it is gone."""
+        """One step of draining a node; True once it is gone. A step the apiserver refuses
+        is reported as an Event and tried again on the next pass."""
+        try:
+            return self._drain_step(pool, provider, fact, why, events)
+        except ApiRefused as exc:
+            events.append(Event("Warning", "DrainFailed", f"node {fact.node.name}: {exc}"))
+            return False
+
+    def _drain_step(
+        self,
+        pool: GPUNodePool,
+        provider: NodePoolProvider,
+        fact: NodeFacts,
+        why: str,
+        events: list[Event],
+    ) -> bool:
         node = fact.node
         if fact.draining is None:
             self._drainer.cordon(node.name, why)

@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sparsam.api import constants as c
 from sparsam.decisions.cluster import Pod
+from sparsam.kube.errors import refused
 from sparsam.kube.observe import holds_room, pod_from_body
 
 EvictionResult = Literal["evicted", "gone", "blocked"]
@@ -43,7 +44,7 @@ class NodeDrainer:
             self._core.patch_node(node, cast(Any, body))
         except ApiException as exc:
             if exc.status != 404:  # a node that is gone needs no cordon
-                raise
+                raise refused(f"patching node {node}", exc) from exc
 
     def evict(self, namespace: str, name: str) -> EvictionResult:
         """Ask the Eviction API to evict one pod: `blocked` while a PodDisruptionBudget
@@ -56,15 +57,19 @@ class NodeDrainer:
         try:
             self._core.create_namespaced_pod_eviction(name, namespace, cast(Any, body))
         except ApiException as exc:
-            if exc.status == 404:
+            # 403 while its namespace is terminating: the pod goes with the namespace.
+            if exc.status == 404 or (exc.status == 403 and "terminat" in str(exc.body)):
                 return "gone"
             if exc.status == 429:
                 return "blocked"
-            raise
+            raise refused(f"evicting pod {namespace}/{name}", exc) from exc
         return "evicted"
 
     def pods_on_node(self, node: str) -> list[Pod]:
         """The pods bound to `node` that take room, read from the apiserver (not a cache)."""
-        found = self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
+        try:
+            found = self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
+        except ApiException as exc:
+            raise refused(f"listing the pods of node {node}", exc) from exc
         bodies = [self._core.api_client.sanitize_for_serialization(p) for p in found.items]
         return [pod_from_body(b) for b in bodies if holds_room(b)]

@@ -27,11 +27,13 @@ from sparsam.decisions.scheduling import (
     Toleration,
     TolerationOperator,
 )
+from sparsam.decisions.training import PodPhase, Worker
 
 Body = Mapping[str, Any]
 _EFFECTS: frozenset[str] = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 _SPOT_POLICIES: frozenset[str] = frozenset({"Prefer", "Require", "Never"})
 _SELECTOR_OPERATORS: frozenset[str] = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
+_POD_PHASES: frozenset[str] = frozenset({"Pending", "Running", "Succeeded", "Failed", "Unknown"})
 
 
 def _quantity(value: Any) -> Decimal:
@@ -205,3 +207,35 @@ def node_from_body(
         pods=tuple(pods),
     )
     return NodeFacts(node, draining, signals.notice((t.key for t in taints), true_conditions))
+
+
+def worker_from_body(
+    body: Body, node: NodeFacts | None, *, gone_node: bool, deleting: bool = False
+) -> Worker:
+    """A TrainingJob worker pod, with why its node is lost if it is: `node` is the facts of
+    the node it is bound to (None when unbound or when that node is not in the cache), and
+    `gone_node` says the pod is bound to a node that no longer exists."""
+    metadata: Body = body.get("metadata") or {}
+    status: Body = body.get("status") or {}
+    labels: Mapping[str, str] = metadata.get("labels") or {}
+    terminated: Body = {}
+    for container in status.get("containerStatuses") or ():
+        terminated = (container.get("state") or {}).get("terminated") or terminated
+    lost: str | None = None
+    if gone_node:
+        lost = f"node {(body.get('spec') or {}).get('nodeName')} is gone"
+    elif node is not None and node.interruption is not None:
+        lost = f"node {node.node.name} is being interrupted ({node.interruption})"
+    elif node is not None and not node.node.ready:
+        lost = f"node {node.node.name} is NotReady"
+    phase = status.get("phase") or "Pending"
+    exit_code = terminated.get("exitCode")
+    return Worker(
+        index=int(labels.get(c.LABEL_WORKER_INDEX, "-1")),
+        name=str(metadata.get("name", "")),
+        phase=cast(PodPhase, phase if phase in _POD_PHASES else "Unknown"),
+        exit_code=int(exit_code) if exit_code is not None else None,
+        reason=terminated.get("reason") or status.get("reason"),
+        node_lost=lost,
+        deleting=deleting or bool(metadata.get("deletionTimestamp")),
+    )

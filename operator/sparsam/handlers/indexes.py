@@ -1,0 +1,114 @@
+"""The operator's watch caches, as Kopf indexes, and typed reads of them.
+
+Kopf starts no other handler until every index has listed its objects, which is what makes
+"decide only after the caches have synced" hold for every controller. Each index keeps only
+what the controllers read (a Node's view, a Pod as the planner sees it, a worker pod's raw
+body), not whole objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import kopf
+
+from sparsam.api import constants as c
+from sparsam.api.costpolicy import CostPolicy
+from sparsam.api.parse import InvalidSpec
+from sparsam.decisions.cluster import Pod
+from sparsam.kube.observe import holds_room, is_pending, pod_from_body
+
+#: Key of the pods index for pending pods; bound pods are under their node's name.
+PENDING: Final = ("pending",)
+
+
+def _node_view(body: kopf.Body) -> dict[str, Any]:
+    metadata = body.get("metadata") or {}
+    return {
+        "metadata": {
+            key: metadata.get(key)
+            for key in ("name", "uid", "labels", "annotations", "creationTimestamp")
+        },
+        "spec": {key: body.get("spec", {}).get(key) for key in ("taints", "unschedulable")},
+        "status": {
+            "allocatable": body.get("status", {}).get("allocatable"),
+            "conditions": body.get("status", {}).get("conditions"),
+        },
+    }
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    @kopf.index("", "v1", "nodes", id="node_index", registry=registry)
+    def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+        return {name: _node_view(body)}
+
+    @kopf.index("", "v1", "pods", id="pod_index", registry=registry)
+    def pod_index(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[Any, Pod] | None:
+        node = spec.get("nodeName")
+        if node:
+            return {node: pod_from_body(body)} if holds_room(body) else None
+        return {PENDING: pod_from_body(body)} if is_pending(body) else None
+
+    @kopf.index(
+        "",
+        "v1",
+        "pods",
+        labels={c.LABEL_ROLE: c.ROLE_WORKER, c.LABEL_JOB: kopf.PRESENT},
+        id="worker_index",
+        registry=registry,
+    )
+    def worker_index(
+        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(namespace or "", labels[c.LABEL_JOB]): dict(body)}
+
+    @kopf.index(c.GROUP, c.VERSION, c.GPU_NODE_POOL.plural, id="pool_index", registry=registry)
+    def pool_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+        return {name: dict(body)}
+
+    @kopf.index(c.GROUP, c.VERSION, c.COST_POLICY.plural, id="policy_index", registry=registry)
+    def policy_index(body: kopf.Body, **_: Any) -> dict[str, CostPolicy] | None:
+        try:
+            policy = CostPolicy.from_body(body)
+        except InvalidSpec:
+            return None  # the CostPolicy controller reports it; it governs nothing meanwhile
+        return {policy.metadata.name: policy}
+
+    @kopf.index("", "v1", "namespaces", id="namespace_index", registry=registry)
+    def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+        return {name: dict(labels)}
+
+
+# Typed reads. Kopf passes each index to every handler as a keyword named by its id.
+
+
+def _one(kwargs: Mapping[str, Any], index: str) -> dict[Any, Any]:
+    return {key: next(iter(store)) for key, store in kwargs[index].items()}
+
+
+def nodes(kwargs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return _one(kwargs, "node_index")
+
+
+def pods(kwargs: Mapping[str, Any]) -> kopf.Index[Any, Pod]:
+    index: kopf.Index[Any, Pod] = kwargs["pod_index"]
+    return index
+
+
+def workers(kwargs: Mapping[str, Any], namespace: str, job: str) -> list[dict[str, Any]]:
+    index: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["worker_index"]
+    return list(index.get((namespace, job), ()))
+
+
+def pools(kwargs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return _one(kwargs, "pool_index")
+
+
+def policies(kwargs: Mapping[str, Any]) -> tuple[CostPolicy, ...]:
+    index: kopf.Index[str, CostPolicy] = kwargs["policy_index"]
+    return tuple(p for store in index.values() for p in store)
+
+
+def namespaces(kwargs: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    return _one(kwargs, "namespace_index")

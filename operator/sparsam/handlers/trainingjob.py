@@ -1,0 +1,82 @@
+"""Kopf handlers of the TrainingJob controller: one pass per job on a timer, status out.
+
+Thin: the job and its worker pods come from the caches (`handlers.indexes`), the pass is
+`controllers.training.TrainingController.reconcile` (in a thread), and its result is written to
+status (only what changed) and posted as Events. A spec the model cannot read (what CEL
+cannot express) becomes Ready=False with reason InvalidSpec; nothing crashes, nothing retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import kopf
+
+from sparsam.api import constants as c
+from sparsam.api.conditions import READY, set_condition
+from sparsam.api.parse import InvalidSpec, from_raw
+from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
+from sparsam.controllers.training import TrainingController
+from sparsam.handlers import indexes
+from sparsam.handlers.reporting import post, write_status
+from sparsam.kube.errors import ApiRefused
+
+
+def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[], datetime]) -> None:
+    @kopf.timer(
+        c.GROUP,
+        c.VERSION,
+        c.TRAINING_JOB.plural,
+        interval=interval,
+        id="workers",
+        registry=registry,
+    )
+    async def workers(
+        name: str,
+        namespace: str | None,
+        body: kopf.Body,
+        patch: kopf.Patch,
+        memo: Any,
+        **kwargs: Any,
+    ) -> None:
+        moment = now()
+        try:
+            job = TrainingJob.from_body(body)
+        except InvalidSpec as exc:
+            write_status(body, patch, {"conditions": _invalid(body, str(exc), moment)})
+            return
+        controller: TrainingController = memo.training
+        try:
+            result = await asyncio.to_thread(
+                controller.reconcile,
+                job,
+                indexes.workers(kwargs, namespace or "", name),
+                indexes.nodes(kwargs),
+                moment,
+            )
+        except ApiRefused as exc:
+            # e.g. a quota or an admission webhook; said once per retry, in the log and an Event.
+            kopf.warn(body, reason="ApiRefused", message=str(exc))
+            raise kopf.TemporaryError(str(exc), delay=max(interval, 10.0)) from exc
+        write_status(body, patch, result.status)
+        post(body, result.events)
+
+    @kopf.on.delete(
+        c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="forget", optional=True, registry=registry
+    )
+    def forget(uid: str, memo: Any, **_: Any) -> None:
+        """Workers go with the job (owner references); only the memory needs clearing."""
+        controller: TrainingController = memo.training
+        controller.forget(uid)
+
+
+def _invalid(body: kopf.Body, message: str, now: datetime) -> list[dict[str, Any]]:
+    try:
+        status = from_raw(TrainingJobStatus, dict(body.get("status") or {}), "status")
+    except InvalidSpec:
+        status = TrainingJobStatus()
+    updated = set_condition(status.conditions, READY, "False", "InvalidSpec", message, now)
+    return [cond.to_raw() for cond in updated]

@@ -1,0 +1,193 @@
+"""The TrainingJob controller on the real dev cluster, with the GPUNodePool controller beside
+it in the same `sparsam run`: workers are created and scheduled on nodes the pool adds, a
+preempted worker is replaced and counted, program failures count against backoffLimit, and
+the /scale subresource sets the worker count.
+
+Pods on KWOK nodes run no containers, so a worker's exit is written into its status the way
+the kubelet would (`kubectl patch --subresource=status`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from tests.conftest import Kubectl
+from tests.operator_process import Operator, apply, eventually, get, object_events, pool
+
+
+def trainingjob(name: str, gpu_type: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "sparsam.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "labels": {"team": "vision"}},
+        "spec": {
+            "image": "ghcr.io/sparsam/sparsam-trainer:0.1.0",
+            "args": ["--task", "mnist-cnn"],
+            "workers": {"min": 1, "max": 2},
+            "resources": {"gpus": 1, "gpuType": gpu_type, "cpu": "1", "memory": "1Gi"},
+            **spec,
+        },
+    }
+
+
+def small_pool(name: str, gpu_type: str) -> dict[str, Any]:
+    body = pool(name, gpu_type, "spot", scaleDownAfter="30s")
+    body["spec"]["nodeTemplate"]["gpusPerNode"] = 1
+    return body
+
+
+def status(kubectl: Kubectl, namespace: str, name: str = "tj") -> dict[str, Any]:
+    found: dict[str, Any] = get(kubectl, "trainingjob", name, "-n", namespace).get("status", {})
+    return found
+
+
+def workers(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
+    """Worker pods that are not on their way out, by name."""
+    pods = get(kubectl, "pods", "-n", namespace, "-l", "sparsam.dev/role=worker")["items"]
+    return {p["metadata"]["name"]: p for p in pods if not p["metadata"].get("deletionTimestamp")}
+
+
+def running(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    return {
+        name: p["spec"]["nodeName"]
+        for name, p in workers(kubectl, namespace).items()
+        if p["status"].get("phase") == "Running"
+    }
+
+
+def exit_worker(kubectl: Kubectl, namespace: str, name: str, code: int) -> None:
+    state = {"terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}}
+    phase = "Succeeded" if code == 0 else "Failed"
+    patch = {
+        "status": {
+            "phase": phase,
+            "containerStatuses": [
+                {
+                    "name": "trainer",
+                    "image": "ghcr.io/sparsam/sparsam-trainer:0.1.0",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": state,
+                }
+            ],
+        }
+    }
+    kubectl(
+        "patch", "pod", name, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps(patch),
+    )  # fmt: skip
+
+
+def test_workers_start_on_capacity_the_pool_adds(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
+    body = trainingjob("tj", gpu_type)
+    body["metadata"]["namespace"] = namespace
+    apply(kubectl, body)
+
+    placed = eventually(
+        "two workers running", lambda: len(r := running(kubectl, namespace)) == 2 and r, operator
+    )
+    assert set(placed) == {"tj-worker-0", "tj-worker-1"}
+    current = eventually(
+        "status Running",
+        lambda: (s := status(kubectl, namespace)).get("phase") == "Running" and s,
+        operator,
+    )
+    assert current["workers"] == {"desired": 2, "running": 2}
+    assert current["selector"] == "sparsam.dev/job=tj,sparsam.dev/role=worker"
+    ready = next(c for c in current["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+
+    pod = workers(kubectl, namespace)["tj-worker-0"]
+    assert pod["metadata"]["labels"]["team"] == "vision"
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
+    assert pod["spec"]["containers"][0]["command"][:2] == ["torchrun", "--nnodes=1:2"]
+    service = get(kubectl, "service", "tj", "-n", namespace)
+    assert service["spec"]["clusterIP"] == "None"
+
+    # kubectl scale goes through the /scale subresource, reading status.selector.
+    kubectl("scale", "trainingjob", "tj", "-n", namespace, "--replicas=1")
+    eventually(
+        "one worker left", lambda: set(workers(kubectl, namespace)) == {"tj-worker-0"}, operator
+    )
+    assert status(kubectl, namespace)["preemptions"] == 0  # a scale-down is not a preemption
+
+
+def test_a_preempted_worker_is_replaced_and_counted_and_failures_count_restarts(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
+    body = trainingjob("tj", gpu_type, runPolicy={"backoffLimit": 1})
+    body["metadata"]["namespace"] = namespace
+    apply(kubectl, body)
+    placed = eventually(
+        "two workers running", lambda: len(r := running(kubectl, namespace)) == 2 and r, operator
+    )
+
+    doomed = placed["tj-worker-1"]
+    kubectl("taint", "node", doomed, "aws-node-termination-handler/spot-itn=true:NoSchedule")
+    replaced = eventually(
+        "worker 1 running again on another node",
+        lambda: (
+            (node := running(kubectl, namespace).get("tj-worker-1")) not in (None, doomed) and node
+        ),
+        operator,
+    )
+    assert replaced != doomed
+    assert status(kubectl, namespace)["preemptions"] == 1
+    assert any(e.startswith("WorkerPreempted: tj-worker-1") for e in object_events(kubectl, "tj"))
+
+    # The trainer's "preempted, resumable" exit is a preemption, not a failure.
+    exit_worker(kubectl, namespace, "tj-worker-0", 75)
+    eventually("2 preemptions", lambda: status(kubectl, namespace)["preemptions"] == 2, operator)
+    assert status(kubectl, namespace)["restarts"] == 0
+
+    # Program failures count: one is within backoffLimit 1, the second fails the job.
+    eventually("worker 0 back", lambda: "tj-worker-0" in running(kubectl, namespace), operator)
+    exit_worker(kubectl, namespace, "tj-worker-0", 1)
+    eventually("1 restart", lambda: status(kubectl, namespace)["restarts"] == 1, operator)
+    assert status(kubectl, namespace)["phase"] in ("Running", "Pending")
+    eventually("worker 0 back", lambda: "tj-worker-0" in running(kubectl, namespace), operator)
+    exit_worker(kubectl, namespace, "tj-worker-0", 1)
+    final = eventually(
+        "the job failed",
+        lambda: (s := status(kubectl, namespace)).get("phase") == "Failed" and s,
+        operator,
+    )
+    ready = next(c for c in final["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "BackoffLimitExceeded")
+    eventually("no workers left", lambda: not workers(kubectl, namespace), operator)
+
+
+def test_a_worker_that_exits_0_finishes_the_job(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
+    body = trainingjob("tj", gpu_type, workers={"min": 1, "max": 1})
+    body["metadata"]["namespace"] = namespace
+    apply(kubectl, body)
+    eventually("the worker running", lambda: running(kubectl, namespace), operator)
+    exit_worker(kubectl, namespace, "tj-worker-0", 0)
+    final = eventually(
+        "Succeeded",
+        lambda: (s := status(kubectl, namespace)).get("phase") == "Succeeded" and s,
+        operator,
+    )
+    assert final["completionTime"] >= final["startTime"]
