@@ -28,6 +28,7 @@ from typing import Any
 
 from sparsam import __version__
 from sparsam.api.parse import parse_duration
+from sparsam.decisions.cost import PriceTable
 from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS
 from sparsam.devcluster.bootstrap import REPO_ROOT, bring_up, install_crds
 from sparsam.devcluster.cluster import DEFAULT_NAME, DevCluster, kubectl_runner
@@ -154,11 +155,38 @@ def _run_parser(commands: Any) -> None:
         help="a node condition type that, when True, announces an interruption (repeatable)",
     )
     run.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        type=_price,
+        metavar="GPU_TYPE/CAPACITY_TYPE=PRICE",
+        help="price per GPU-hour of nodes that belong to no GPUNodePool, e.g. "
+        "NVIDIA-A10G/spot=0.45 or */on-demand=2.5 (repeatable)",
+    )
+    run.add_argument(
+        "--metrics-port", type=int, default=None, help="serve the operator's /metrics here"
+    )
+    run.add_argument(
         "--liveness",
         default=None,
         metavar="URL",
         help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
+
+
+def _price(text: str) -> tuple[tuple[str, str], float]:
+    key, _, value = text.partition("=")
+    gpu_type, _, capacity = key.partition("/")
+    try:
+        price = float(value)
+    except ValueError:
+        price = -1.0
+    if not gpu_type or capacity not in ("spot", "on-demand") or price < 0:
+        raise argparse.ArgumentTypeError(
+            f"--price {text!r}: expected GPU_TYPE/CAPACITY_TYPE=PRICE with CAPACITY_TYPE spot "
+            "or on-demand and PRICE >= 0, e.g. NVIDIA-A10G/spot=0.45"
+        )
+    return (gpu_type, capacity), price
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -173,6 +201,8 @@ def _run(args: argparse.Namespace) -> int:
             interruption_taints=tuple(args.interruption_taint or DEFAULT_INTERRUPTION_TAINTS),
             interruption_conditions=tuple(args.interruption_condition),
             liveness=args.liveness,
+            metrics_port=args.metrics_port,
+            prices=PriceTable(dict(args.price)),
         )
     )
     return 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,12 @@ from typing import Any
 import kopf
 from kubernetes.client import ApiClient
 
+from sparsam import metrics
 from sparsam.api import constants as c
 from sparsam.api.gpunodepool import GPUNodePool
 from sparsam.controllers.capacity import CapacityController, CapacitySettings
 from sparsam.controllers.training import TrainingController
+from sparsam.decisions.cost import PriceTable
 from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS, InterruptionSignals
 from sparsam.handlers import gpunodepool, indexes, trainingjob
 from sparsam.kube.client import api_client
@@ -57,6 +59,10 @@ class OperatorConfig:
     interruption_conditions: tuple[str, ...] = ()
     #: e.g. http://0.0.0.0:8080/healthz; None serves no probe.
     liveness: str | None = None
+    #: Serve the operator's Prometheus metrics on this port; None serves none.
+    metrics_port: int | None = None
+    #: Price per GPU-hour by (GPU type or "*", capacity type), for nodes of no GPUNodePool.
+    prices: PriceTable = field(default_factory=PriceTable)
 
 
 @dataclass
@@ -87,7 +93,7 @@ def build(config: OperatorConfig, api: ApiClient) -> Operator:
     settings = CapacitySettings(offering_ttl=config.offering_ttl, signals=signals)
     return Operator(
         capacity=CapacityController(provider_for, NodeDrainer(api), settings),
-        training=TrainingController(WorkerActuator(api), Placement(), signals),
+        training=TrainingController(WorkerActuator(api), Placement(), signals, config.prices),
         api=api,
     )
 
@@ -149,6 +155,8 @@ def run(config: OperatorConfig) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     api = api_client(config.kubeconfig)
+    if config.metrics_port is not None:
+        metrics.serve(config.metrics_port)
     asyncio.run(
         kopf.operator(
             registry=registry(config),

@@ -191,3 +191,30 @@ def test_a_worker_that_exits_0_finishes_the_job(
         operator,
     )
     assert final["completionTime"] >= final["startTime"]
+
+
+def test_a_spent_budget_suspends_the_job(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    """Two workers on spot nodes at 2.0 per node-hour (one GPU each) spend 0.001 in about
+    a second: the job is suspended, its workers removed, and status and an Event say why."""
+    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
+    body = trainingjob("tj", gpu_type, budget={"maxCost": 0.001, "onExceeded": "Suspend"})
+    body["metadata"]["namespace"] = namespace
+    apply(kubectl, body)
+
+    final = eventually(
+        "the job suspended",
+        lambda: (s := status(kubectl, namespace)).get("phase") == "Suspended" and s,
+        operator,
+    )
+    ready = next(c for c in final["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "BudgetExceeded")
+    assert "spec.budget.maxCost 0.001" in ready["message"]
+    assert final["cost"]["accrued"] >= 0.001
+    eventually("no workers left", lambda: not workers(kubectl, namespace), operator)
+    assert any(e.startswith("BudgetExceeded:") for e in object_events(kubectl, "tj"))

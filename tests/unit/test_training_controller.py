@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.training import TrainingController
+from sparsam.decisions.cost import PriceTable
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -113,3 +116,79 @@ def test_a_finished_job_is_left_alone() -> None:
     ctl, act = controller()
     result = ctl.reconcile(job({"phase": "Succeeded"}), [pod(0)], {"n1": NODE}, NOW)
     assert result.status == {} and act.created == [] and act.deleted == []
+
+
+POOL = {"spec": {"pricePerHour": 3.6, "nodeTemplate": {"gpusPerNode": 1}}}
+SPOT_NODE = {
+    "metadata": {
+        "name": "n1",
+        "creationTimestamp": "2026-11-22T10:00:00Z",
+        "labels": {"sparsam.dev/pool": "p", "karpenter.sh/capacity-type": "spot"},
+    },
+    "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+}
+
+
+def priced_job(status: dict[str, Any] | None = None, **spec: Any) -> TrainingJob:
+    return TrainingJob.from_body(
+        {
+            "metadata": {"name": "tj", "namespace": "ml", "uid": "job-uid", "generation": 1},
+            "spec": {"image": "t:1", "workers": {"min": 1, "max": 1}, **spec},
+            "status": status or {},
+        }
+    )
+
+
+def test_cost_accrues_at_the_pool_price_and_is_written_at_most_every_30s() -> None:
+    ctl, _ = controller()
+    nodes, pools = {"n1": SPOT_NODE}, {"p": POOL}
+    first = ctl.reconcile(priced_job(), [pod(0)], nodes, NOW, pools)
+    assert first.status["cost"] == {"accrued": 0.0, "onDemandEquivalent": 0.0, "gpuSeconds": 0.0}
+    later = ctl.reconcile(
+        priced_job(first.status), [pod(0)], nodes, NOW + timedelta(seconds=10), pools
+    )
+    assert "cost" not in later.status  # changed, but written 10 s ago
+    much = ctl.reconcile(
+        priced_job(first.status), [pod(0)], nodes, NOW + timedelta(seconds=100), pools
+    )
+    # 100 GPU-seconds at 3.6 per GPU-hour; no on-demand price is known for the spot GPUs, so
+    # there is no on-demand equivalent (missing data is not zero).
+    assert much.status["cost"] == {"accrued": 0.1, "gpuSeconds": 100.0}
+
+
+def test_savings_against_the_on_demand_price() -> None:
+    actuator = FakeActuator()
+    ctl = TrainingController(actuator, prices=PriceTable({("*", "on-demand"): 7.2}))
+    nodes, pools = {"n1": SPOT_NODE}, {"p": POOL}
+    ctl.reconcile(priced_job(), [pod(0)], nodes, NOW, pools)
+    result = ctl.reconcile(priced_job(), [pod(0)], nodes, NOW + timedelta(seconds=100), pools)
+    assert result.status["cost"] == {
+        "accrued": 0.1,
+        "onDemandEquivalent": 0.2,
+        "savingsRatio": 0.5,
+        "gpuSeconds": 100.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("on_exceeded", "phase", "deleted"),
+    [
+        ("Alert", "Running", []),
+        ("Suspend", "Suspended", ["tj-worker-0"]),
+        ("Fail", "Failed", ["tj-worker-0"]),
+    ],
+    ids=["alert", "suspend", "fail"],
+)
+def test_a_spent_budget(on_exceeded: str, phase: str, deleted: list[str]) -> None:
+    ctl, act = controller()
+    job_ = priced_job(budget={"maxCost": 0.05, "onExceeded": on_exceeded})
+    nodes, pools = {"n1": SPOT_NODE}, {"p": POOL}
+    ctl.reconcile(job_, [pod(0)], nodes, NOW, pools)
+    result = ctl.reconcile(job_, [pod(0)], nodes, NOW + timedelta(seconds=60), pools)
+    assert result.status["phase"] == phase
+    assert act.deleted == deleted
+    assert result.events[0].reason == "BudgetExceeded"
+    assert "0.06 of spec.budget.maxCost 0.05" in result.events[0].message
+    if on_exceeded == "Alert":  # posted once, and the job keeps running
+        again = ctl.reconcile(job_, [pod(0)], nodes, NOW + timedelta(seconds=61), pools)
+        assert [e.reason for e in again.events] == []

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from sparsam import metrics
 from sparsam.api.conditions import READY, Condition, Status, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.gpunodepool import GPUNodePool, LastAction
@@ -252,6 +253,7 @@ class CapacityController:
                 self.memory.offerings[name] = Offering(now + self.settings.offering_ttl, now)
                 ready = ("False", "InsufficientCapacity", str(exc))
                 events.append(Event("Warning", "InsufficientCapacity", str(exc)))
+                metrics.CAPACITY_ACTIONS.labels(name, "InsufficientCapacity").inc()
             except Transient:
                 raise
             except ProviderError as exc:
@@ -262,6 +264,7 @@ class CapacityController:
                 self._nominate(plan, name, names)
                 last_action = LastAction("ScaleUp", reason, rfc3339(now))
                 events.append(Event("Normal", "ScaleUp", reason))
+                metrics.CAPACITY_ACTIONS.labels(name, "ScaleUp").inc(adding)
         self.memory.requested[name] = (provider.size(pool), now)
 
         ours = {n: f for n, f in facts.items() if f.node.pool == name}
@@ -290,6 +293,7 @@ class CapacityController:
                 reason = f"removed node {node_name}: {because}"
                 last_action = LastAction("ScaleDown", reason, rfc3339(now))
                 events.append(Event("Normal", "ScaleDown", reason))
+                metrics.CAPACITY_ACTIONS.labels(name, "ScaleDown").inc()
 
         status.update(self._pool_status(pool, ours, draining, ready, now))
         if last_action is not None:

@@ -18,15 +18,27 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from sparsam import metrics
+from sparsam.api import constants as c
+from sparsam.api.common import Cost
 from sparsam.api.conditions import READY, rfc3339, set_condition
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.results import Event, PassResult
+from sparsam.decisions.cost import (
+    Accrual,
+    PriceTable,
+    WorkerInterval,
+    accrue,
+    budget_action,
+    price_per_gpu_hour,
+    should_write_cost_status,
+)
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.training import Worker, WorkerDecision, decide_workers
-from sparsam.kube.observe import Body, node_from_body, worker_from_body
+from sparsam.kube.observe import Body, node_from_body, parse_time, worker_from_body
 from sparsam.kube.trainingjob import Placement, selector, service_manifest, worker_manifest
 
 
@@ -44,6 +56,11 @@ class TrainingMemory:
     handled: set[str] = field(default_factory=set)
     #: Job uid -> {pod uid: pod name} at the last pass.
     seen: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Job uid -> cost accrued so far, and when status.cost was last written.
+    accruals: dict[str, Accrual] = field(default_factory=dict)
+    cost_written: dict[str, datetime] = field(default_factory=dict)
+    #: Job uids whose budget Alert has been posted.
+    alerted: set[str] = field(default_factory=set)
 
 
 class TrainingController:
@@ -52,10 +69,12 @@ class TrainingController:
         actuator: Actuator,
         placement: Placement | None = None,
         signals: InterruptionSignals | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self._actuator = actuator
         self.placement = placement or Placement()
         self._signals = signals or InterruptionSignals()
+        self._prices = prices or PriceTable()
         self.memory = TrainingMemory()
         self._lock = threading.Lock()
 
@@ -65,10 +84,12 @@ class TrainingController:
         pods: Sequence[Body],
         nodes: Mapping[str, Body],
         now: datetime,
+        pools: Mapping[str, Body] | None = None,
     ) -> PassResult:
-        """One pass for `job`, given its worker pods and every node (from the caches)."""
+        """One pass for `job`, given its worker pods, every node and every GPUNodePool (for
+        prices), from the caches."""
         with self._lock:
-            return self._pass(job, pods, nodes, now)
+            return self._pass(job, pods, nodes, pools or {}, now)
 
     def _workers(
         self, job: TrainingJob, pods: Sequence[Body], nodes: Mapping[str, Body]
@@ -102,13 +123,21 @@ class TrainingController:
         return workers, uids
 
     def _pass(
-        self, job: TrainingJob, pods: Sequence[Body], nodes: Mapping[str, Body], now: datetime
+        self,
+        job: TrainingJob,
+        pods: Sequence[Body],
+        nodes: Mapping[str, Body],
+        pools: Mapping[str, Body],
+        now: datetime,
     ) -> PassResult:
         namespace = job.metadata.namespace
         if job.status.finished:
             return PassResult({})
+        accrual = self._accrue(job, pods, nodes, pools, now)
+        budget_events, exceeded = self._budget(job, accrual)
         workers, uids = self._workers(job, pods, nodes)
-        decision = decide_workers(job, workers, now)
+        decision = decide_workers(job, workers, now, exceeded)
+        _count(job, decision)
         # Every worker the decision counted is among these: deleted, and never counted again.
         for name in decision.delete:
             uid = uids.get(name)
@@ -127,7 +156,67 @@ class TrainingController:
         }
         if decision.finished:
             self.memory.seen.pop(job.metadata.uid, None)
-        return PassResult(self._status(job, decision, now), _events(decision))
+        status = self._status(job, decision, now)
+        cost = accrual.to_cost()
+        last = self.memory.cost_written.get(job.metadata.uid)
+        # At most every 30 s while it runs, and always with a change of phase, so that a
+        # suspended or finished job shows what it cost.
+        moved = decision.phase != job.status.phase and job.status.cost != cost
+        if should_write_cost_status(last, now, job.status.cost, cost) or moved:
+            status["cost"] = _raw_cost(cost)
+            self.memory.cost_written[job.metadata.uid] = now
+        return PassResult(status, budget_events + _events(decision))
+
+    def _accrue(
+        self,
+        job: TrainingJob,
+        pods: Sequence[Body],
+        nodes: Mapping[str, Body],
+        pools: Mapping[str, Body],
+        now: datetime,
+    ) -> Accrual:
+        """Cost up to `now` of the workers running now, from the previous pass's mark. After
+        a restart the totals start from status.cost and the mark from now (the time the
+        operator was down is not charged)."""
+        uid = job.metadata.uid
+        previous = self.memory.accruals.get(uid)
+        if previous is None:
+            cost = job.status.cost or Cost()
+            previous = Accrual(
+                accrued_up_to=now,
+                gpu_seconds=cost.gpu_seconds or 0.0,
+                cost=cost.accrued or 0.0,
+                on_demand_equivalent=cost.on_demand_equivalent or 0.0,
+            )
+        intervals = [
+            iv
+            for pod in pods
+            if (iv := _interval(pod, nodes, pools, job.spec.resources.gpus, previous)) is not None
+        ]
+        accrual = accrue(previous, intervals, now, self._prices)
+        _export_cost(job, previous, accrual)
+        self.memory.accruals[uid] = accrual
+        return accrual
+
+    def _budget(self, job: TrainingJob, accrual: Accrual) -> tuple[tuple[Event, ...], str | None]:
+        """spec.budget: an Event when it is spent (once), and the message that stops the job
+        when onExceeded is Suspend or Fail."""
+        budget = job.spec.budget
+        if budget is None:
+            return (), None
+        decision = budget_action(accrual.cost, budget.max_cost, (), budget.on_exceeded)
+        if not decision.action_due:
+            self.memory.alerted.discard(job.metadata.uid)
+            return (), None
+        message = (
+            f"accrued {accrual.cost:.2f} of spec.budget.maxCost {budget.max_cost:g} "
+            f"(onExceeded: {budget.on_exceeded})"
+        )
+        events: tuple[Event, ...] = ()
+        if job.metadata.uid not in self.memory.alerted:
+            self.memory.alerted.add(job.metadata.uid)
+            events = (Event("Warning", "BudgetExceeded", message),)
+        return events, None if budget.on_exceeded == "Alert" else message
 
     def _status(self, job: TrainingJob, decision: WorkerDecision, now: datetime) -> dict[str, Any]:
         status = job.status
@@ -150,7 +239,8 @@ class TrainingController:
             "restarts": decision.restarts,
             "conditions": [cond.to_raw() for cond in conditions],
         }
-        if status.start_time is None and decision.phase == "Running":
+        # A job whose only worker ran and finished between two passes never looked Running.
+        if status.start_time is None and (decision.phase == "Running" or decision.finished):
             out["startTime"] = rfc3339(now)
         if decision.finished:
             out["completionTime"] = rfc3339(now)
@@ -160,7 +250,74 @@ class TrainingController:
         """The job is gone: drop what was remembered about it."""
         with self._lock:
             self.memory.seen.pop(job_uid, None)
+            self.memory.accruals.pop(job_uid, None)
+            self.memory.cost_written.pop(job_uid, None)
+            self.memory.alerted.discard(job_uid)
 
 
 def _events(decision: WorkerDecision) -> tuple[Event, ...]:
     return tuple(Event(kind, reason, message) for kind, reason, message in decision.events)
+
+
+def _interval(
+    pod: Body,
+    nodes: Mapping[str, Body],
+    pools: Mapping[str, Body],
+    gpus: int,
+    previous: Accrual,
+) -> WorkerInterval | None:
+    """A running worker's GPU time, priced by its node's pool. Without a startTime it has run
+    since the last mark at least (it was running when the pass before looked)."""
+    status = pod.get("status") or {}
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    if status.get("phase") != "Running" or not node_name:
+        return None
+    node = nodes.get(node_name) or {}
+    labels: Mapping[str, str] = (node.get("metadata") or {}).get("labels") or {}
+    pool = pools.get(labels.get(c.LABEL_POOL, "")) or {}
+    pool_spec = pool.get("spec") or {}
+    return WorkerInterval(
+        start=parse_time(status.get("startTime")) or previous.accrued_up_to or datetime.now(UTC),
+        end=None,
+        gpus=gpus,
+        capacity_type=labels.get(c.LABEL_CAPACITY_TYPE, c.CAPACITY_ON_DEMAND),
+        gpu_type=labels.get(c.LABEL_GPU_PRODUCT),
+        pool_price_per_gpu_hour=price_per_gpu_hour(
+            pool_spec.get("pricePerHour"),
+            (pool_spec.get("nodeTemplate") or {}).get("gpusPerNode"),
+        ),
+    )
+
+
+def _export_cost(job: TrainingJob, before: Accrual, after: Accrual) -> None:
+    ns, name = job.metadata.namespace, job.metadata.name
+    kind = c.TRAINING_JOB.kind
+    for capacity, dollars in after.cost_by_capacity_type.items():
+        delta = dollars - before.cost_by_capacity_type.get(capacity, 0.0)
+        if delta > 0:
+            metrics.COST.labels(ns, kind, name, capacity).inc(delta)
+    gpu_delta = after.gpu_seconds - before.gpu_seconds
+    if gpu_delta > 0:
+        metrics.GPU_SECONDS.labels(ns, kind, name).inc(gpu_delta)
+    if before.on_demand_equivalent is not None and after.on_demand_equivalent is not None:
+        od_delta = after.on_demand_equivalent - before.on_demand_equivalent
+        if od_delta > 0:
+            metrics.ON_DEMAND_EQUIVALENT.labels(ns, kind, name).inc(od_delta)
+
+
+def _count(job: TrainingJob, decision: WorkerDecision) -> None:
+    ns, name = job.metadata.namespace, job.metadata.name
+    if decision.preemptions > job.status.preemptions:
+        metrics.PREEMPTIONS.labels(ns, name).inc(decision.preemptions - job.status.preemptions)
+    if decision.restarts > job.status.restarts:
+        metrics.WORKER_FAILURES.labels(ns, name).inc(decision.restarts - job.status.restarts)
+
+
+def _raw_cost(cost: Cost) -> dict[str, Any]:
+    raw = {
+        "accrued": cost.accrued,
+        "onDemandEquivalent": cost.on_demand_equivalent,
+        "savingsRatio": cost.savings_ratio,
+        "gpuSeconds": cost.gpu_seconds,
+    }
+    return {k: v for k, v in raw.items() if v is not None}

@@ -99,8 +99,14 @@ def desired_workers(job: TrainingJob) -> int:
     return workers.replicas if workers.replicas is not None else workers.max
 
 
-def decide_workers(job: TrainingJob, workers: Sequence[Worker], now: datetime) -> WorkerDecision:
-    """The decision for `job` given its observed `workers` at `now`."""
+def decide_workers(
+    job: TrainingJob,
+    workers: Sequence[Worker],
+    now: datetime,
+    budget_exceeded: str | None = None,
+) -> WorkerDecision:
+    """The decision for `job` given its observed `workers` at `now`. `budget_exceeded` is a
+    message when the job's budget is spent and spec.budget.onExceeded is Suspend or Fail."""
     status = job.status
     preemptions, restarts = status.preemptions, status.restarts
     desired = desired_workers(job)
@@ -150,6 +156,9 @@ def decide_workers(job: TrainingJob, workers: Sequence[Worker], now: datetime) -
     if deadline is not None and started is not None and now - started > deadline:
         message = f"running longer than runPolicy.activeDeadlineSeconds ({deadline})"
         return _stop("Failed", counts, workers, "DeadlineExceeded", message, events)
+    if budget_exceeded is not None and job.spec.budget is not None:
+        phase: Phase = "Failed" if job.spec.budget.on_exceeded == "Fail" else "Suspended"
+        return _stop(phase, counts, workers, "BudgetExceeded", budget_exceeded, events)
     if job.spec.run_policy.suspend:
         return _stop("Suspended", counts, workers, "Suspended", "runPolicy.suspend is true", events)
 
@@ -157,7 +166,7 @@ def decide_workers(job: TrainingJob, workers: Sequence[Worker], now: datetime) -
     create = tuple(i for i in range(desired) if i not in live)
     minimum = job.spec.workers.min
     if running >= minimum:
-        phase: Phase = "Running"
+        phase = "Running"
         ready: tuple[Literal["True", "False"], str, str] = (
             "True",
             "Running",

@@ -56,6 +56,7 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
                 indexes.workers(kwargs, namespace or "", name),
                 indexes.nodes(kwargs),
                 moment,
+                indexes.pools(kwargs),
             )
         except ApiRefused as exc:
             # e.g. a quota or an admission webhook; said once per retry, in the log and an Event.
