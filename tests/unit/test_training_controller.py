@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.training import TrainingController
 from sparsam.decisions.cost import PriceTable
@@ -31,6 +32,9 @@ class FakeActuator:
 
     def delete_pod(self, namespace: str, name: str, uid: str) -> None:
         self.deleted.append(name)
+
+    def delete_job(self, namespace: str, name: str, uid: str) -> None:
+        self.deleted.append(f"trainingjob/{name}")
 
 
 def job(status: dict[str, Any] | None = None) -> TrainingJob:
@@ -192,3 +196,83 @@ def test_a_spent_budget(on_exceeded: str, phase: str, deleted: list[str]) -> Non
     if on_exceeded == "Alert":  # posted once, and the job keeps running
         again = ctl.reconcile(job_, [pod(0)], nodes, NOW + timedelta(seconds=61), pools)
         assert [e.reason for e in again.events] == []
+
+
+@dataclass
+class RecordingActuator(FakeActuator):
+    manifests: list[dict[str, Any]] = field(default_factory=list)
+
+    def create_pod(self, manifest: dict[str, Any]) -> bool:
+        self.manifests.append(manifest)
+        return super().create_pod(manifest)
+
+
+def env_of(manifest: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in manifest["spec"]["containers"][0]["env"]}
+
+
+def costpolicy(**spec: Any) -> CostPolicy:
+    return CostPolicy.from_body(
+        {"metadata": {"name": "team"}, "spec": {"namespaceSelector": {}, **spec}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("interval", "policy", "seconds", "mode"),
+    [
+        # Prior 0.01 preemptions per spot node-hour x 2 workers: MTBF 50 h; Young/Daly with
+        # the default C = 60 s gives 77 min, clamped to the 1 h maximum.
+        ("auto", None, 3600, "Auto"),
+        # maxLostWorkFraction 0.01: tau <= 2 * (0.01 * 180000 s - 60 s) = 3480 s.
+        ("auto", costpolicy(checkpoint={"maxLostWorkFraction": 0.01}), 3480, "Auto"),
+        ("10m", None, 600, "Fixed"),
+    ],
+    ids=["auto-prior", "auto-bounded-by-policy", "fixed"],
+)
+def test_checkpoint_cadence_goes_to_status_and_to_new_workers(
+    interval: str, policy: CostPolicy | None, seconds: int, mode: str
+) -> None:
+    actuator = RecordingActuator()
+    ctl = TrainingController(actuator)
+    job_ = TrainingJob.from_body(
+        {
+            "metadata": {"name": "tj", "namespace": "ml", "uid": "u", "generation": 1},
+            "spec": {
+                "image": "t:1",
+                "workers": {"min": 1, "max": 2},
+                "checkpoint": {"volumeClaim": "ckpt", "interval": interval},
+            },
+        }
+    )
+    result = ctl.reconcile(job_, [], {}, NOW, {}, policy)
+    cadence = result.status["checkpointInterval"]
+    assert (cadence["seconds"], cadence["mode"]) == (seconds, mode)
+    assert "C=60s (default, not yet measured)" in cadence["message"]
+    assert {env_of(m)["SPARSAM_CHECKPOINT_INTERVAL"] for m in actuator.manifests} == {f"{seconds}s"}
+
+
+def test_allowed_gpu_types_of_the_policy_reach_the_workers() -> None:
+    actuator = RecordingActuator()
+    ctl = TrainingController(actuator)
+    ctl.reconcile(job(), [], {}, NOW, {}, costpolicy(allowedGPUTypes=["NVIDIA-L4"]))
+    affinity = actuator.manifests[0]["spec"]["affinity"]["nodeAffinity"]
+    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L4"]}
+    ]
+
+
+def test_a_finished_job_is_deleted_after_its_ttl() -> None:
+    ctl, act = controller()
+    done = TrainingJob.from_body(
+        {
+            "metadata": {"name": "tj", "namespace": "ml", "uid": "u", "generation": 1},
+            "spec": {"image": "t:1", "runPolicy": {"ttlSecondsAfterFinished": 60}},
+            "status": {"phase": "Succeeded", "completionTime": "2026-11-22T11:59:30Z"},
+        }
+    )
+    ctl.reconcile(done, [], {}, NOW)
+    assert act.deleted == []  # 30 s after it finished
+    result = ctl.reconcile(done, [], {}, NOW + timedelta(seconds=30))
+    assert act.deleted == ["trainingjob/tj"]
+    assert [e.reason for e in result.events] == ["Expired"]

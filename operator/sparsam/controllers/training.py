@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -25,8 +25,16 @@ from sparsam import metrics
 from sparsam.api import constants as c
 from sparsam.api.common import Cost
 from sparsam.api.conditions import READY, rfc3339, set_condition
+from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.results import Event, PassResult
+from sparsam.decisions.checkpointing import (
+    CheckpointInterval,
+    CheckpointSettings,
+    Observed,
+    checkpoint_interval,
+    estimate_hazard,
+)
 from sparsam.decisions.cost import (
     Accrual,
     PriceTable,
@@ -37,7 +45,13 @@ from sparsam.decisions.cost import (
     should_write_cost_status,
 )
 from sparsam.decisions.interruption import InterruptionSignals
-from sparsam.decisions.training import Worker, WorkerDecision, decide_workers
+from sparsam.decisions.training import (
+    Worker,
+    WorkerDecision,
+    decide_workers,
+    desired_workers,
+    expired,
+)
 from sparsam.kube.observe import Body, node_from_body, parse_time, worker_from_body
 from sparsam.kube.trainingjob import Placement, selector, service_manifest, worker_manifest
 
@@ -48,6 +62,7 @@ class Actuator(Protocol):
     def apply_service(self, manifest: dict[str, Any]) -> None: ...
     def create_pod(self, manifest: dict[str, Any]) -> bool: ...
     def delete_pod(self, namespace: str, name: str, uid: str) -> None: ...
+    def delete_job(self, namespace: str, name: str, uid: str) -> None: ...
 
 
 @dataclass
@@ -75,6 +90,7 @@ class TrainingController:
         self.placement = placement or Placement()
         self._signals = signals or InterruptionSignals()
         self._prices = prices or PriceTable()
+        self._checkpoints = CheckpointSettings()
         self.memory = TrainingMemory()
         self._lock = threading.Lock()
 
@@ -85,11 +101,12 @@ class TrainingController:
         nodes: Mapping[str, Body],
         now: datetime,
         pools: Mapping[str, Body] | None = None,
+        policy: CostPolicy | None = None,
     ) -> PassResult:
         """One pass for `job`, given its worker pods, every node and every GPUNodePool (for
-        prices), from the caches."""
+        prices) from the caches, and its namespace's effective CostPolicy."""
         with self._lock:
-            return self._pass(job, pods, nodes, pools or {}, now)
+            return self._pass(job, pods, nodes, pools or {}, policy, now)
 
     def _workers(
         self, job: TrainingJob, pods: Sequence[Body], nodes: Mapping[str, Body]
@@ -128,10 +145,17 @@ class TrainingController:
         pods: Sequence[Body],
         nodes: Mapping[str, Body],
         pools: Mapping[str, Body],
+        policy: CostPolicy | None,
         now: datetime,
     ) -> PassResult:
         namespace = job.metadata.namespace
         if job.status.finished:
+            if expired(job, now):
+                self._actuator.delete_job(namespace, job.metadata.name, job.metadata.uid)
+                ttl = job.spec.run_policy.ttl_seconds_after_finished
+                return PassResult(
+                    {}, (Event("Normal", "Expired", f"deleted {ttl}s after it finished"),)
+                )
             return PassResult({})
         accrual = self._accrue(job, pods, nodes, pools, now)
         budget_events, exceeded = self._budget(job, accrual)
@@ -144,19 +168,25 @@ class TrainingController:
             if uid is not None:
                 self._actuator.delete_pod(namespace, name, uid)
                 self.memory.handled.add(uid)
+        cadence = self._cadence(job, accrual, policy)
         if decision.create:
             self._actuator.apply_service(service_manifest(job))
-            interval = None
-            if job.spec.checkpoint is not None and not job.spec.checkpoint.interval_auto:
-                interval = job.spec.checkpoint.interval
+            placement = replace(
+                self.placement,
+                allowed_gpu_types=policy.spec.allowed_gpu_types if policy else None,
+            )
+            interval = None if cadence is None else f"{max(1, round(cadence.seconds))}s"
             for index in decision.create:
-                self._actuator.create_pod(worker_manifest(job, index, self.placement, interval))
+                self._actuator.create_pod(worker_manifest(job, index, placement, interval))
         self.memory.seen[job.metadata.uid] = {
             uid: name for name, uid in uids.items() if uid not in self.memory.handled
         }
         if decision.finished:
             self.memory.seen.pop(job.metadata.uid, None)
         status = self._status(job, decision, now)
+        # The interval the workers created now were given (their env is fixed at creation).
+        if cadence is not None and (decision.create or job.status.checkpoint_interval is None):
+            status["checkpointInterval"] = _raw_interval(cadence)
         cost = accrual.to_cost()
         last = self.memory.cost_written.get(job.metadata.uid)
         # At most every 30 s while it runs, and always with a change of phase, so that a
@@ -197,6 +227,28 @@ class TrainingController:
         _export_cost(job, previous, accrual)
         self.memory.accruals[uid] = accrual
         return accrual
+
+    def _cadence(
+        self, job: TrainingJob, accrual: Accrual, policy: CostPolicy | None
+    ) -> CheckpointInterval | None:
+        """The checkpoint interval new workers get: the spec's, or Young/Daly from the
+        preemptions this job has seen over the worker-hours it ran (the capacity type's prior
+        until there are enough of them). The checkpoint write time is not measured yet: the
+        default stands in, and status says so."""
+        checkpoint = job.spec.checkpoint
+        if checkpoint is None:
+            return None
+        gpus = max(job.spec.resources.gpus, 1)
+        observed = Observed(job.status.preemptions, accrual.gpu_seconds / 3600.0 / gpus)
+        capacity = c.CAPACITY_ON_DEMAND if job.spec.capacity.spot == "Never" else c.CAPACITY_SPOT
+        bound = policy.spec.checkpoint if policy is not None else None
+        return checkpoint_interval(
+            workers=desired_workers(job),
+            hazard=estimate_hazard(capacity, observed, self._checkpoints),
+            fixed=checkpoint.interval_duration,
+            max_lost_work_fraction=bound.max_lost_work_fraction if bound else None,
+            settings=self._checkpoints,
+        )
 
     def _budget(self, job: TrainingJob, accrual: Accrual) -> tuple[tuple[Event, ...], str | None]:
         """spec.budget: an Event when it is spent (once), and the message that stops the job
@@ -319,5 +371,17 @@ def _raw_cost(cost: Cost) -> dict[str, Any]:
         "onDemandEquivalent": cost.on_demand_equivalent,
         "savingsRatio": cost.savings_ratio,
         "gpuSeconds": cost.gpu_seconds,
+    }
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def _raw_interval(cadence: CheckpointInterval) -> dict[str, Any]:
+    status = cadence.to_status()
+    raw = {
+        "seconds": status.seconds,
+        "mode": status.mode,
+        "writeSeconds": status.write_seconds,
+        "meanTimeBetweenPreemptionsSeconds": status.mean_time_between_preemptions_seconds,
+        "message": status.message,
     }
     return {k: v for k, v in raw.items() if v is not None}

@@ -202,6 +202,14 @@ class Counts:
     restarts: int
 
 
+def expired(job: TrainingJob, now: datetime) -> bool:
+    """A finished job past runPolicy.ttlSecondsAfterFinished: delete it (its workers go with
+    it by owner reference; its model and InferenceService do not)."""
+    ttl = job.spec.run_policy.ttl_after_finished
+    done = _parse(job.status.completion_time)
+    return job.status.finished and ttl is not None and done is not None and now - done >= ttl
+
+
 def _stop(
     phase: Phase,
     counts: Counts,

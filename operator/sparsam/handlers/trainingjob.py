@@ -20,6 +20,7 @@ from sparsam.api.conditions import READY, set_condition
 from sparsam.api.parse import InvalidSpec, from_raw
 from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
 from sparsam.controllers.training import TrainingController
+from sparsam.decisions.policy import effective_policy
 from sparsam.handlers import indexes
 from sparsam.handlers.reporting import post, write_status
 from sparsam.kube.errors import ApiRefused
@@ -57,6 +58,10 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
                 indexes.nodes(kwargs),
                 moment,
                 indexes.pools(kwargs),
+                effective_policy(
+                    indexes.policies(kwargs),
+                    indexes.namespaces(kwargs).get(namespace or "", {}),
+                ),
             )
         except ApiRefused as exc:
             # e.g. a quota or an admission webhook; said once per retry, in the log and an Event.

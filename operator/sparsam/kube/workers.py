@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from sparsam.api import constants as c
@@ -22,6 +22,7 @@ class WorkerActuator:
 
     def __init__(self, api: ApiClient) -> None:
         self._core = CoreV1Api(api)
+        self._custom = CustomObjectsApi(api)
 
     def apply_service(self, manifest: dict[str, Any]) -> None:
         meta = manifest["metadata"]
@@ -60,3 +61,18 @@ class WorkerActuator:
         except ApiException as exc:
             if exc.status not in (404, 409):  # gone, or another pod has the name now
                 raise refused(f"deleting pod {namespace}/{name}", exc) from exc
+
+    def delete_job(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the TrainingJob itself (runPolicy.ttlSecondsAfterFinished)."""
+        try:
+            self._custom.delete_namespaced_custom_object(
+                c.GROUP,
+                c.VERSION,
+                namespace,
+                c.TRAINING_JOB.plural,
+                name,
+                body=cast(Any, {"preconditions": {"uid": uid}}),
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise refused(f"deleting trainingjob {namespace}/{name}", exc) from exc
