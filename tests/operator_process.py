@@ -37,6 +37,7 @@ class Operator:
                     f"--kubeconfig={self.kubeconfig}",
                     "--capacity-interval=1s",
                     "--training-interval=1s",
+                    "--policy-interval=1s",
                     "--offering-ttl=10m",
                 ],
                 stdout=out,

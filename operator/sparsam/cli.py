@@ -134,6 +134,12 @@ def _run_parser(commands: Any) -> None:
         help="how often each TrainingJob is reconciled (default 5s)",
     )
     run.add_argument(
+        "--policy-interval",
+        type=_duration,
+        default=timedelta(seconds=15),
+        help="how often each CostPolicy's spending is counted (default 15s)",
+    )
+    run.add_argument(
         "--offering-ttl",
         type=_duration,
         default=timedelta(minutes=3),
@@ -197,6 +203,7 @@ def _run(args: argparse.Namespace) -> int:
             kubeconfig=args.kubeconfig,
             capacity_interval=args.capacity_interval,
             training_interval=args.training_interval,
+            policy_interval=args.policy_interval,
             offering_ttl=args.offering_ttl,
             interruption_taints=tuple(args.interruption_taint or DEFAULT_INTERRUPTION_TAINTS),
             interruption_conditions=tuple(args.interruption_condition),

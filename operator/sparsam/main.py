@@ -32,10 +32,11 @@ from sparsam import metrics
 from sparsam.api import constants as c
 from sparsam.api.gpunodepool import GPUNodePool
 from sparsam.controllers.capacity import CapacityController, CapacitySettings
+from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.controllers.training import TrainingController
 from sparsam.decisions.cost import PriceTable
 from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS, InterruptionSignals
-from sparsam.handlers import gpunodepool, indexes, trainingjob
+from sparsam.handlers import costpolicy, gpunodepool, indexes, trainingjob
 from sparsam.kube.client import api_client
 from sparsam.kube.drain import NodeDrainer
 from sparsam.kube.trainingjob import Placement
@@ -54,6 +55,8 @@ class OperatorConfig:
     capacity_interval: timedelta = timedelta(seconds=10)
     #: How often each TrainingJob's pass runs.
     training_interval: timedelta = timedelta(seconds=5)
+    #: How often each CostPolicy's spending is counted.
+    policy_interval: timedelta = timedelta(seconds=15)
     offering_ttl: timedelta = timedelta(minutes=3)
     interruption_taints: tuple[str, ...] = DEFAULT_INTERRUPTION_TAINTS
     interruption_conditions: tuple[str, ...] = ()
@@ -71,6 +74,7 @@ class Operator:
 
     capacity: CapacityController
     training: TrainingController
+    costpolicy: CostPolicyController
     api: ApiClient
 
 
@@ -94,6 +98,7 @@ def build(config: OperatorConfig, api: ApiClient) -> Operator:
     return Operator(
         capacity=CapacityController(provider_for, NodeDrainer(api), settings),
         training=TrainingController(WorkerActuator(api), Placement(), signals, config.prices),
+        costpolicy=CostPolicyController(),
         api=api,
     )
 
@@ -104,6 +109,7 @@ def registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     indexes.register(reg)
     gpunodepool.register(reg, interval=config.capacity_interval.total_seconds(), now=_now)
     trainingjob.register(reg, interval=config.training_interval.total_seconds(), now=_now)
+    costpolicy.register(reg, interval=config.policy_interval.total_seconds(), now=_now)
 
     @kopf.on.login(registry=reg)
     def login(**_: Any) -> kopf.ConnectionInfo:

@@ -218,3 +218,64 @@ def test_a_spent_budget_suspends_the_job(
     assert final["cost"]["accrued"] >= 0.001
     eventually("no workers left", lambda: not workers(kubectl, namespace), operator)
     assert any(e.startswith("BudgetExceeded:") for e in object_events(kubectl, "tj"))
+
+
+def test_a_costpolicy_budget_blocks_new_jobs_and_lets_running_ones_go_on(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    """A job runs in a namespace whose CostPolicy has a tiny monthly budget with BlockNew.
+    Once the job's accrued cost reaches the policy (status.cost is written every 30 s), the
+    policy reports BudgetExceeded, a second job waits with reason BudgetExceeded, and the
+    first keeps running."""
+    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
+    kubectl("label", "namespace", namespace, f"sparsam-test={namespace}")
+    policy = cluster_scoped_name("costpolicy", "budget")
+    apply(
+        kubectl,
+        {
+            "apiVersion": "sparsam.dev/v1alpha1",
+            "kind": "CostPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"sparsam-test": namespace}},
+                "priority": 1000,
+                "budget": {"monthly": 0.0005, "onExceeded": "BlockNew"},
+            },
+        },
+    )
+    first = trainingjob("tj", gpu_type)
+    first["metadata"]["namespace"] = namespace
+    apply(kubectl, first)
+    eventually(
+        "the first job running",
+        lambda: status(kubectl, namespace).get("phase") == "Running",
+        operator,
+    )
+
+    def exceeded() -> bool:
+        found = get(kubectl, "costpolicy", policy).get("status", {})
+        return any(
+            c["type"] == "BudgetExceeded" and c["status"] == "True"
+            for c in found.get("conditions", [])
+        )
+
+    eventually("the policy's budget spent", exceeded, operator, timeout=120)
+    assert get(kubectl, "costpolicy", policy)["status"]["matchedNamespaces"] == [namespace]
+
+    second = trainingjob("late", gpu_type)
+    second["metadata"]["namespace"] = namespace
+    apply(kubectl, second)
+
+    def blocked() -> dict[str, Any] | None:
+        found = status(kubectl, namespace, "late")
+        ready = [c for c in found.get("conditions", []) if c["type"] == "Ready"]
+        return found if ready and ready[0]["reason"] == "BudgetExceeded" else None
+
+    late = eventually("the second job blocked", blocked, operator)
+    assert late["phase"] == "Pending"
+    assert not [w for w in workers(kubectl, namespace) if w.startswith("late-")]
+    assert status(kubectl, namespace)["phase"] == "Running"

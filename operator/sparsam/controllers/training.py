@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from sparsam import metrics
 from sparsam.api import constants as c
 from sparsam.api.common import Cost
-from sparsam.api.conditions import READY, rfc3339, set_condition
+from sparsam.api.conditions import READY, find, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.results import Event, PassResult
@@ -36,6 +36,7 @@ from sparsam.decisions.checkpointing import (
     estimate_hazard,
 )
 from sparsam.decisions.cost import (
+    BUDGET_EXCEEDED,
     Accrual,
     PriceTable,
     WorkerInterval,
@@ -46,6 +47,7 @@ from sparsam.decisions.cost import (
 )
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.training import (
+    BudgetStop,
     Worker,
     WorkerDecision,
     decide_workers,
@@ -158,9 +160,10 @@ class TrainingController:
                 )
             return PassResult({})
         accrual = self._accrue(job, pods, nodes, pools, now)
-        budget_events, exceeded = self._budget(job, accrual)
+        budget_events, stop = self._budget(job, accrual)
+        stop = stop or policy_stop(policy)
         workers, uids = self._workers(job, pods, nodes)
-        decision = decide_workers(job, workers, now, exceeded)
+        decision = decide_workers(job, workers, now, stop)
         _count(job, decision)
         # Every worker the decision counted is among these: deleted, and never counted again.
         for name in decision.delete:
@@ -250,7 +253,9 @@ class TrainingController:
             settings=self._checkpoints,
         )
 
-    def _budget(self, job: TrainingJob, accrual: Accrual) -> tuple[tuple[Event, ...], str | None]:
+    def _budget(
+        self, job: TrainingJob, accrual: Accrual
+    ) -> tuple[tuple[Event, ...], BudgetStop | None]:
         """spec.budget: an Event when it is spent (once), and the message that stops the job
         when onExceeded is Suspend or Fail."""
         budget = job.spec.budget
@@ -268,7 +273,9 @@ class TrainingController:
         if job.metadata.uid not in self.memory.alerted:
             self.memory.alerted.add(job.metadata.uid)
             events = (Event("Warning", "BudgetExceeded", message),)
-        return events, None if budget.on_exceeded == "Alert" else message
+        if budget.on_exceeded == "Alert":
+            return events, None
+        return events, BudgetStop(budget.on_exceeded, message)
 
     def _status(self, job: TrainingJob, decision: WorkerDecision, now: datetime) -> dict[str, Any]:
         status = job.status
@@ -309,6 +316,18 @@ class TrainingController:
 
 def _events(decision: WorkerDecision) -> tuple[Event, ...]:
     return tuple(Event(kind, reason, message) for kind, reason, message in decision.events)
+
+
+def policy_stop(policy: CostPolicy | None) -> BudgetStop | None:
+    """What the effective CostPolicy's spent monthly budget does to a job (its controller sets
+    the BudgetExceeded condition): BlockNew and Suspend stop it; Alert does not."""
+    if policy is None or policy.spec.budget is None:
+        return None
+    exceeded = find(policy.status.conditions, BUDGET_EXCEEDED)
+    action = policy.spec.budget.on_exceeded
+    if exceeded is None or exceeded.status != "True" or action == "Alert":
+        return None
+    return BudgetStop(action, f"CostPolicy {policy.metadata.name}: {exceeded.message}")
 
 
 def _interval(

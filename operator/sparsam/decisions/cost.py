@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Final
 
@@ -34,6 +34,9 @@ ANY_GPU: Final = "*"
 STATUS_DIGITS: Final = 4
 #: status.cost is written at most this often.
 MIN_STATUS_INTERVAL: Final = timedelta(seconds=30)
+#: CostPolicy condition types: a threshold of spec.budget.alertAt crossed; the budget spent.
+BUDGET_ALERT: Final = "BudgetAlert"
+BUDGET_EXCEEDED: Final = "BudgetExceeded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,3 +199,15 @@ def should_write_cost_status(
     if old == new:
         return False
     return last_written_at is None or now - last_written_at >= min_interval
+
+
+def month(now: datetime) -> tuple[datetime, datetime]:
+    """The budget period containing `now`: its calendar month in UTC, [start, end)."""
+    utc = now.astimezone(UTC)
+    start = utc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start, end

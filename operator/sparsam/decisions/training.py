@@ -76,6 +76,15 @@ def outcome(worker: Worker) -> Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetStop:
+    """A spent budget: Suspend or Fail stop the workers; BlockNew keeps a job that has not
+    started from starting (running work goes on)."""
+
+    action: Literal["Suspend", "Fail", "BlockNew"]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerDecision:
     """What to do and what to report. `ready` is the Ready condition (status, reason,
     message); `events` are (type, reason, message) for the job."""
@@ -103,10 +112,10 @@ def decide_workers(
     job: TrainingJob,
     workers: Sequence[Worker],
     now: datetime,
-    budget_exceeded: str | None = None,
+    budget: BudgetStop | None = None,
 ) -> WorkerDecision:
-    """The decision for `job` given its observed `workers` at `now`. `budget_exceeded` is a
-    message when the job's budget is spent and spec.budget.onExceeded is Suspend or Fail."""
+    """The decision for `job` given its observed `workers` at `now`. `budget` says a budget
+    (the job's own, or its CostPolicy's) is spent and what that does to the job."""
     status = job.status
     preemptions, restarts = status.preemptions, status.restarts
     desired = desired_workers(job)
@@ -156,15 +165,26 @@ def decide_workers(
     if deadline is not None and started is not None and now - started > deadline:
         message = f"running longer than runPolicy.activeDeadlineSeconds ({deadline})"
         return _stop("Failed", counts, workers, "DeadlineExceeded", message, events)
-    if budget_exceeded is not None and job.spec.budget is not None:
-        phase: Phase = "Failed" if job.spec.budget.on_exceeded == "Fail" else "Suspended"
-        return _stop(phase, counts, workers, "BudgetExceeded", budget_exceeded, events)
+    if budget is not None and budget.action in ("Suspend", "Fail"):
+        phase: Phase = "Failed" if budget.action == "Fail" else "Suspended"
+        return _stop(phase, counts, workers, "BudgetExceeded", budget.message, events)
+    blocked = budget is not None and job.status.start_time is None and not live
     if job.spec.run_policy.suspend:
         return _stop("Suspended", counts, workers, "Suspended", "runPolicy.suspend is true", events)
 
     delete.extend(w.name for i, w in sorted(live.items()) if i >= desired)
     create = tuple(i for i in range(desired) if i not in live)
     minimum = job.spec.workers.min
+    if blocked and budget is not None:
+        return WorkerDecision(
+            "Pending",
+            desired,
+            0,
+            preemptions=preemptions,
+            restarts=restarts,
+            ready=("False", "BudgetExceeded", budget.message),
+            events=tuple(events),
+        )
     if running >= minimum:
         phase = "Running"
         ready: tuple[Literal["True", "False"], str, str] = (

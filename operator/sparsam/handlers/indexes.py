@@ -75,6 +75,13 @@ def register(registry: kopf.OperatorRegistry) -> None:
             return None  # the CostPolicy controller reports it; it governs nothing meanwhile
         return {policy.metadata.name: policy}
 
+    @kopf.index(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="job_index", registry=registry)
+    def job_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+        meta = body.get("metadata") or {}
+        cost = (body.get("status") or {}).get("cost") or {}
+        view = {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid")}}
+        return {str(meta.get("uid")): {**view, "status": {"cost": dict(cost)}}}
+
     @kopf.index("", "v1", "namespaces", id="namespace_index", registry=registry)
     def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
         return {name: dict(labels)}
@@ -112,3 +119,8 @@ def policies(kwargs: Mapping[str, Any]) -> tuple[CostPolicy, ...]:
 
 def namespaces(kwargs: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return _one(kwargs, "namespace_index")
+
+
+def jobs(kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every TrainingJob: name, namespace, uid and status.cost."""
+    return list(_one(kwargs, "job_index").values())

@@ -1,0 +1,55 @@
+"""Kopf handlers of the CostPolicy controller: one pass per policy on a timer, status out.
+
+Thin: policies, namespaces and TrainingJobs come from the caches (`handlers.indexes`), the pass
+is `controllers.costpolicy.CostPolicyController.reconcile`, its result goes to status (only what
+changed) and Events. The policy itself is never changed: it lives in Git.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import kopf
+
+from sparsam.api import constants as c
+from sparsam.api.conditions import READY, set_condition
+from sparsam.api.costpolicy import CostPolicy, CostPolicyStatus
+from sparsam.api.parse import InvalidSpec, from_raw
+from sparsam.controllers.costpolicy import CostPolicyController
+from sparsam.handlers import indexes
+from sparsam.handlers.reporting import post, write_status
+
+
+def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[], datetime]) -> None:
+    @kopf.timer(
+        c.GROUP,
+        c.VERSION,
+        c.COST_POLICY.plural,
+        interval=interval,
+        id="spending",
+        registry=registry,
+    )
+    def spending(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        moment = now()
+        try:
+            policy = CostPolicy.from_body(body)
+        except InvalidSpec as exc:
+            try:
+                status = from_raw(CostPolicyStatus, dict(body.get("status") or {}), "status")
+            except InvalidSpec:
+                status = CostPolicyStatus()
+            bad = set_condition(status.conditions, READY, "False", "InvalidSpec", str(exc), moment)
+            write_status(body, patch, {"conditions": [cond.to_raw() for cond in bad]})
+            return
+        controller: CostPolicyController = memo.costpolicy
+        result = controller.reconcile(
+            policy,
+            indexes.policies(kwargs),
+            indexes.namespaces(kwargs),
+            indexes.jobs(kwargs),
+            moment,
+        )
+        write_status(body, patch, result.status)
+        post(body, result.events)
