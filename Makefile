@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint unit install binaries clean
+.PHONY: demo test lint unit install binaries prometheus clean
 install: $(VENV)/.installed
 
 # Reinstalled only when pyproject.toml changes; pip's own cache keeps re-runs fast.
@@ -31,7 +31,13 @@ unit: install
 binaries: install
 	$(BIN)/sparsam dev-cluster build
 
-test: lint binaries
+# The model server's metrics are scraped by a real Prometheus in the tests: Debian's package.
+prometheus:
+	@command -v prometheus >/dev/null || { \
+		echo "installing Debian's prometheus package (the tests start it on loopback)"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: lint binaries prometheus
 	$(BIN)/python -m pytest
 
 clean:

@@ -1,0 +1,303 @@
+"""Preemption and elasticity, run as pods run them: SIGTERM, SIGKILL, restarts, re-rendezvous."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparsam_trainer import checkpoint, exitcodes
+from sparsam_trainer.progress import read_progress
+
+# 1,280 images, global batch 32, 2 epochs: 80 steps, a few seconds on one core.
+MNIST_RUN = ("--task=mnist-cnn", "--max-train-samples=1280", "--batch-size=32", "--epochs=2")
+
+
+def _wait_for(
+    condition: Callable[[], bool], process: subprocess.Popen[str], timeout: float, what: str
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"process ended ({process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _records(progress: Path) -> list[dict[str, Any]]:
+    return read_progress(progress) if progress.exists() else []
+
+
+def _last_step(progress: Path) -> int:
+    steps = [r["step"] for r in _records(progress) if r["event"] == "step"]
+    return steps[-1] if steps else 0
+
+
+def _step_losses(progress: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in _records(progress) if r["event"] == "step"}
+
+
+def _descendants(pid: int) -> list[int]:
+    """All processes below ``pid``. torchrun starts each worker in a session of its own, so
+    killing the agent's process group alone would leave its worker running."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def _kill_pod(pid: int) -> None:
+    """SIGKILL everything that was started by ``pid``, as a vanished node takes its pod."""
+    inside = _descendants(pid)
+    os.killpg(pid, signal.SIGKILL)
+    for process in inside:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process, signal.SIGKILL)
+
+
+def _run(
+    command: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_sigterm_checkpoints_exits_75_and_the_restart_continues_the_same_run(
+    tmp_path: Path, trainer_env: dict[str, str], train_command: Callable[..., list[str]]
+) -> None:
+    """The resumed run is bitwise the uninterrupted one: same losses, same final model.
+
+    That holds because the checkpoint carries model, optimizer, scheduler and data position,
+    and torch randomness is reseeded per step; it is asserted at the same world size (a
+    different world size changes the order of floating-point sums).
+    """
+    reference = tmp_path / "reference"
+    done = _run(
+        train_command(
+            *MNIST_RUN,
+            f"--output-dir={reference}",
+            f"--progress-file={reference}/progress.jsonl",
+            "--progress-every=1",
+        ),
+        trainer_env,
+    )
+    assert done.returncode == exitcodes.OK, done.stderr[-3000:]
+
+    out = tmp_path / "preempted"
+    progress = out / "progress.jsonl"
+    command = train_command(
+        *MNIST_RUN,
+        f"--output-dir={out}",
+        f"--progress-file={progress}",
+        "--progress-every=1",
+        "--checkpoint-interval=1h",  # so the only mid-run checkpoint is the preemption's
+    )
+    with subprocess.Popen(
+        command, env=trainer_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as process:
+        _wait_for(lambda: _last_step(progress) >= 10, process, 90, "step 10")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == exitcodes.PREEMPTED, stderr[-3000:]
+    stopped = _records(progress)[-1]
+    assert stopped["event"] == "preempted"
+    assert 10 <= stopped["step"] < 80
+    assert [s for s, _ in checkpoint.list_checkpoints(out / "checkpoints")] == [stopped["step"]]
+
+    resumed = _run(command, trainer_env)
+    assert resumed.returncode == exitcodes.OK, resumed.stderr[-3000:]
+    starts = [r for r in _records(progress) if r["event"] == "start"]
+    assert [s["resumed_from"] for s in starts] == [None, stopped["step"]]
+
+    assert _step_losses(progress) == _step_losses(reference / "progress.jsonl")
+    final = torch.load(out / "model.pt", weights_only=True)
+    expected = torch.load(reference / "model.pt", weights_only=True)
+    assert final["metrics"] == expected["metrics"]
+    for name, tensor in expected["model"].items():
+        assert torch.equal(final["model"][name], tensor), name
+
+
+def _worker_with_rank(agent: int, rank: int) -> int:
+    for pid in _descendants(agent):
+        with contextlib.suppress(OSError):
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if f"RANK={rank}".encode() in environ:
+                return pid
+    raise AssertionError(f"no worker with rank {rank} under {agent}")
+
+
+def test_ranks_agree_on_the_stop_step_when_only_one_is_signalled(
+    tmp_path: Path, trainer_env: dict[str, str], train_command: Callable[..., list[str]]
+) -> None:
+    """SIGTERM reaches rank 1 only; rank 0 still stops after the same step and checkpoints it.
+
+    (torchrun itself reports the workers' 75 as a failure and exits 1; in a pod the kubelet
+    signals torchrun, which forwards SIGTERM to every worker.)
+    """
+    progress = tmp_path / "progress.jsonl"
+    with subprocess.Popen(
+        train_command(
+            *MNIST_RUN,
+            f"--output-dir={tmp_path}",
+            f"--progress-file={progress}",
+            "--progress-every=1",
+            "--checkpoint-interval=1h",
+            torchrun=["--standalone", "--nproc-per-node=2", "--max-restarts=0"],
+        ),
+        env=trainer_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as launcher:
+        _wait_for(lambda: _last_step(progress) >= 5, launcher, 90, "step 5")
+        os.kill(_worker_with_rank(launcher.pid, 1), signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=60)
+    stopped = _records(progress)[-1]
+    assert stopped["event"] == "preempted"
+    assert stopped["world_size"] == 2
+    step = stopped["step"]
+    assert stderr.count(f"preempted at step {step}; checkpoint written") == 2, stderr[-3000:]
+    assert "preempted at step" not in stderr.replace(f"preempted at step {step};", "")
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "checkpoints")] == [step]
+    assert "exitcode: 75" in stderr
+
+
+def test_resume_skips_a_truncated_checkpoint(
+    tmp_path: Path, trainer_env: dict[str, str], train_command: Callable[..., list[str]]
+) -> None:
+    out = tmp_path / "run"
+    first = _run(
+        train_command(
+            "--task=mnist-cnn",
+            "--max-train-samples=640",
+            "--batch-size=32",
+            "--epochs=1",
+            "--checkpoint-interval=8steps",
+            f"--output-dir={out}",
+        ),
+        trainer_env,
+    )
+    assert first.returncode == exitcodes.OK, first.stderr[-3000:]
+    assert [s for s, _ in checkpoint.list_checkpoints(out / "checkpoints")] == [8, 16, 20]
+    newest = out / "checkpoints" / checkpoint.checkpoint_name(20)
+    newest.write_bytes(newest.read_bytes()[:1000])
+
+    progress = out / "progress.jsonl"
+    second = _run(
+        train_command(
+            "--task=mnist-cnn",
+            "--max-train-samples=640",
+            "--batch-size=32",
+            "--epochs=2",
+            "--checkpoint-interval=8steps",
+            f"--output-dir={out}",
+            f"--progress-file={progress}",
+        ),
+        trainer_env,
+    )
+    assert second.returncode == exitcodes.OK, second.stderr[-3000:]
+    assert "skipping checkpoint" in second.stderr
+    assert newest.name in second.stderr
+    assert _records(progress)[0]["resumed_from"] == 16
+    assert _records(progress)[-1]["step"] == 40
+
+
+def test_survivor_continues_at_world_size_1_after_the_other_node_is_killed(
+    tmp_path: Path,
+    trainer_env: dict[str, str],
+    train_command: Callable[..., list[str]],
+    free_port: int,
+) -> None:
+    """Two torchrun agents with one worker each, like two pods, share a checkpoint volume.
+
+    With c10d rendezvous one agent hosts the rendezvous store (by default the one whose address
+    matches the endpoint; both do here, so it is pinned with ``is_host``). Killing that agent
+    would take the store with it, so the test SIGKILLs the OTHER agent's whole process group,
+    and its worker (torchrun gives each worker a session of its own), as a reclaimed spot node
+    would vanish. The host's worker fails its next collective, its
+    agent restarts it (``--max-restarts``), the next rendezvous round closes with one node, and
+    training continues from the last checkpoint at world size 1 and finishes.
+    """
+    out = tmp_path / "shared"
+    progress = out / "progress.jsonl"
+    # Long enough (109 steps an epoch) that the kill lands mid-run even on a loaded machine.
+    epochs = 4
+
+    def agent(is_host: bool, name: str) -> subprocess.Popen[str]:
+        command = train_command(
+            "--task=mnist-cnn",
+            "--batch-size=32",
+            f"--epochs={epochs}",
+            "--checkpoint-interval=5steps",
+            "--progress-every=1",
+            "--collective-timeout=30",
+            f"--output-dir={out}",
+            f"--progress-file={progress}",
+            torchrun=[
+                "--nnodes=1:2",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{free_port}",
+                f"--rdzv-id=elastic-{free_port}",
+                # Heartbeats every second, a node missing 3 is dead (default 5 s x 3): the
+                # survivor's next round closes that much sooner.
+                "--rdzv-conf=join_timeout=60,last_call_timeout=2,keep_alive_interval=1,"
+                f"keep_alive_max_attempt=3,is_host={int(is_host)}",
+                "--max-restarts=3",
+                "--monitor-interval=0.5",
+            ],
+        )
+        log = (tmp_path / f"{name}.log").open("w")
+        return subprocess.Popen(
+            command,
+            env=trainer_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group, like a pod
+        )
+
+    host = agent(is_host=True, name="host")
+    other = agent(is_host=False, name="other")
+    try:
+
+        def running_as_two() -> bool:
+            records = _records(progress)
+            two = [r for r in records if r["world_size"] == 2 and r["event"] == "step"]
+            saved = checkpoint.list_checkpoints(out / "checkpoints")
+            return len(two) > 0 and two[-1]["step"] >= 10 and len(saved) > 0
+
+        _wait_for(running_as_two, host, 120, "two workers training and a checkpoint")
+        _kill_pod(other.pid)
+        other.wait(timeout=30)
+        killed_at = _last_step(progress)
+        host.wait(timeout=180)
+    finally:
+        for process in (host, other):
+            if process.poll() is None:
+                _kill_pod(process.pid)
+                process.wait()
+    host_log = (tmp_path / "host.log").read_text()
+    assert host.returncode == exitcodes.OK, host_log[-4000:]
+
+    records = _records(progress)
+    starts = [r for r in records if r["event"] == "start"]
+    assert starts[0]["world_size"] == 2
+    restart = starts[-1]
+    assert restart["world_size"] == 1
+    assert 0 < restart["resumed_from"] <= killed_at
+    after = records[records.index(restart) :]
+    assert {r["world_size"] for r in after} == {1}
+    assert after[-1]["event"] == "done"
+    assert after[-1]["step"] == epochs * (3500 // 32)
+    assert (out / "model.pt").exists()
