@@ -66,15 +66,19 @@ def get(kubectl: Kubectl, *args: str) -> Any:
     return json.loads(kubectl("get", *args, "-o", "json").stdout)
 
 
-def eventually(what: str, check: Callable[[], Any], operator: Operator, timeout: float = 90) -> Any:
-    """Poll `check` until it returns something truthy; fail with the operator's log if not."""
+def eventually(
+    what: str, check: Callable[[], Any], operator: Operator | None, timeout: float = 90
+) -> Any:
+    """Poll `check` until it returns something truthy; fail with the operator's log (when one
+    runs) if not."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n--- operator log ---\n{operator.tail()}")
+            log = f"\n--- operator log ---\n{operator.tail()}" if operator else ""
+            pytest.fail(f"timed out waiting for {what}{log}")
         time.sleep(0.5)
 
 

@@ -170,6 +170,12 @@ def _run_parser(commands: Any) -> None:
         "NVIDIA-A10G/spot=0.45 or */on-demand=2.5 (repeatable)",
     )
     run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per log record, for log pipelines (default text)",
+    )
+    run.add_argument(
         "--metrics-port", type=int, default=None, help="serve the operator's /metrics here"
     )
     run.add_argument(
@@ -209,6 +215,7 @@ def _run(args: argparse.Namespace) -> int:
             interruption_conditions=tuple(args.interruption_condition),
             liveness=args.liveness,
             metrics_port=args.metrics_port,
+            log_format=args.log_format,
             prices=PriceTable(dict(args.price)),
         )
     )

@@ -18,6 +18,7 @@ Nothing here decides anything; tests build the same parts with fakes.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class OperatorConfig:
     liveness: str | None = None
     #: Serve the operator's Prometheus metrics on this port; None serves none.
     metrics_port: int | None = None
+    #: "text" (one line per record) or "json" (one JSON object per record, for log pipelines).
+    log_format: str = "text"
     #: Price per GPU-hour by (GPU type or "*", capacity type), for nodes of no GPUNodePool.
     prices: PriceTable = field(default_factory=PriceTable)
 
@@ -154,12 +157,34 @@ def settings() -> kopf.OperatorSettings:
     return s
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, and the object a Kopf
+    handler was working on (namespace, name) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict):
+            entry["object"] = {k: ref.get(k) for k in ("kind", "namespace", "name") if ref.get(k)}
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def run(config: OperatorConfig) -> None:
     """Run the operator until it is stopped (SIGTERM/SIGINT)."""
-    logging.basicConfig(
-        level=os.environ.get("SPARSAM_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter()
+        if config.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    logging.basicConfig(level=os.environ.get("SPARSAM_LOG_LEVEL", "INFO"), handlers=[handler])
     api = api_client(config.kubeconfig)
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)

@@ -83,6 +83,7 @@ def release(
     """The chart installed in the test's namespace, with the kwok provider; (namespace, service
     account). Uninstalled afterwards."""
     name = f"sp-{namespace[-6:]}"
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     helm("install", name, str(CHART), "-n", namespace, "--set=providers.kwok.enabled=true")
     try:
         yield namespace, f"{name}-sparsam"
@@ -133,6 +134,16 @@ def test_install_rbac_audit_and_the_operator_running_as_the_service_account(
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert get(kubectl, "crd", "trainingjobs.sparsam.dev")["spec"]["group"] == "sparsam.dev"
+    # Admitted under Pod Security "restricted" (the namespace enforces it): the ReplicaSet's
+    # pod exists. It never runs: KWOK nodes run no containers, and GPU nodes taint it away.
+    eventually(
+        "the operator's pod admitted",
+        lambda: get(kubectl, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator")[
+            "items"
+        ],
+        None,
+        timeout=30,
+    )
 
     who = f"--as=system:serviceaccount:{namespace}:{account}"
     for verb, resource in ALLOWED + DENIED:
@@ -226,3 +237,10 @@ def test_install_rbac_audit_and_the_operator_running_as_the_service_account(
         operator.stop()
     log = (tmp_path / "operator.log").read_text()
     assert "Forbidden" not in log and " 403" not in log, operator.tail()
+
+
+@pytest.mark.parametrize("directory", ["platform", "teams/newsroom"])
+def test_gitops_examples_pass_the_apiservers_validation(kubectl: Kubectl, directory: str) -> None:
+    path = CHART.parents[1] / "examples" / "gitops" / directory
+    done = kubectl("apply", "--dry-run=server", "-k", str(path))
+    assert "created (server dry run)" in done.stdout or "configured" in done.stdout

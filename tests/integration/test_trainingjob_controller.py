@@ -279,3 +279,47 @@ def test_a_costpolicy_budget_blocks_new_jobs_and_lets_running_ones_go_on(
     assert late["phase"] == "Pending"
     assert not [w for w in workers(kubectl, namespace) if w.startswith("late-")]
     assert status(kubectl, namespace)["phase"] == "Running"
+
+
+def test_workers_are_admitted_under_pod_security_restricted_and_secrets_stay_references(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    """The apiserver's PodSecurity admission enforces "restricted" in the namespace: the
+    workers the operator creates are admitted. A Secret the job references by secretKeyRef
+    never appears in what the operator writes: status, Events, annotations, pods, its log."""
+    canary = "canary-7f3a9c1e-do-not-leak"
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    kubectl("create", "secret", "generic", "wandb", "-n", namespace, f"--from-literal=key={canary}")
+    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
+    body = trainingjob(
+        "tj",
+        gpu_type,
+        env=[
+            {
+                "name": "WANDB_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "key"}},
+            }
+        ],
+    )
+    body["metadata"]["namespace"] = namespace
+    apply(kubectl, body)
+    eventually("two workers running", lambda: len(running(kubectl, namespace)) == 2, operator)
+
+    written = [
+        kubectl("get", "trainingjob", "tj", "-n", namespace, "-o", "yaml").stdout,
+        kubectl("get", "pods", "-n", namespace, "-o", "yaml").stdout,
+        kubectl("get", "events", "-n", namespace, "-o", "yaml").stdout,
+        kubectl("get", "gpunodepools", "-o", "yaml").stdout,
+        operator.log.read_text(errors="replace"),
+    ]
+    assert not [text for text in written if canary in text]
+    pod = workers(kubectl, namespace)["tj-worker-0"]
+    (container,) = pod["spec"]["containers"]
+    assert {
+        "name": "WANDB_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "key"}},
+    } in container["env"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from sparsam.main import JsonFormatter
 
 
 def _sparsam(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -40,3 +44,11 @@ def test_missing_go_is_reported_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("sparsam: error: the Go toolchain")
     assert "Traceback" not in done.stderr
+
+
+def test_json_log_records_name_the_object() -> None:
+    record = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, "Timer %s", ("ok",), None)
+    record.k8s_ref = {"kind": "TrainingJob", "namespace": "ml", "name": "bbc", "uid": "u"}
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "Timer ok" and entry["level"] == "INFO"
+    assert entry["object"] == {"kind": "TrainingJob", "namespace": "ml", "name": "bbc"}

@@ -7,6 +7,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
+
+from sparsam.api.costpolicy import CostPolicy
+from sparsam.api.gpunodepool import GPUNodePool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_CRDS = ROOT / "charts" / "sparsam" / "crds"
@@ -51,3 +55,16 @@ def test_image_commands_exist() -> None:
     assert "sparsam_trainer" in trainer["CMD"]
     assert (ROOT / "trainer" / "sparsam_trainer" / "__main__.py").is_file()
     assert "torch==" in " ".join(project["optional-dependencies"]["trainer"])
+
+
+def test_gitops_examples_are_valid_sparsam_objects() -> None:
+    """Every sparsam object under examples/gitops/ reads into its model (the CRDs' defaults and
+    rules are checked on the real apiserver by the validation tests)."""
+    models = {"CostPolicy": CostPolicy, "GPUNodePool": GPUNodePool}
+    seen: dict[str, int] = {}
+    for path in sorted((ROOT / "examples" / "gitops").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("apiVersion") == "sparsam.dev/v1alpha1":
+                models[doc["kind"]].from_body(doc)
+                seen[doc["kind"]] = seen.get(doc["kind"], 0) + 1
+    assert seen == {"CostPolicy": 2, "GPUNodePool": 2}
