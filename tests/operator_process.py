@@ -129,3 +129,19 @@ def object_events(kubectl: Kubectl, name: str) -> list[str]:
         "items"
     ]
     return [f"{e['reason']}: {e['message']}" for e in events]
+
+
+def trainingjob(name: str, namespace: str, gpu_type: str, **spec: Any) -> dict[str, Any]:
+    """A TrainingJob of two 1-GPU workers (at least one) on `gpu_type`; `spec` overrides."""
+    return {
+        "apiVersion": "sparsam.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"team": "vision"}},
+        "spec": {
+            "image": "ghcr.io/sparsam/sparsam-trainer:0.1.0",
+            "args": ["--task", "mnist-cnn"],
+            "workers": {"min": 1, "max": 2},
+            "resources": {"gpus": 1, "gpuType": gpu_type, "cpu": "1", "memory": "1Gi"},
+            **spec,
+        },
+    }

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 import yaml
 from tests.conftest import Cluster, Kubectl
-from tests.operator_process import Operator, apply, eventually, get, pool, running_pods
+from tests.operator_process import (
+    Operator,
+    apply,
+    eventually,
+    get,
+    pool,
+    running_pods,
+    trainingjob,
+)
 
 from sparsam.devcluster.tools import HELM, ensure_binaries
 
@@ -191,16 +199,7 @@ def test_install_rbac_audit_and_the_operator_running_as_the_service_account(
         )
         apply(
             kubectl,
-            {
-                "apiVersion": "sparsam.dev/v1alpha1",
-                "kind": "TrainingJob",
-                "metadata": {"name": "tj", "namespace": namespace},
-                "spec": {
-                    "image": "ghcr.io/sparsam/sparsam-trainer:0.1.0",
-                    "workers": {"min": 1, "max": 2},
-                    "resources": {"gpus": 2, "gpuType": gpu_type, "cpu": "1", "memory": "1Gi"},
-                },
-            },
+            trainingjob("tj", namespace, gpu_type, resources={"gpus": 2, "gpuType": gpu_type}),
         )
         eventually(
             "two workers running on nodes the pool added",

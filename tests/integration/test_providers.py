@@ -4,7 +4,6 @@ API's MachineDeployment CRD (the CRD only: what is checked is our scale calls an
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient, CustomObjectsApi
 from tests.conftest import Cluster, Kubectl
+from tests.operator_process import eventually
 
 from sparsam.api import constants as c
 from sparsam.api.gpunodepool import GPUNodePool
@@ -54,17 +54,6 @@ def api(cluster: Cluster) -> Iterator[ApiClient]:
     client.close()
 
 
-def _wait(what: str, check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
 def _node(kubectl: Kubectl, name: str) -> dict[str, Any]:
     done = kubectl("get", "node", name, "-o", "json")
     node: dict[str, Any] = json.loads(done.stdout)
@@ -91,7 +80,7 @@ def test_kwok_nodes_come_up_take_a_pod_and_go(
         assert provider.size(pool) == 2
 
         for name in names:
-            node = _wait(f"node {name} Ready", lambda n=name: _ready_node(kubectl, n))
+            node = eventually(f"node {name} Ready", lambda n=name: _ready_node(kubectl, n), None)
             # The status we created with survived, and KWOK kept it.
             assert node["status"]["allocatable"][c.GPU_RESOURCE] == "2"
             assert node["status"]["capacity"]["memory"] == "32Gi"
@@ -133,13 +122,13 @@ def test_kwok_nodes_come_up_take_a_pod_and_go(
             got: dict[str, Any] = json.loads(done.stdout)
             return got if got.get("status", {}).get("phase") == "Running" else None
 
-        placed = _wait("the pod Running", running)
+        placed = eventually("the pod Running", running, None)
         host = placed["spec"]["nodeName"]
         assert host in names
 
         kubectl("delete", "pod", "gpu-worker", "-n", namespace, "--grace-period=0", "--force")
         provider.delete_node(pool, host)
-        _wait(f"node {host} gone", lambda: host not in provider.nodes(pool))
+        eventually(f"node {host} gone", lambda: host not in provider.nodes(pool), None)
         with pytest.raises(NotFound):
             provider.delete_node(pool, host)  # deleting again: NotFound, success for the caller
         assert provider.size(pool) == 1

@@ -14,22 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import Kubectl
-from tests.operator_process import Operator, apply, eventually, get, object_events, pool
-
-
-def trainingjob(name: str, gpu_type: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "sparsam.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name, "labels": {"team": "vision"}},
-        "spec": {
-            "image": "ghcr.io/sparsam/sparsam-trainer:0.1.0",
-            "args": ["--task", "mnist-cnn"],
-            "workers": {"min": 1, "max": 2},
-            "resources": {"gpus": 1, "gpuType": gpu_type, "cpu": "1", "memory": "1Gi"},
-            **spec,
-        },
-    }
+from tests.operator_process import (
+    Operator,
+    apply,
+    eventually,
+    get,
+    object_events,
+    pool,
+    trainingjob,
+)
 
 
 def small_pool(name: str, gpu_type: str) -> dict[str, Any]:
@@ -89,9 +82,7 @@ def test_workers_start_on_capacity_the_pool_adds(
     gpu_type: str,
 ) -> None:
     apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
-    body = trainingjob("tj", gpu_type)
-    body["metadata"]["namespace"] = namespace
-    apply(kubectl, body)
+    apply(kubectl, trainingjob("tj", namespace, gpu_type))
 
     placed = eventually(
         "two workers running", lambda: len(r := running(kubectl, namespace)) == 2 and r, operator
@@ -130,9 +121,7 @@ def test_a_preempted_worker_is_replaced_and_counted_and_failures_count_restarts(
     gpu_type: str,
 ) -> None:
     apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
-    body = trainingjob("tj", gpu_type, runPolicy={"backoffLimit": 1})
-    body["metadata"]["namespace"] = namespace
-    apply(kubectl, body)
+    apply(kubectl, trainingjob("tj", namespace, gpu_type, runPolicy={"backoffLimit": 1}))
     placed = eventually(
         "two workers running", lambda: len(r := running(kubectl, namespace)) == 2 and r, operator
     )
@@ -180,9 +169,7 @@ def test_a_worker_that_exits_0_finishes_the_job(
     gpu_type: str,
 ) -> None:
     apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
-    body = trainingjob("tj", gpu_type, workers={"min": 1, "max": 1})
-    body["metadata"]["namespace"] = namespace
-    apply(kubectl, body)
+    apply(kubectl, trainingjob("tj", namespace, gpu_type, workers={"min": 1, "max": 1}))
     eventually("the worker running", lambda: running(kubectl, namespace), operator)
     exit_worker(kubectl, namespace, "tj-worker-0", 0)
     final = eventually(
@@ -203,9 +190,10 @@ def test_a_spent_budget_suspends_the_job(
     """Two workers on spot nodes at 2.0 per node-hour (one GPU each) spend 0.001 in about
     a second: the job is suspended, its workers removed, and status and an Event say why."""
     apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
-    body = trainingjob("tj", gpu_type, budget={"maxCost": 0.001, "onExceeded": "Suspend"})
-    body["metadata"]["namespace"] = namespace
-    apply(kubectl, body)
+    apply(
+        kubectl,
+        trainingjob("tj", namespace, gpu_type, budget={"maxCost": 0.001, "onExceeded": "Suspend"}),
+    )
 
     final = eventually(
         "the job suspended",
@@ -247,9 +235,7 @@ def test_a_costpolicy_budget_blocks_new_jobs_and_lets_running_ones_go_on(
             },
         },
     )
-    first = trainingjob("tj", gpu_type)
-    first["metadata"]["namespace"] = namespace
-    apply(kubectl, first)
+    apply(kubectl, trainingjob("tj", namespace, gpu_type))
     eventually(
         "the first job running",
         lambda: status(kubectl, namespace).get("phase") == "Running",
@@ -266,9 +252,7 @@ def test_a_costpolicy_budget_blocks_new_jobs_and_lets_running_ones_go_on(
     eventually("the policy's budget spent", exceeded, operator, timeout=120)
     assert get(kubectl, "costpolicy", policy)["status"]["matchedNamespaces"] == [namespace]
 
-    second = trainingjob("late", gpu_type)
-    second["metadata"]["namespace"] = namespace
-    apply(kubectl, second)
+    apply(kubectl, trainingjob("late", namespace, gpu_type))
 
     def blocked() -> dict[str, Any] | None:
         found = status(kubectl, namespace, "late")
@@ -295,18 +279,11 @@ def test_workers_are_admitted_under_pod_security_restricted_and_secrets_stay_ref
     kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     kubectl("create", "secret", "generic", "wandb", "-n", namespace, f"--from-literal=key={canary}")
     apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
-    body = trainingjob(
-        "tj",
-        gpu_type,
-        env=[
-            {
-                "name": "WANDB_API_KEY",
-                "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "key"}},
-            }
-        ],
-    )
-    body["metadata"]["namespace"] = namespace
-    apply(kubectl, body)
+    secret = {
+        "name": "WANDB_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "key"}},
+    }
+    apply(kubectl, trainingjob("tj", namespace, gpu_type, env=[secret]))
     eventually("two workers running", lambda: len(running(kubectl, namespace)) == 2, operator)
 
     written = [
@@ -319,7 +296,4 @@ def test_workers_are_admitted_under_pod_security_restricted_and_secrets_stay_ref
     assert not [text for text in written if canary in text]
     pod = workers(kubectl, namespace)["tj-worker-0"]
     (container,) = pod["spec"]["containers"]
-    assert {
-        "name": "WANDB_API_KEY",
-        "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "key"}},
-    } in container["env"]
+    assert secret in container["env"]

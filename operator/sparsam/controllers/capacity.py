@@ -332,46 +332,36 @@ class CapacityController:
         """One step of draining a node; True once it is gone. A step the apiserver refuses
         is reported as an Event and tried again on the next pass."""
         try:
-            return self._drain_step(pool, provider, fact, why, events)
+            node = fact.node
+            if fact.draining is None:
+                self._drainer.cordon(node.name, why)
+                events.append(Event("Normal", "Cordoned", f"node {node.name}: {why}"))
+            live = [p for p in self._drainer.pods_on_node(node.name) if not p.daemon]
+            known = {p.key for p in node.pods}
+            if why == REASON_SCALE_DOWN and any(p.key not in known for p in live):
+                # A pod arrived after the cache we planned from: plan again before evicting.
+                return False
+            blocked = 0
+            for pod in live:
+                if self._drainer.evict(pod.namespace, pod.name) == "blocked":
+                    blocked += 1
+            if blocked:
+                events.append(
+                    Event(
+                        "Warning",
+                        "EvictionBlocked",
+                        f"node {node.name}: {blocked} pod(s) wait for a PodDisruptionBudget",
+                    )
+                )
+            if live:
+                return False
+            with contextlib.suppress(NotFound):  # gone already, which is what we wanted
+                provider.delete_node(pool, node.name)
+            self.memory.empty_since.pop(node.name, None)
+            return True
         except ApiRefused as exc:
             events.append(Event("Warning", "DrainFailed", f"node {fact.node.name}: {exc}"))
             return False
-
-    def _drain_step(
-        self,
-        pool: GPUNodePool,
-        provider: NodePoolProvider,
-        fact: NodeFacts,
-        why: str,
-        events: list[Event],
-    ) -> bool:
-        node = fact.node
-        if fact.draining is None:
-            self._drainer.cordon(node.name, why)
-            events.append(Event("Normal", "Cordoned", f"node {node.name}: {why}"))
-        live = [p for p in self._drainer.pods_on_node(node.name) if not p.daemon]
-        known = {p.key for p in node.pods}
-        if why == REASON_SCALE_DOWN and any(p.key not in known for p in live):
-            # A pod arrived after the cache we planned from: plan again before evicting.
-            return False
-        blocked = 0
-        for pod in live:
-            if self._drainer.evict(pod.namespace, pod.name) == "blocked":
-                blocked += 1
-        if blocked:
-            events.append(
-                Event(
-                    "Warning",
-                    "EvictionBlocked",
-                    f"node {node.name}: {blocked} pod(s) wait for a PodDisruptionBudget",
-                )
-            )
-        if live:
-            return False
-        with contextlib.suppress(NotFound):  # gone already, which is what we wanted
-            provider.delete_node(pool, node.name)
-        self.memory.empty_since.pop(node.name, None)
-        return True
 
     def _pool_status(
         self,

@@ -14,12 +14,11 @@ from typing import Any
 import kopf
 
 from sparsam.api import constants as c
-from sparsam.api.conditions import READY, set_condition
 from sparsam.api.costpolicy import CostPolicy, CostPolicyStatus
-from sparsam.api.parse import InvalidSpec, from_raw
+from sparsam.api.parse import InvalidSpec
 from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import post, write_status
+from sparsam.handlers.reporting import invalid_spec, post, write_status
 
 
 def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[], datetime]) -> None:
@@ -36,12 +35,7 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
         try:
             policy = CostPolicy.from_body(body)
         except InvalidSpec as exc:
-            try:
-                status = from_raw(CostPolicyStatus, dict(body.get("status") or {}), "status")
-            except InvalidSpec:
-                status = CostPolicyStatus()
-            bad = set_condition(status.conditions, READY, "False", "InvalidSpec", str(exc), moment)
-            write_status(body, patch, {"conditions": [cond.to_raw() for cond in bad]})
+            write_status(body, patch, invalid_spec(body, CostPolicyStatus, str(exc), moment))
             return
         controller: CostPolicyController = memo.costpolicy
         result = controller.reconcile(

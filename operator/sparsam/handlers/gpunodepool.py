@@ -16,12 +16,11 @@ from typing import Any
 import kopf
 
 from sparsam.api import constants as c
-from sparsam.api.conditions import READY, set_condition
 from sparsam.api.gpunodepool import GPUNodePool, GPUNodePoolStatus
-from sparsam.api.parse import InvalidSpec, from_raw
+from sparsam.api.parse import InvalidSpec
 from sparsam.controllers.capacity import CapacityController, Snapshot
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import post, write_status
+from sparsam.handlers.reporting import invalid_spec, post, write_status
 from sparsam.providers.nodepool import Transient
 
 
@@ -52,7 +51,7 @@ def register(
         try:
             GPUNodePool.from_body(body)
         except InvalidSpec as exc:
-            write_status(body, patch, {"conditions": _invalid(body, str(exc), moment)})
+            write_status(body, patch, invalid_spec(body, GPUNodePoolStatus, str(exc), moment))
             return
         snap = _snapshot(kwargs)
         if name not in snap.pools:
@@ -106,12 +105,3 @@ def _pools(bodies: Mapping[str, Mapping[str, Any]]) -> dict[str, GPUNodePool]:
         except InvalidSpec:
             continue  # its own pass reports it
     return pools
-
-
-def _invalid(body: kopf.Body, message: str, now: datetime) -> list[dict[str, Any]]:
-    try:
-        conditions = from_raw(GPUNodePoolStatus, dict(body.get("status") or {}), "status")
-    except InvalidSpec:
-        conditions = GPUNodePoolStatus()
-    updated = set_condition(conditions.conditions, READY, "False", "InvalidSpec", message, now)
-    return [cond.to_raw() for cond in updated]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 import kopf
 
+from sparsam.api.conditions import READY, Condition, set_condition
+from sparsam.api.parse import InvalidSpec, from_raw
 from sparsam.controllers.results import Event
+
+
+class _WithConditions(Protocol):
+    @property
+    def conditions(self) -> Sequence[Condition]: ...
 
 
 def write_status(body: kopf.Body, patch: kopf.Patch, status: Mapping[str, Any]) -> None:
@@ -21,3 +29,18 @@ def write_status(body: kopf.Body, patch: kopf.Patch, status: Mapping[str, Any]) 
 def post(body: kopf.Body, events: Iterable[Event]) -> None:
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def invalid_spec(
+    body: kopf.Body, status_type: type[_WithConditions], message: str, now: datetime
+) -> dict[str, Any]:
+    """The status patch for an object whose spec the model cannot read (what CEL cannot
+    express): Ready=False, reason InvalidSpec, the message naming the field. Nothing else is
+    done with such an object, and nothing is retried until it changes."""
+    try:
+        status = from_raw(status_type, dict(body.get("status") or {}), "status")
+        conditions: Sequence[Condition] = status.conditions
+    except InvalidSpec:
+        conditions = ()
+    updated = set_condition(conditions, READY, "False", "InvalidSpec", message, now)
+    return {"conditions": [cond.to_raw() for cond in updated]}

@@ -16,13 +16,12 @@ from typing import Any
 import kopf
 
 from sparsam.api import constants as c
-from sparsam.api.conditions import READY, set_condition
-from sparsam.api.parse import InvalidSpec, from_raw
+from sparsam.api.parse import InvalidSpec
 from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
 from sparsam.controllers.training import TrainingController
 from sparsam.decisions.policy import effective_policy
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import post, write_status
+from sparsam.handlers.reporting import invalid_spec, post, write_status
 from sparsam.kube.errors import ApiRefused
 
 
@@ -47,7 +46,7 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
         try:
             job = TrainingJob.from_body(body)
         except InvalidSpec as exc:
-            write_status(body, patch, {"conditions": _invalid(body, str(exc), moment)})
+            write_status(body, patch, invalid_spec(body, TrainingJobStatus, str(exc), moment))
             return
         controller: TrainingController = memo.training
         try:
@@ -77,12 +76,3 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
         """Workers go with the job (owner references); only the memory needs clearing."""
         controller: TrainingController = memo.training
         controller.forget(uid)
-
-
-def _invalid(body: kopf.Body, message: str, now: datetime) -> list[dict[str, Any]]:
-    try:
-        status = from_raw(TrainingJobStatus, dict(body.get("status") or {}), "status")
-    except InvalidSpec:
-        status = TrainingJobStatus()
-    updated = set_condition(status.conditions, READY, "False", "InvalidSpec", message, now)
-    return [cond.to_raw() for cond in updated]
