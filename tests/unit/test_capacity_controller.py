@@ -17,9 +17,9 @@ from sparsam.decisions.cluster import Pod, Resources
 from sparsam.decisions.scheduling import Toleration
 from sparsam.kube.drain import EvictionResult
 from sparsam.kube.errors import ApiRefused
-from sparsam.providers.fake import FakeNodePoolProvider
+from sparsam.providers.fake import FakeNodePoolProvider, Method
 from sparsam.providers.kwok import node_manifest
-from sparsam.providers.nodepool import InsufficientCapacity, ProviderError, Transient
+from sparsam.providers.nodepool import InsufficientCapacity, NotFound, ProviderError, Transient
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TOLERATE_ALL = (Toleration(operator="Exists"),)
@@ -148,13 +148,27 @@ def test_insufficient_capacity_marks_the_offering_and_on_demand_takes_the_pods()
 
 
 @pytest.mark.parametrize(
-    ("error", "outcome"),
-    [(ProviderError, ("False", "ProviderError")), (Transient, None)],
-    ids=["provider-error-in-status", "transient-raised-for-retry"],
+    ("method", "error", "outcome"),
+    [
+        ("scale_up", ProviderError, ("False", "ProviderError")),
+        ("scale_up", NotFound, ("False", "ProviderError")),
+        ("size", ProviderError, ("False", "ProviderError")),
+        ("scale_up", Transient, None),
+        ("size", Transient, None),
+    ],
+    ids=[
+        "provider-error-in-status",
+        "missing-machinedeployment-in-status",
+        "size-error-in-status",
+        "transient-raised-for-retry",
+        "transient-size-raised-for-retry",
+    ],
 )
-def test_provider_errors(error: type[ProviderError], outcome: tuple[str, str] | None) -> None:
+def test_provider_errors(
+    method: Method, error: type[ProviderError], outcome: tuple[str, str] | None
+) -> None:
     ctl, fake, _ = controller()
-    fake.fail("scale_up", error)
+    fake.fail(method, error)
     snap = snapshot([gpupool("spot")], pending=[gpu_pod("a")])
     if outcome is None:
         with pytest.raises(error):

@@ -265,7 +265,12 @@ class CapacityController:
                 last_action = LastAction("ScaleUp", reason, rfc3339(now))
                 events.append(Event("Normal", "ScaleUp", reason))
                 metrics.CAPACITY_ACTIONS.labels(name, "ScaleUp").inc(adding)
-        self.memory.requested[name] = (provider.size(pool), now)
+        try:
+            self.memory.requested[name] = (provider.size(pool), now)
+        except Transient:
+            raise
+        except ProviderError as exc:  # e.g. its MachineDeployment is gone: say so, go on
+            ready = ("False", "ProviderError", str(exc))
 
         ours = {n: f for n, f in facts.items() if f.node.pool == name}
         draining: dict[str, str] = {}
