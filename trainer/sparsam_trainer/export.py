@@ -530,6 +530,8 @@ def _trace(
             # below test that directly, so the warnings would only be noise in job logs.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
             warnings.filterwarnings("ignore", _TORCHSCRIPT_DEPRECATED, DeprecationWarning)
+            # transformers 5 asks every module this while it is traced; it is not ours to fix.
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
             if isinstance(model, torch.jit.ScriptModule):
                 traced = model
             else:
