@@ -127,7 +127,7 @@ def main() -> int:
     parser.add_argument("--bbc-model", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--latency-runs", type=int, default=30)
-    parser.add_argument("--fine-tune-steps", type=int, default=50)
+    parser.add_argument("--fine-tune-steps", type=int, default=200)
     parser.add_argument("--max-distill-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="training examples for fine-tunes, distillation and calibration (default all)",
     )
     parser.add_argument(
-        "--fine-tune-steps", type=_non_negative, default=100, help="after each pruning step"
+        "--fine-tune-steps", type=_non_negative, default=200, help="after each pruning step"
     )
     parser.add_argument("--batch-size", type=_positive, default=32)
     parser.add_argument(
