@@ -28,6 +28,7 @@ from typing import Any
 
 from sparsam import __version__
 from sparsam.api.parse import parse_duration
+from sparsam.config import OperatorConfig
 from sparsam.decisions.cost import PriceTable
 from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS
 from sparsam.devcluster.bootstrap import REPO_ROOT, bring_up, install_crds
@@ -121,30 +122,17 @@ def _run_parser(commands: Any) -> None:
         "$KUBECONFIG or ~/.kube/config.",
     )
     run.add_argument("--kubeconfig", type=Path, default=None)
-    run.add_argument(
-        "--capacity-interval",
-        type=_duration,
-        default=timedelta(seconds=10),
-        help="how often each GPUNodePool is reconciled (default 10s)",
-    )
-    run.add_argument(
-        "--training-interval",
-        type=_duration,
-        default=timedelta(seconds=5),
-        help="how often each TrainingJob is reconciled (default 5s)",
-    )
-    run.add_argument(
-        "--policy-interval",
-        type=_duration,
-        default=timedelta(seconds=15),
-        help="how often each CostPolicy's spending is counted (default 15s)",
-    )
-    run.add_argument(
-        "--offering-ttl",
-        type=_duration,
-        default=timedelta(minutes=3),
-        help="how long a pool that ran out of capacity gets no new nodes (default 3m)",
-    )
+    defaults = OperatorConfig()
+    for flag, what in (
+        ("--capacity-interval", "how often each GPUNodePool is reconciled"),
+        ("--training-interval", "how often each TrainingJob is reconciled"),
+        ("--policy-interval", "how often each CostPolicy's spending is counted"),
+        ("--offering-ttl", "how long a pool that ran out of capacity gets no new nodes"),
+    ):
+        default: timedelta = getattr(defaults, flag[2:].replace("-", "_"))
+        run.add_argument(
+            flag, type=_duration, default=default, help=f"{what} (default {_go(default)})"
+        )
     run.add_argument(
         "--interruption-taint",
         action="append",
@@ -186,6 +174,12 @@ def _run_parser(commands: Any) -> None:
     )
 
 
+def _go(duration: timedelta) -> str:
+    """A whole-second duration as Go writes it: 90s -> 1m30s."""
+    minutes, seconds = divmod(int(duration.total_seconds()), 60)
+    return (f"{minutes}m" if minutes else "") + (f"{seconds}s" if seconds or not minutes else "")
+
+
 def _price(text: str) -> tuple[tuple[str, str], float]:
     key, _, value = text.partition("=")
     gpu_type, _, capacity = key.partition("/")
@@ -202,7 +196,7 @@ def _price(text: str) -> tuple[tuple[str, str], float]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sparsam.main import OperatorConfig, run  # kopf is imported only for this command
+    from sparsam.main import run  # kopf is imported only for this command
 
     run(
         OperatorConfig(

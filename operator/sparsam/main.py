@@ -21,9 +21,8 @@ import asyncio
 import json
 import logging
 import os
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -32,11 +31,11 @@ from kubernetes.client import ApiClient
 from sparsam import metrics
 from sparsam.api import constants as c
 from sparsam.api.gpunodepool import GPUNodePool
+from sparsam.config import OperatorConfig
 from sparsam.controllers.capacity import CapacityController, CapacitySettings
 from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.controllers.training import TrainingController
-from sparsam.decisions.cost import PriceTable
-from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS, InterruptionSignals
+from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.handlers import costpolicy, gpunodepool, indexes, trainingjob
 from sparsam.kube.client import api_client
 from sparsam.kube.drain import NodeDrainer
@@ -45,30 +44,6 @@ from sparsam.kube.workers import WorkerActuator
 from sparsam.providers.clusterapi import ClusterAPINodePoolProvider
 from sparsam.providers.kwok import KwokNodePoolProvider
 from sparsam.providers.nodepool import NodePoolProvider
-
-
-@dataclass(frozen=True, slots=True)
-class OperatorConfig:
-    """What `sparsam run` is configured with (flags; the chart sets them from values.yaml)."""
-
-    kubeconfig: Path | None = None
-    #: How often each GPUNodePool's pass runs.
-    capacity_interval: timedelta = timedelta(seconds=10)
-    #: How often each TrainingJob's pass runs.
-    training_interval: timedelta = timedelta(seconds=5)
-    #: How often each CostPolicy's spending is counted.
-    policy_interval: timedelta = timedelta(seconds=15)
-    offering_ttl: timedelta = timedelta(minutes=3)
-    interruption_taints: tuple[str, ...] = DEFAULT_INTERRUPTION_TAINTS
-    interruption_conditions: tuple[str, ...] = ()
-    #: e.g. http://0.0.0.0:8080/healthz; None serves no probe.
-    liveness: str | None = None
-    #: Serve the operator's Prometheus metrics on this port; None serves none.
-    metrics_port: int | None = None
-    #: "text" (one line per record) or "json" (one JSON object per record, for log pipelines).
-    log_format: str = "text"
-    #: Price per GPU-hour by (GPU type or "*", capacity type), for nodes of no GPUNodePool.
-    prices: PriceTable = field(default_factory=PriceTable)
 
 
 @dataclass

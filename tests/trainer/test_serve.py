@@ -329,9 +329,12 @@ def test_bad_model_dir_is_a_usage_error(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--model-dir", "m", "--threads", "0"], "--threads: expected a positive integer, got 0"),
-        (["--model-dir", "m", "--port", "http"], "--port: expected a port number, got 'http'"),
-        (["--model-dir", "m", "--grace-period", "-1"], "--grace-period: expected seconds >= 0"),
+        (["--model-dir", "m", "--threads", "0"], "--threads: expected an integer >= 1, got '0'"),
+        (
+            ["--model-dir", "m", "--port", "http"],
+            "--port: expected an integer in 1..65535, got 'http'",
+        ),
+        (["--model-dir", "m", "--grace-period", "-1"], "--grace-period: expected a number >= 0"),
         ([], "the following arguments are required: --model-dir"),
     ],
     ids=["zero-threads", "port-not-a-number", "negative-grace", "no-model-dir"],
@@ -360,6 +363,7 @@ def test_serving_imports_no_training_code() -> None:
     assert ast.literal_eval(result.stdout) == [
         "sparsam_trainer",
         "sparsam_trainer.__main__",
+        "sparsam_trainer.arguments",
         "sparsam_trainer.exitcodes",
         "sparsam_trainer.export",
         "sparsam_trainer.serve",

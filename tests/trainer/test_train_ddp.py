@@ -209,7 +209,7 @@ def test_bad_entrypoint_exits_2_without_a_traceback(
     [
         (["--task=resnet"], "invalid choice: 'resnet'"),
         (["--task=mnist-cnn", "--checkpoint-interval=soon"], "checkpoint interval 'soon'"),
-        (["--task=mnist-cnn", "--batch-size=0"], "'0' must be at least 1"),
+        (["--task=mnist-cnn", "--batch-size=0"], "expected an integer >= 1, got '0'"),
         ([], "one of the arguments --task --entrypoint is required"),
     ],
     ids=["unknown-task", "bad-interval", "zero-batch", "no-task"],

@@ -50,6 +50,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import TensorDataset
 
 from sparsam_trainer import checkpoint, exitcodes
+from sparsam_trainer.arguments import FRACTION, POSITIVE
 from sparsam_trainer.data import global_batches, shard, subset_indices
 from sparsam_trainer.distributed import (
     StopRequest,
@@ -92,15 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:FUNCTION",
         help="user code: FUNCTION() returns (model, splits, loss)",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=3)
+    parser.add_argument("--epochs", type=POSITIVE, default=3)
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=64, help="global batch size (all ranks)"
+        "--batch-size", type=POSITIVE, default=64, help="global batch size (all ranks)"
     )
     parser.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument(
         "--warmup-fraction",
-        type=_fraction,
+        type=FRACTION,
         default=0.1,
         help="fraction of all steps with linear warmup before the cosine decay",
     )
@@ -126,11 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Go duration (90s, 10m, 1h30m) or a step count (200steps); "
         "default $SPARSAM_CHECKPOINT_INTERVAL, else 10m",
     )
-    parser.add_argument("--keep-checkpoints", type=_positive_int, default=3, metavar="K")
-    parser.add_argument("--max-train-samples", type=_positive_int, default=None)
+    parser.add_argument("--keep-checkpoints", type=POSITIVE, default=3, metavar="K")
+    parser.add_argument("--max-train-samples", type=POSITIVE, default=None)
     parser.add_argument(
         "--max-eval-samples",
-        type=_positive_int,
+        type=POSITIVE,
         default=None,
         help="cap on validation and test samples (fixed subset), for quick runs",
     )
@@ -140,35 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("SPARSAM_PROGRESS_FILE"),
         help="JSON lines for the operator; default $SPARSAM_PROGRESS_FILE, else none",
     )
-    parser.add_argument("--progress-every", type=_positive_int, default=10, metavar="STEPS")
+    parser.add_argument("--progress-every", type=POSITIVE, default=10, metavar="STEPS")
     parser.add_argument(
         "--collective-timeout",
-        type=_positive_int,
+        type=POSITIVE,
         default=300,
         metavar="SECONDS",
         help="how long a rank waits for its peers before failing (and torchrun restarting)",
     )
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0 and less than 1")
-    return value
 
 
 def _interval(text: str) -> Interval:

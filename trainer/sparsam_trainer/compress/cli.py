@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from sparsam_trainer import exitcodes
+from sparsam_trainer.arguments import NON_NEGATIVE, POSITIVE
 from sparsam_trainer.compress.distill import StudentError
 from sparsam_trainer.compress.evaluate import MeasureSettings
 from sparsam_trainer.compress.finetune import TrainSettings
@@ -38,20 +39,6 @@ class InputError(ValueError):
     """Input the user can fix: the message names the file or field."""
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sparsam_trainer compress",
@@ -63,28 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument(
-        "--threads", type=_positive, default=2, help="torch threads for latency (default 2)"
+        "--threads", type=POSITIVE, default=2, help="torch threads for latency (default 2)"
     )
     parser.add_argument(
-        "--max-eval-samples", type=_positive, default=None, help="test examples (default all)"
+        "--max-eval-samples", type=POSITIVE, default=None, help="test examples (default all)"
     )
     parser.add_argument(
         "--max-train-samples",
-        type=_positive,
+        type=POSITIVE,
         default=None,
         help="training examples for fine-tunes, distillation and calibration (default all)",
     )
     parser.add_argument(
-        "--fine-tune-steps", type=_non_negative, default=200, help="after each pruning step"
+        "--fine-tune-steps", type=NON_NEGATIVE, default=200, help="after each pruning step"
     )
-    parser.add_argument("--batch-size", type=_positive, default=32)
+    parser.add_argument("--batch-size", type=POSITIVE, default=32)
     parser.add_argument(
         "--learning-rate", type=float, default=None, help="default 1e-3 (CNN) or 5e-5 (encoder)"
     )
     parser.add_argument(
-        "--max-distill-steps", type=_non_negative, default=None, help="cap on distillation steps"
+        "--max-distill-steps", type=NON_NEGATIVE, default=None, help="cap on distillation steps"
     )
-    parser.add_argument("--latency-runs", type=_positive, default=30, help="per batch size")
+    parser.add_argument("--latency-runs", type=POSITIVE, default=30, help="per batch size")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 

@@ -14,40 +14,11 @@ import sys
 from pathlib import Path
 
 from sparsam_trainer import exitcodes
+from sparsam_trainer.arguments import PORT, POSITIVE, SECONDS
 from sparsam_trainer.export import ExportError, read_manifest
 from sparsam_trainer.serve.server import ServerConfig, serve
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"expected a port number in 1..65535, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
-    return value
 
 
 def _available_cpus() -> int:
@@ -67,35 +38,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory written by export_model (manifest.json, model.ts, ...)",
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")  # noqa: S104
-    parser.add_argument("--port", type=_port, default=8080, help="port to listen on (8080)")
+    parser.add_argument("--port", type=PORT, default=8080, help="port to listen on (8080)")
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=POSITIVE,
         default=_available_cpus(),
         help="torch intra-op threads; set it to the pod's CPU limit (default: CPUs available)",
     )
     parser.add_argument(
         "--max-batch",
-        type=_positive_int,
+        type=POSITIVE,
         default=64,
         help="most instances accepted in one request (64)",
     )
     parser.add_argument(
         "--max-request-bytes",
-        type=_positive_int,
+        type=POSITIVE,
         default=DEFAULT_MAX_REQUEST_BYTES,
         help=f"largest request body accepted ({DEFAULT_MAX_REQUEST_BYTES})",
     )
     parser.add_argument(
         "--grace-period",
-        type=_seconds,
+        type=SECONDS,
         default=25.0,
         help="seconds to let in-flight requests finish after SIGTERM (25, under Kubernetes' "
         "default terminationGracePeriodSeconds of 30)",
     )
     parser.add_argument(
         "--shutdown-delay",
-        type=_seconds,
+        type=SECONDS,
         default=0.0,
         help="seconds to keep serving, unready, after SIGTERM before closing the listener, while "
         "endpoints stop routing to this pod (0)",

@@ -1,0 +1,36 @@
+"""How `sparsam run` is configured: its flags, as one frozen value (the chart sets the flags
+from values.yaml). No kopf or kubernetes here, so the command line can take its defaults from
+this without importing the operator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from sparsam.decisions.cost import PriceTable
+from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    """What `sparsam run` is configured with (flags; the chart sets them from values.yaml)."""
+
+    kubeconfig: Path | None = None
+    #: How often each GPUNodePool's pass runs.
+    capacity_interval: timedelta = timedelta(seconds=10)
+    #: How often each TrainingJob's pass runs.
+    training_interval: timedelta = timedelta(seconds=5)
+    #: How often each CostPolicy's spending is counted.
+    policy_interval: timedelta = timedelta(seconds=15)
+    offering_ttl: timedelta = timedelta(minutes=3)
+    interruption_taints: tuple[str, ...] = DEFAULT_INTERRUPTION_TAINTS
+    interruption_conditions: tuple[str, ...] = ()
+    #: e.g. http://0.0.0.0:8080/healthz; None serves no probe.
+    liveness: str | None = None
+    #: Serve the operator's Prometheus metrics on this port; None serves none.
+    metrics_port: int | None = None
+    #: "text" (one line per record) or "json" (one JSON object per record, for log pipelines).
+    log_format: str = "text"
+    #: Price per GPU-hour by (GPU type or "*", capacity type), for nodes of no GPUNodePool.
+    prices: PriceTable = field(default_factory=PriceTable)
