@@ -53,7 +53,6 @@ class Operator:
     capacity: CapacityController
     training: TrainingController
     costpolicy: CostPolicyController
-    api: ApiClient
 
 
 def _now() -> datetime:
@@ -77,7 +76,6 @@ def build(config: OperatorConfig, api: ApiClient) -> Operator:
         capacity=CapacityController(provider_for, NodeDrainer(api), settings),
         training=TrainingController(WorkerActuator(api), Placement(), signals, config.prices),
         costpolicy=CostPolicyController(),
-        api=api,
     )
 
 

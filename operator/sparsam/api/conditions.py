@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 Status = Literal["True", "False", "Unknown"]
@@ -44,6 +44,13 @@ class Condition:
 
 def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(value: str | None) -> datetime | None:
+    """A timestamp as the apiserver writes it (and `rfc3339` does), in UTC; None for none."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def find(conditions: Sequence[Condition], type_: str) -> Condition | None:

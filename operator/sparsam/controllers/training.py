@@ -18,13 +18,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from sparsam import metrics
 from sparsam.api import constants as c
 from sparsam.api.common import Cost
-from sparsam.api.conditions import READY, find, rfc3339, set_condition
+from sparsam.api.conditions import READY, find, parse_rfc3339, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.results import Event, PassResult
@@ -54,7 +54,7 @@ from sparsam.decisions.training import (
     desired_workers,
     expired,
 )
-from sparsam.kube.observe import Body, node_from_body, parse_time, worker_from_body
+from sparsam.kube.observe import Body, node_from_body, worker_from_body
 from sparsam.kube.trainingjob import Placement, selector, service_manifest, worker_manifest
 
 
@@ -221,11 +221,9 @@ class TrainingController:
                 cost=cost.accrued or 0.0,
                 on_demand_equivalent=cost.on_demand_equivalent or 0.0,
             )
-        intervals = [
-            iv
-            for pod in pods
-            if (iv := _interval(pod, nodes, pools, job.spec.resources.gpus, previous)) is not None
-        ]
+        gpus = job.spec.resources.gpus
+        found = (_interval(pod, nodes, pools, gpus, previous, now) for pod in pods)
+        intervals = [iv for iv in found if iv is not None]
         accrual = accrue(previous, intervals, now, self._prices)
         _export_cost(job, previous, accrual)
         self.memory.accruals[uid] = accrual
@@ -336,6 +334,7 @@ def _interval(
     pools: Mapping[str, Body],
     gpus: int,
     previous: Accrual,
+    now: datetime,
 ) -> WorkerInterval | None:
     """A running worker's GPU time, priced by its node's pool. Without a startTime it has run
     since the last mark at least (it was running when the pass before looked)."""
@@ -348,7 +347,7 @@ def _interval(
     pool = pools.get(labels.get(c.LABEL_POOL, "")) or {}
     pool_spec = pool.get("spec") or {}
     return WorkerInterval(
-        start=parse_time(status.get("startTime")) or previous.accrued_up_to or datetime.now(UTC),
+        start=parse_rfc3339(status.get("startTime")) or previous.accrued_up_to or now,
         end=None,
         gpus=gpus,
         capacity_type=labels.get(c.LABEL_CAPACITY_TYPE, c.CAPACITY_ON_DEMAND),

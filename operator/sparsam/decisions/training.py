@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
+from sparsam.api.conditions import parse_rfc3339
 from sparsam.api.trainingjob import Phase, TrainingJob
 
 #: Exit codes of `python -m sparsam_trainer` (trainer/sparsam_trainer/exitcodes.py).
@@ -161,7 +162,7 @@ def decide_workers(
         message = f"{restarts} worker failures exceed runPolicy.backoffLimit {limit}"
         return _stop("Failed", counts, workers, "BackoffLimitExceeded", message, events)
     deadline = job.spec.run_policy.active_deadline
-    started = _parse(status.start_time)
+    started = parse_rfc3339(status.start_time)
     if deadline is not None and started is not None and now - started > deadline:
         message = f"running longer than runPolicy.activeDeadlineSeconds ({deadline})"
         return _stop("Failed", counts, workers, "DeadlineExceeded", message, events)
@@ -226,7 +227,7 @@ def expired(job: TrainingJob, now: datetime) -> bool:
     """A finished job past runPolicy.ttlSecondsAfterFinished: delete it (its workers go with
     it by owner reference; its model and InferenceService do not)."""
     ttl = job.spec.run_policy.ttl_after_finished
-    done = _parse(job.status.completion_time)
+    done = parse_rfc3339(job.status.completion_time)
     return job.status.finished and ttl is not None and done is not None and now - done >= ttl
 
 
@@ -257,9 +258,3 @@ def _exit(worker: Worker) -> str:
     if worker.reason:
         parts.append(worker.reason)
     return ", ".join(parts)
-
-
-def _parse(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -15,10 +15,9 @@ import kopf
 
 from sparsam.api import constants as c
 from sparsam.api.costpolicy import CostPolicy, CostPolicyStatus
-from sparsam.api.parse import InvalidSpec
 from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import invalid_spec, post, write_status
+from sparsam.handlers.reporting import read, report
 
 
 def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[], datetime]) -> None:
@@ -32,10 +31,8 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
     )
     def spending(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
         moment = now()
-        try:
-            policy = CostPolicy.from_body(body)
-        except InvalidSpec as exc:
-            write_status(body, patch, invalid_spec(body, CostPolicyStatus, str(exc), moment))
+        policy = read(body, patch, CostPolicy.from_body, CostPolicyStatus, moment)
+        if policy is None:
             return
         controller: CostPolicyController = memo.costpolicy
         result = controller.reconcile(
@@ -45,5 +42,4 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
             indexes.jobs(kwargs),
             moment,
         )
-        write_status(body, patch, result.status)
-        post(body, result.events)
+        report(body, patch, result)

@@ -20,7 +20,7 @@ from sparsam.api.gpunodepool import GPUNodePool, GPUNodePoolStatus
 from sparsam.api.parse import InvalidSpec
 from sparsam.controllers.capacity import CapacityController, Snapshot
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import invalid_spec, post, write_status
+from sparsam.handlers.reporting import post, read, report
 from sparsam.providers.nodepool import Transient
 
 
@@ -48,10 +48,8 @@ def register(
         **kwargs: Any,
     ) -> None:
         moment = now()
-        try:
-            GPUNodePool.from_body(body)
-        except InvalidSpec as exc:
-            write_status(body, patch, invalid_spec(body, GPUNodePoolStatus, str(exc), moment))
+        pool = read(body, patch, GPUNodePool.from_body, GPUNodePoolStatus, moment)
+        if pool is None:
             return
         snap = _snapshot(kwargs)
         if name not in snap.pools:
@@ -61,8 +59,7 @@ def register(
             result = await asyncio.to_thread(controller.reconcile_pool, name, snap, moment)
         except Transient as exc:
             raise kopf.TemporaryError(str(exc), delay=interval) from exc
-        write_status(body, patch, result.status)
-        post(body, result.events)
+        report(body, patch, result)
 
     @kopf.on.delete(c.GROUP, c.VERSION, c.GPU_NODE_POOL.plural, id="retire", registry=registry)
     async def retire(body: kopf.Body, memo: Any, **kwargs: Any) -> None:

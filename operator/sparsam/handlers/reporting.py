@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import kopf
 
 from sparsam.api.conditions import READY, Condition, set_condition
 from sparsam.api.parse import InvalidSpec, from_raw
-from sparsam.controllers.results import Event
+from sparsam.controllers.results import Event, PassResult
+
+T = TypeVar("T")
 
 
 class _WithConditions(Protocol):
@@ -29,6 +31,27 @@ def write_status(body: kopf.Body, patch: kopf.Patch, status: Mapping[str, Any]) 
 def post(body: kopf.Body, events: Iterable[Event]) -> None:
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def report(body: kopf.Body, patch: kopf.Patch, result: PassResult) -> None:
+    """A pass's result: its status (what changed) and its Events."""
+    write_status(body, patch, result.status)
+    post(body, result.events)
+
+
+def read(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    model: Callable[[kopf.Body], T],
+    status_type: type[_WithConditions],
+    now: datetime,
+) -> T | None:
+    """The typed object, or None after reporting Ready=False InvalidSpec (see invalid_spec)."""
+    try:
+        return model(body)
+    except InvalidSpec as exc:
+        write_status(body, patch, invalid_spec(body, status_type, str(exc), now))
+        return None
 
 
 def invalid_spec(

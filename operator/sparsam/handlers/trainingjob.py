@@ -16,12 +16,11 @@ from typing import Any
 import kopf
 
 from sparsam.api import constants as c
-from sparsam.api.parse import InvalidSpec
 from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
 from sparsam.controllers.training import TrainingController
 from sparsam.decisions.policy import effective_policy
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import invalid_spec, post, write_status
+from sparsam.handlers.reporting import read, report
 from sparsam.kube.errors import ApiRefused
 
 
@@ -43,10 +42,8 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
         **kwargs: Any,
     ) -> None:
         moment = now()
-        try:
-            job = TrainingJob.from_body(body)
-        except InvalidSpec as exc:
-            write_status(body, patch, invalid_spec(body, TrainingJobStatus, str(exc), moment))
+        job = read(body, patch, TrainingJob.from_body, TrainingJobStatus, moment)
+        if job is None:
             return
         controller: TrainingController = memo.training
         try:
@@ -66,8 +63,7 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
             # e.g. a quota or an admission webhook; said once per retry, in the log and an Event.
             kopf.warn(body, reason="ApiRefused", message=str(exc))
             raise kopf.TemporaryError(str(exc), delay=max(interval, 10.0)) from exc
-        write_status(body, patch, result.status)
-        post(body, result.events)
+        report(body, patch, result)
 
     @kopf.on.delete(
         c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="forget", optional=True, registry=registry

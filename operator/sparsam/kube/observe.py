@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from sparsam.api import constants as c
 from sparsam.api.common import SpotPolicy
+from sparsam.api.conditions import parse_rfc3339
 from sparsam.api.gpunodepool import Taint, TaintEffect
 from sparsam.api.parse import Quantity
 from sparsam.decisions.cluster import Node, Pod, Resources
@@ -30,6 +31,7 @@ from sparsam.decisions.scheduling import (
 from sparsam.decisions.training import PodPhase, Worker
 
 Body = Mapping[str, Any]
+LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 _EFFECTS: frozenset[str] = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 _SPOT_POLICIES: frozenset[str] = frozenset({"Prefer", "Require", "Never"})
 _SELECTOR_OPERATORS: frozenset[str] = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
@@ -148,12 +150,6 @@ def holds_room(body: Body) -> bool:
     return (body.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class NodeFacts:
     """What the controller reads off one Node besides the planner's view of it."""
@@ -197,7 +193,8 @@ def node_from_body(
         name=str(metadata.get("name", "")),
         pool=labels.get(c.LABEL_POOL),
         allocatable=_resources(status.get("allocatable") or {}),
-        created=parse_time(metadata.get("creationTimestamp")) or datetime.now(UTC),
+        # Every node the apiserver sends has one; without it, the node counts as old.
+        created=parse_rfc3339(metadata.get("creationTimestamp")) or LONG_AGO,
         labels=labels,
         taints=taints,
         capacity_type="spot" if capacity_type == c.CAPACITY_SPOT else "on-demand",
