@@ -39,7 +39,7 @@ from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.handlers import costpolicy, gpunodepool, indexes, trainingjob
 from sparsam.kube.client import api_client
 from sparsam.kube.drain import NodeDrainer
-from sparsam.kube.trainingjob import Placement
+from sparsam.kube.pods import Placement
 from sparsam.kube.workers import WorkerActuator
 from sparsam.providers.clusterapi import ClusterAPINodePoolProvider
 from sparsam.providers.kwok import KwokNodePoolProvider

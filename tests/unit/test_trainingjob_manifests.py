@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from sparsam.api.trainingjob import TrainingJob
-from sparsam.kube.trainingjob import Placement, service_manifest, worker_manifest
+from sparsam.kube.pods import Placement
+from sparsam.kube.trainingjob import service_manifest, worker_manifest
 
 
 def job(**spec: Any) -> TrainingJob:

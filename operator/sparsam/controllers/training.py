@@ -23,10 +23,10 @@ from typing import Any, Protocol
 
 from sparsam import metrics
 from sparsam.api import constants as c
-from sparsam.api.common import Cost
-from sparsam.api.conditions import READY, find, parse_rfc3339, rfc3339, set_condition
+from sparsam.api.conditions import READY, find, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
+from sparsam.controllers.costing import CostMeter
 from sparsam.controllers.results import Event, PassResult
 from sparsam.decisions.checkpointing import (
     CheckpointInterval,
@@ -39,11 +39,7 @@ from sparsam.decisions.cost import (
     BUDGET_EXCEEDED,
     Accrual,
     PriceTable,
-    WorkerInterval,
-    accrue,
     budget_action,
-    price_per_gpu_hour,
-    should_write_cost_status,
 )
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.training import (
@@ -55,7 +51,8 @@ from sparsam.decisions.training import (
     expired,
 )
 from sparsam.kube.observe import Body, node_from_body, worker_from_body
-from sparsam.kube.trainingjob import Placement, selector, service_manifest, worker_manifest
+from sparsam.kube.pods import Placement
+from sparsam.kube.trainingjob import selector, service_manifest, worker_manifest
 
 
 class Actuator(Protocol):
@@ -73,9 +70,6 @@ class TrainingMemory:
     handled: set[str] = field(default_factory=set)
     #: Job uid -> {pod uid: pod name} at the last pass.
     seen: dict[str, dict[str, str]] = field(default_factory=dict)
-    #: Job uid -> cost accrued so far, and when status.cost was last written.
-    accruals: dict[str, Accrual] = field(default_factory=dict)
-    cost_written: dict[str, datetime] = field(default_factory=dict)
     #: Job uids whose budget Alert has been posted.
     alerted: set[str] = field(default_factory=set)
 
@@ -91,7 +85,7 @@ class TrainingController:
         self._actuator = actuator
         self.placement = placement or Placement()
         self._signals = signals or InterruptionSignals()
-        self._prices = prices or PriceTable()
+        self._cost = CostMeter(c.TRAINING_JOB.kind, prices)
         self._checkpoints = CheckpointSettings()
         self.memory = TrainingMemory()
         self._lock = threading.Lock()
@@ -159,7 +153,9 @@ class TrainingController:
                     {}, (Event("Normal", "Expired", f"deleted {ttl}s after it finished"),)
                 )
             return PassResult({})
-        accrual = self._accrue(job, pods, nodes, pools, now)
+        accrual = self._cost.accrue(
+            job.metadata, job.status.cost, pods, job.spec.resources.gpus, nodes, pools, now
+        )
         budget_events, stop = self._budget(job, accrual)
         stop = stop or policy_stop(policy)
         workers, uids = self._workers(job, pods, nodes)
@@ -190,44 +186,13 @@ class TrainingController:
         # The interval the workers created now were given (their env is fixed at creation).
         if cadence is not None and (decision.create or job.status.checkpoint_interval is None):
             status["checkpointInterval"] = _raw_interval(cadence)
-        cost = accrual.to_cost()
-        last = self.memory.cost_written.get(job.metadata.uid)
-        # At most every 30 s while it runs, and always with a change of phase, so that a
+        # At most every 30 s while it runs, and with every change of phase, so that a
         # suspended or finished job shows what it cost.
-        moved = decision.phase != job.status.phase and job.status.cost != cost
-        if should_write_cost_status(last, now, job.status.cost, cost) or moved:
-            status["cost"] = _raw_cost(cost)
-            self.memory.cost_written[job.metadata.uid] = now
+        moved = decision.phase != job.status.phase
+        cost = self._cost.status(job.metadata.uid, job.status.cost, accrual, now, force=moved)
+        if cost is not None:
+            status["cost"] = cost
         return PassResult(status, budget_events + _events(decision))
-
-    def _accrue(
-        self,
-        job: TrainingJob,
-        pods: Sequence[Body],
-        nodes: Mapping[str, Body],
-        pools: Mapping[str, Body],
-        now: datetime,
-    ) -> Accrual:
-        """Cost up to `now` of the workers running now, from the previous pass's mark. After
-        a restart the totals start from status.cost and the mark from now (the time the
-        operator was down is not charged)."""
-        uid = job.metadata.uid
-        previous = self.memory.accruals.get(uid)
-        if previous is None:
-            cost = job.status.cost or Cost()
-            previous = Accrual(
-                accrued_up_to=now,
-                gpu_seconds=cost.gpu_seconds or 0.0,
-                cost=cost.accrued or 0.0,
-                on_demand_equivalent=cost.on_demand_equivalent or 0.0,
-            )
-        gpus = job.spec.resources.gpus
-        found = (_interval(pod, nodes, pools, gpus, previous, now) for pod in pods)
-        intervals = [iv for iv in found if iv is not None]
-        accrual = accrue(previous, intervals, now, self._prices)
-        _export_cost(job, previous, accrual)
-        self.memory.accruals[uid] = accrual
-        return accrual
 
     def _cadence(
         self, job: TrainingJob, accrual: Accrual, policy: CostPolicy | None
@@ -307,8 +272,7 @@ class TrainingController:
         """The job is gone: drop what was remembered about it."""
         with self._lock:
             self.memory.seen.pop(job_uid, None)
-            self.memory.accruals.pop(job_uid, None)
-            self.memory.cost_written.pop(job_uid, None)
+            self._cost.forget(job_uid)
             self.memory.alerted.discard(job_uid)
 
 
@@ -328,69 +292,12 @@ def policy_stop(policy: CostPolicy | None) -> BudgetStop | None:
     return BudgetStop(action, f"CostPolicy {policy.metadata.name}: {exceeded.message}")
 
 
-def _interval(
-    pod: Body,
-    nodes: Mapping[str, Body],
-    pools: Mapping[str, Body],
-    gpus: int,
-    previous: Accrual,
-    now: datetime,
-) -> WorkerInterval | None:
-    """A running worker's GPU time, priced by its node's pool. Without a startTime it has run
-    since the last mark at least (it was running when the pass before looked)."""
-    status = pod.get("status") or {}
-    node_name = (pod.get("spec") or {}).get("nodeName")
-    if status.get("phase") != "Running" or not node_name:
-        return None
-    node = nodes.get(node_name) or {}
-    labels: Mapping[str, str] = (node.get("metadata") or {}).get("labels") or {}
-    pool = pools.get(labels.get(c.LABEL_POOL, "")) or {}
-    pool_spec = pool.get("spec") or {}
-    return WorkerInterval(
-        start=parse_rfc3339(status.get("startTime")) or previous.accrued_up_to or now,
-        end=None,
-        gpus=gpus,
-        capacity_type=labels.get(c.LABEL_CAPACITY_TYPE, c.CAPACITY_ON_DEMAND),
-        gpu_type=labels.get(c.LABEL_GPU_PRODUCT),
-        pool_price_per_gpu_hour=price_per_gpu_hour(
-            pool_spec.get("pricePerHour"),
-            (pool_spec.get("nodeTemplate") or {}).get("gpusPerNode"),
-        ),
-    )
-
-
-def _export_cost(job: TrainingJob, before: Accrual, after: Accrual) -> None:
-    ns, name = job.metadata.namespace, job.metadata.name
-    kind = c.TRAINING_JOB.kind
-    for capacity, dollars in after.cost_by_capacity_type.items():
-        delta = dollars - before.cost_by_capacity_type.get(capacity, 0.0)
-        if delta > 0:
-            metrics.COST.labels(ns, kind, name, capacity).inc(delta)
-    gpu_delta = after.gpu_seconds - before.gpu_seconds
-    if gpu_delta > 0:
-        metrics.GPU_SECONDS.labels(ns, kind, name).inc(gpu_delta)
-    if before.on_demand_equivalent is not None and after.on_demand_equivalent is not None:
-        od_delta = after.on_demand_equivalent - before.on_demand_equivalent
-        if od_delta > 0:
-            metrics.ON_DEMAND_EQUIVALENT.labels(ns, kind, name).inc(od_delta)
-
-
 def _count(job: TrainingJob, decision: WorkerDecision) -> None:
     ns, name = job.metadata.namespace, job.metadata.name
     if decision.preemptions > job.status.preemptions:
         metrics.PREEMPTIONS.labels(ns, name).inc(decision.preemptions - job.status.preemptions)
     if decision.restarts > job.status.restarts:
         metrics.WORKER_FAILURES.labels(ns, name).inc(decision.restarts - job.status.restarts)
-
-
-def _raw_cost(cost: Cost) -> dict[str, Any]:
-    raw = {
-        "accrued": cost.accrued,
-        "onDemandEquivalent": cost.on_demand_equivalent,
-        "savingsRatio": cost.savings_ratio,
-        "gpuSeconds": cost.gpu_seconds,
-    }
-    return {k: v for k, v in raw.items() if v is not None}
 
 
 def _raw_interval(cadence: CheckpointInterval) -> dict[str, Any]:

@@ -12,49 +12,28 @@ Pure builders (dicts in the shape the apiserver takes), so the tests read them f
 
 Every worker is labelled for the scale subresource and cost attribution (namespace, job, the
 job's own labels passed through), owned by the job, restricted by Pod Security, and placed
-by the spot policy:
-
-- Prefer: tolerates the spot taint and prefers spot nodes (preferred node affinity);
-- Require: tolerates the spot taint and requires a spot node (required node affinity);
-- Never: requires a node that is not spot.
-
-Spot nodes are recognised by any of `SpotLabels` (Karpenter, GKE, EKS managed node groups by
-default). A CostPolicy's allowedGPUTypes becomes a required `nvidia.com/gpu.product In (...)`.
+by the spot policy and the CostPolicy's allowedGPUTypes (`kube.pods.Placement`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from sparsam.api import constants as c
 from sparsam.api.trainingjob import TrainingJob
+from sparsam.kube.pods import (
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    Placement,
+    passed_labels,
+    resources,
+)
 
 RENDEZVOUS_PORT: Final = 29400
 #: Time the trainer has after SIGTERM to finish its step and write a checkpoint.
 TERMINATION_GRACE_SECONDS: Final = 120
 #: The command when spec.command is not set: the sparsam trainer.
 DEFAULT_COMMAND: Final = ("python", "-m", "sparsam_trainer", "train")
-#: A non-root uid for images that do not name one (Pod Security "restricted" needs non-root).
-DEFAULT_UID: Final = 65532
-#: (label, value) pairs that mark a spot node.
-DEFAULT_SPOT_LABELS: Final = (
-    (c.LABEL_CAPACITY_TYPE, c.CAPACITY_SPOT),
-    ("cloud.google.com/gke-spot", "true"),
-    ("eks.amazonaws.com/capacityType", "SPOT"),
-)
-#: Labels of the job not passed through to its pods (ours, and the ones we set).
-_RESERVED_PREFIXES: Final = (f"{c.GROUP}/", "app.kubernetes.io/managed-by")
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """What besides the job decides where its workers go."""
-
-    spot_labels: tuple[tuple[str, str], ...] = DEFAULT_SPOT_LABELS
-    #: The effective CostPolicy's allowedGPUTypes; None allows any.
-    allowed_gpu_types: tuple[str, ...] | None = None
 
 
 def worker_name(job: str, index: int) -> str:
@@ -78,13 +57,8 @@ def owner_reference(job: TrainingJob) -> dict[str, Any]:
 
 
 def _labels(job: TrainingJob) -> dict[str, str]:
-    passed = {
-        k: v
-        for k, v in job.metadata.labels.items()
-        if not any(k.startswith(p) for p in _RESERVED_PREFIXES)
-    }
     return {
-        **passed,
+        **passed_labels(job.metadata.labels),
         c.LABEL_MANAGED_BY: c.FIELD_MANAGER,
         c.LABEL_JOB: job.metadata.name,
         c.LABEL_ROLE: c.ROLE_WORKER,
@@ -145,73 +119,17 @@ def _env(job: TrainingJob, checkpoint_interval: str | None) -> list[dict[str, An
     return env + [{"name": k, "value": v} for k, v in ours.items() if k not in named]
 
 
-def _requirement(key: str, operator: str, values: Sequence[str] = ()) -> dict[str, Any]:
-    req: dict[str, Any] = {"key": key, "operator": operator}
-    if values:
-        req["values"] = list(values)
-    return req
-
-
-def _placement(job: TrainingJob, placement: Placement) -> dict[str, Any]:
-    """tolerations, nodeSelector and affinity of a worker."""
-    spec = job.spec
-    tolerations: list[dict[str, Any]] = []
-    if spec.resources.gpus > 0:
-        tolerations.append({"key": c.TAINT_GPU, "operator": "Exists", "effect": "NoSchedule"})
-    allowed = placement.allowed_gpu_types
-    # A job that names its gpuType is checked against the policy by the controller instead.
-    gpu_types = (
-        [_requirement(c.LABEL_GPU_PRODUCT, "In", allowed)]
-        if allowed is not None and spec.resources.gpu_type is None
-        else []
-    )
-    spot_terms = [[_requirement(k, "In", [v])] for k, v in placement.spot_labels]
-    required: list[list[dict[str, Any]]] = []
-    preferred: list[dict[str, Any]] = []
-    policy = spec.capacity.spot
-    if policy in ("Prefer", "Require"):
-        tolerations.append({"key": c.TAINT_SPOT, "operator": "Exists", "effect": "NoSchedule"})
-    if policy == "Require":
-        required = [term + gpu_types for term in spot_terms]
-    elif policy == "Never":
-        required = [[_requirement(k, "NotIn", [v]) for k, v in placement.spot_labels] + gpu_types]
-    else:
-        preferred = [
-            {"weight": 100, "preference": {"matchExpressions": term}} for term in spot_terms
-        ]
-        required = [gpu_types] if gpu_types else []
-    node_affinity: dict[str, Any] = {}
-    if required:
-        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
-            "nodeSelectorTerms": [{"matchExpressions": term} for term in required]
-        }
-    if preferred:
-        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = preferred
-    out: dict[str, Any] = {"tolerations": tolerations}
-    if spec.resources.gpu_type:
-        out["nodeSelector"] = {c.LABEL_GPU_PRODUCT: spec.resources.gpu_type}
-    if node_affinity:
-        out["affinity"] = {"nodeAffinity": node_affinity}
-    return out
-
-
 def worker_manifest(
     job: TrainingJob,
     index: int,
-    placement: Placement = Placement(),
+    placement: Placement | None = None,
     checkpoint_interval: str | None = None,
 ) -> dict[str, Any]:
     """Worker `index` of `job`. `checkpoint_interval` is the Go duration the operator chose
     (spec.checkpoint.interval, or the auto cadence), passed as SPARSAM_CHECKPOINT_INTERVAL."""
     spec = job.spec
+    where = placement or Placement()
     name = worker_name(job.metadata.name, index)
-    requests: dict[str, str] = {
-        "cpu": str(spec.resources.cpu),
-        "memory": str(spec.resources.memory),
-    }
-    limits: dict[str, str] = {}
-    if spec.resources.gpus > 0:
-        requests[c.GPU_RESOURCE] = limits[c.GPU_RESOURCE] = str(spec.resources.gpus)
     mounts: list[dict[str, Any]] = [
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, the pod's own
         # NCCL and gloo share tensors through /dev/shm; the runtime's default is 64 MiB.
@@ -235,14 +153,9 @@ def worker_manifest(
         "command": torchrun_command(job),
         "env": _env(job, checkpoint_interval),
         "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}],
-        "resources": {"requests": requests, **({"limits": limits} if limits else {})},
+        "resources": resources(spec.resources.gpus, spec.resources.cpu, spec.resources.memory),
         "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": dict(RESTRICTED_CONTAINER),
     }
     labels = _labels(job)
     labels[c.LABEL_WORKER_INDEX] = str(index)
@@ -263,15 +176,9 @@ def worker_manifest(
             "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
             "enableServiceLinks": False,
             "automountServiceAccountToken": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": DEFAULT_UID,
-                "runAsGroup": DEFAULT_UID,
-                "fsGroup": DEFAULT_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": dict(RESTRICTED_POD),
             "containers": [container],
             "volumes": volumes,
-            **_placement(job, placement),
+            **where.pod_fields(spec.resources.gpus, spec.resources.gpu_type, spec.capacity.spot),
         },
     }
