@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 class Operator:
     """`sparsam run` against the test cluster, restartable, its log kept for failures."""
 
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
         self.kubeconfig = kubeconfig
         self.log = log
+        #: More `sparsam run` flags.
+        self.args = args
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -38,6 +40,8 @@ class Operator:
                     "--capacity-interval=1s",
                     "--training-interval=1s",
                     "--policy-interval=1s",
+                    "--serving-interval=1s",
+                    *self.args,
                     "--offering-ttl=10m",
                 ],
                 stdout=out,

@@ -127,6 +127,7 @@ def _run_parser(commands: Any) -> None:
         ("--capacity-interval", "how often each GPUNodePool is reconciled"),
         ("--training-interval", "how often each TrainingJob is reconciled"),
         ("--policy-interval", "how often each CostPolicy's spending is counted"),
+        ("--serving-interval", "how often each InferenceService's replicas are decided"),
         ("--offering-ttl", "how long a pool that ran out of capacity gets no new nodes"),
     ):
         default: timedelta = getattr(defaults, flag[2:].replace("-", "_"))
@@ -156,6 +157,33 @@ def _run_parser(commands: Any) -> None:
         metavar="GPU_TYPE/CAPACITY_TYPE=PRICE",
         help="price per GPU-hour of nodes that belong to no GPUNodePool, e.g. "
         "NVIDIA-A10G/spot=0.45 or */on-demand=2.5 (repeatable)",
+    )
+    run.add_argument(
+        "--prometheus-url",
+        default=None,
+        metavar="URL",
+        help="the Prometheus InferenceService traffic is read from; without it replicas "
+        "are never scaled down or to zero",
+    )
+    for metric in ("rps", "concurrency", "last-request"):
+        run.add_argument(
+            f"--{metric}-query",
+            default=None,
+            metavar="PROMQL",
+            help=f"PromQL for an InferenceService's {metric} instead of the activator's "
+            "metrics; {namespace} and {name} are replaced by the service's",
+        )
+    run.add_argument(
+        "--activator-url",
+        default=None,
+        metavar="URL",
+        help="the activator's base URL; InferenceServices are called at URL/NAMESPACE/NAME",
+    )
+    run.add_argument(
+        "--server-image",
+        default=defaults.server_image,
+        help=f"model-server image for InferenceServices without spec.image "
+        f"(default {defaults.server_image})",
     )
     run.add_argument(
         "--log-format",
@@ -204,6 +232,7 @@ def _run(args: argparse.Namespace) -> int:
             capacity_interval=args.capacity_interval,
             training_interval=args.training_interval,
             policy_interval=args.policy_interval,
+            serving_interval=args.serving_interval,
             offering_ttl=args.offering_ttl,
             interruption_taints=tuple(args.interruption_taint or DEFAULT_INTERRUPTION_TAINTS),
             interruption_conditions=tuple(args.interruption_condition),
@@ -211,6 +240,12 @@ def _run(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             log_format=args.log_format,
             prices=PriceTable(dict(args.price)),
+            prometheus_url=args.prometheus_url,
+            rps_query=args.rps_query,
+            concurrency_query=args.concurrency_query,
+            last_request_query=args.last_request_query,
+            activator_url=args.activator_url,
+            server_image=args.server_image,
         )
     )
     return 0

@@ -21,6 +21,8 @@ class OperatorConfig:
     capacity_interval: timedelta = timedelta(seconds=10)
     #: How often each TrainingJob's pass runs.
     training_interval: timedelta = timedelta(seconds=5)
+    #: How often each InferenceService's traffic is read and its replicas decided.
+    serving_interval: timedelta = timedelta(seconds=5)
     #: How often each CostPolicy's spending is counted.
     policy_interval: timedelta = timedelta(seconds=15)
     offering_ttl: timedelta = timedelta(minutes=3)
@@ -34,3 +36,16 @@ class OperatorConfig:
     log_format: str = "text"
     #: Price per GPU-hour by (GPU type or "*", capacity type), for nodes of no GPUNodePool.
     prices: PriceTable = field(default_factory=PriceTable)
+    #: Where InferenceService traffic is read; None: no metrics, so replicas are held
+    #: (never scaled down or to zero) and the MetricsAvailable condition says why.
+    prometheus_url: str | None = None
+    #: PromQL templates replacing the defaults (`providers.metrics.ServingQueries`);
+    #: `{namespace}` and `{name}` stand for the InferenceService's.
+    rps_query: str | None = None
+    concurrency_query: str | None = None
+    last_request_query: str | None = None
+    #: The activator's base URL, e.g. http://sparsam-activator.sparsam-system.svc; an
+    #: InferenceService's status.url is `<activator_url>/<namespace>/<name>`.
+    activator_url: str | None = None
+    #: The model-server image of InferenceServices that set no spec.image.
+    server_image: str = "ghcr.io/sparsam/sparsam-trainer:0.1.0"

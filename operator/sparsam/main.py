@@ -34,15 +34,19 @@ from sparsam.api.gpunodepool import GPUNodePool
 from sparsam.config import OperatorConfig
 from sparsam.controllers.capacity import CapacityController, CapacitySettings
 from sparsam.controllers.costpolicy import CostPolicyController
+from sparsam.controllers.serving import ServingConfig, ServingController
 from sparsam.controllers.training import TrainingController
 from sparsam.decisions.interruption import InterruptionSignals
-from sparsam.handlers import costpolicy, gpunodepool, indexes, trainingjob
+from sparsam.handlers import costpolicy, gpunodepool, indexes, inferenceservice, trainingjob
 from sparsam.kube.client import api_client
 from sparsam.kube.drain import NodeDrainer
+from sparsam.kube.inferenceservice import ServerSettings
 from sparsam.kube.pods import Placement
+from sparsam.kube.serving import ServingActuator
 from sparsam.kube.workers import WorkerActuator
 from sparsam.providers.clusterapi import ClusterAPINodePoolProvider
 from sparsam.providers.kwok import KwokNodePoolProvider
+from sparsam.providers.metrics import PrometheusMetrics, Query, ServingQueries
 from sparsam.providers.nodepool import NodePoolProvider
 
 
@@ -53,6 +57,7 @@ class Operator:
     capacity: CapacityController
     training: TrainingController
     costpolicy: CostPolicyController
+    serving: ServingController
 
 
 def _now() -> datetime:
@@ -76,6 +81,30 @@ def build(config: OperatorConfig, api: ApiClient) -> Operator:
         capacity=CapacityController(provider_for, NodeDrainer(api), settings),
         training=TrainingController(WorkerActuator(api), Placement(), signals, config.prices),
         costpolicy=CostPolicyController(),
+        serving=ServingController(
+            ServingActuator(api),
+            PrometheusMetrics(config.prometheus_url) if config.prometheus_url else None,
+            serving_config(config),
+            config.prices,
+        ),
+    )
+
+
+def serving_config(config: OperatorConfig) -> ServingConfig:
+    """The InferenceService pass's settings; a query flag replaces its default."""
+    defaults = ServingQueries()
+
+    def query(flag: str | None, default: Query) -> Query:
+        return Query(flag) if flag else default
+
+    return ServingConfig(
+        activator_url=config.activator_url,
+        queries=ServingQueries(
+            rps=query(config.rps_query, defaults.rps),
+            concurrency=query(config.concurrency_query, defaults.concurrency),
+            last_request=query(config.last_request_query, defaults.last_request),
+        ),
+        server=ServerSettings(image=config.server_image),
     )
 
 
@@ -86,6 +115,7 @@ def registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     gpunodepool.register(reg, interval=config.capacity_interval.total_seconds(), now=_now)
     trainingjob.register(reg, interval=config.training_interval.total_seconds(), now=_now)
     costpolicy.register(reg, interval=config.policy_interval.total_seconds(), now=_now)
+    inferenceservice.register(reg, interval=config.serving_interval.total_seconds(), now=_now)
 
     @kopf.on.login(registry=reg)
     def login(**_: Any) -> kopf.ConnectionInfo:

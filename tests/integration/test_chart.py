@@ -112,6 +112,8 @@ ALLOWED = [
     ("patch", "trainingjobs.sparsam.dev/status"),
     ("patch", "gpunodepools.sparsam.dev"),
     ("delete", "trainingjobs.sparsam.dev"),
+    ("patch", "deployments.apps"),
+    ("patch", "inferenceservices.sparsam.dev/status"),
 ]
 DENIED = [
     ("get", "secrets"),
@@ -124,7 +126,8 @@ DENIED = [
     ("impersonate", "users"),
     ("update", "trainingjobs.sparsam.dev"),
     ("delete", "costpolicies.sparsam.dev"),
-    ("create", "deployments.apps"),
+    ("patch", "deployments.apps/scale"),
+    ("create", "daemonsets.apps"),
     ("delete", "namespaces"),
 ]
 
@@ -211,6 +214,37 @@ def test_install_rbac_audit_and_the_operator_running_as_the_service_account(
             lambda: (
                 get(kubectl, "trainingjob", "tj", "-n", namespace).get("status", {}).get("phase")
                 == "Running"
+            ),
+            operator,
+        )
+        apply(
+            kubectl,
+            {
+                "apiVersion": "sparsam.dev/v1alpha1",
+                "kind": "InferenceService",
+                "metadata": {"name": "clf", "namespace": namespace},
+                "spec": {
+                    "model": {"uri": "pvc://models/clf"},
+                    "resources": {"gpus": 0},
+                    "replicas": {"min": 1, "max": 2},
+                },
+            },
+        )
+        eventually(
+            "the InferenceService's Deployment at its minimum",
+            lambda: (
+                [
+                    d["spec"]["replicas"]
+                    for d in get(
+                        kubectl,
+                        "deployments",
+                        "-n",
+                        namespace,
+                        "-l",
+                        "sparsam.dev/inference-service",
+                    )["items"]
+                ]
+                == [1, 0]
             ),
             operator,
         )

@@ -80,3 +80,19 @@ ANNOTATION_CHECKPOINT_FRESH: Final = f"{GROUP}/checkpoint-fresh"
 #: On a node we cordoned to drain it: why (ScaleDown or Interruption). A cordon without it is
 #: someone else's, and we never lift it; one with it that the plan no longer wants is lifted.
 ANNOTATION_DRAINING: Final = f"{GROUP}/draining"
+
+# InferenceServices.
+#: Every model-server pod (and Deployment) of an InferenceService: the service's name.
+LABEL_INFERENCE_SERVICE: Final = f"{GROUP}/inference-service"
+#: On an InferenceService: when the activator last held a request for it at zero replicas
+#: (RFC 3339, UTC, microseconds). A value newer than the operator last handled wakes it.
+ANNOTATION_WAKE_REQUESTED: Final = f"{GROUP}/wake-requested-at"
+#: On a Deployment we manage: a digest of what we last applied, so an unchanged one is not
+#: applied again on every pass.
+ANNOTATION_APPLIED: Final = f"{GROUP}/applied"
+#: Which of an InferenceService's Deployments a replica belongs to: the on-demand base, or the
+#: replicas placed by the spot policy. Part of each Deployment's (immutable) selector, so a
+#: change of spot policy never needs a new selector.
+LABEL_TRACK: Final = f"{GROUP}/track"
+TRACK_MAIN: Final = "main"
+TRACK_ON_DEMAND_BASE: Final = "on-demand-base"

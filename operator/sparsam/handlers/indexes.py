@@ -63,6 +63,38 @@ def register(registry: kopf.OperatorRegistry) -> None:
     ) -> dict[tuple[str, str], dict[str, Any]]:
         return {(namespace or "", labels[c.LABEL_JOB]): dict(body)}
 
+    @kopf.index(
+        "",
+        "v1",
+        "pods",
+        labels={c.LABEL_INFERENCE_SERVICE: kopf.PRESENT},
+        id="replica_index",
+        registry=registry,
+    )
+    def replica_index(
+        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(namespace or "", labels[c.LABEL_INFERENCE_SERVICE]): dict(body)}
+
+    @kopf.index(
+        "apps",
+        "v1",
+        "deployments",
+        labels={c.LABEL_INFERENCE_SERVICE: kopf.PRESENT},
+        id="deployment_index",
+        registry=registry,
+    )
+    def deployment_index(
+        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        meta = body.get("metadata") or {}
+        view = {
+            "metadata": {k: meta.get(k) for k in ("name", "uid", "annotations")},
+            "spec": {"replicas": (body.get("spec") or {}).get("replicas")},
+            "status": {"readyReplicas": (body.get("status") or {}).get("readyReplicas")},
+        }
+        return {(namespace or "", labels[c.LABEL_INFERENCE_SERVICE]): view}
+
     @kopf.index(c.GROUP, c.VERSION, c.GPU_NODE_POOL.plural, id="pool_index", registry=registry)
     def pool_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
         return {name: dict(body)}
@@ -106,6 +138,18 @@ def pods(kwargs: Mapping[str, Any]) -> kopf.Index[Any, Pod]:
 def workers(kwargs: Mapping[str, Any], namespace: str, job: str) -> list[dict[str, Any]]:
     index: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["worker_index"]
     return list(index.get((namespace, job), ()))
+
+
+def replicas(kwargs: Mapping[str, Any], namespace: str, service: str) -> list[dict[str, Any]]:
+    """The model-server pods of an InferenceService."""
+    index: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["replica_index"]
+    return list(index.get((namespace, service), ()))
+
+
+def deployments(kwargs: Mapping[str, Any], namespace: str, service: str) -> list[dict[str, Any]]:
+    """The Deployments of an InferenceService: name, uid, annotations, replicas, ready."""
+    index: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["deployment_index"]
+    return list(index.get((namespace, service), ()))
 
 
 def pools(kwargs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sparsam.api.gpunodepool import GPUNodePool
+from sparsam.decisions.scaling import MetricSample
 from sparsam.providers.nodepool import NodePoolProvider, NotFound, ProviderError, check_scale_up
 
 Method = Literal["size", "scale_up", "delete_node"]
@@ -102,3 +103,21 @@ class FakeNodePoolProvider:
 
 def _conforms(provider: FakeNodePoolProvider) -> NodePoolProvider:
     return provider  # mypy checks that FakeNodePoolProvider implements the Protocol
+
+
+class FakeMetrics:
+    """A programmable MetricsSource: `values[query]` is what a query returns (a float, or
+    None for missing data); `down` makes every query fail like an unreachable Prometheus.
+    Every query asked is recorded in `asked`."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float | None] = {}
+        self.down = False
+        self.asked: list[str] = []
+
+    def sample(self, query: str) -> MetricSample:
+        self.asked.append(query)
+        if self.down:
+            return MetricSample(None, "Prometheus unreachable (fake)")
+        value = self.values.get(query)
+        return MetricSample(value, "" if value is not None else "empty result (fake)")
