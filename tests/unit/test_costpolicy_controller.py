@@ -58,6 +58,7 @@ def test_spending_counts_growth_of_governed_jobs_only_and_alerts_once() -> None:
         "end": "2026-12-01T00:00:00Z",
     }
     assert condition(first.status, "BudgetExceeded") == ("False", "WithinBudget")
+    assert first.status["blockedNamespaces"] == []
 
     p = policy(first.status, monthly=10, alertAt=[0.5, 1.0], onExceeded="BlockNew")
     later = NOW + timedelta(minutes=1)
@@ -70,10 +71,28 @@ def test_spending_counts_growth_of_governed_jobs_only_and_alerts_once() -> None:
     third = ctl.reconcile(p, [p], NAMESPACES, [job("a", "ml", 111.0)], later)
     assert third.status["spent"] == 11.0
     assert condition(third.status, "BudgetExceeded") == ("True", "BudgetSpent")
+    assert third.status["blockedNamespaces"] == ["ml"]
     assert [e.reason for e in third.events] == ["BudgetAlert", "BudgetExceeded"]
     p = policy(third.status, monthly=10, alertAt=[0.5, 1.0], onExceeded="BlockNew")
     fourth = ctl.reconcile(p, [p], NAMESPACES, [job("a", "ml", 111.0)], later)
     assert fourth.events == ()
+
+
+@pytest.mark.parametrize(
+    ("action", "blocked"),
+    [("Alert", []), ("BlockNew", ["ml"]), ("Suspend", ["ml"])],
+)
+def test_a_spent_budget_blocks_new_workloads_unless_it_only_alerts(
+    action: str, blocked: list[str]
+) -> None:
+    ctl = CostPolicyController()
+    p = policy(monthly=1, onExceeded=action)
+    first = ctl.reconcile(p, [p], NAMESPACES, [job("a", "ml", 0.0)], NOW)
+    p = policy(first.status, monthly=1, onExceeded=action)
+    # An InferenceService spends like a job: its status.cost.accrued grew by 2.
+    second = ctl.reconcile(p, [p], NAMESPACES, [job("a", "ml", 2.0)], NOW)
+    assert condition(second.status, "BudgetExceeded")[0] == "True"
+    assert second.status["blockedNamespaces"] == blocked
 
 
 def test_a_new_month_starts_from_zero() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.inferenceservice import InferenceService
 from sparsam.controllers.serving import NO_PROMETHEUS, ServingConfig, ServingController
 from sparsam.decisions.cost import PriceTable
@@ -256,3 +257,29 @@ def test_running_replicas_accrue_cost_at_their_pools_price() -> None:
     result = run(ctl, svc, [deployment("clf", 1, 1)], pods, now=NOW + timedelta(seconds=100))
     assert result.status["cost"]["gpuSeconds"] == pytest.approx(100.0)
     assert result.status["cost"]["accrued"] == pytest.approx(0.1)
+
+
+def test_a_spent_budget_with_suspend_scales_to_zero_and_says_why() -> None:
+    policy = CostPolicy.from_body(
+        {
+            "metadata": {"name": "web-budget"},
+            "spec": {"namespaceSelector": {}, "budget": {"monthly": 1, "onExceeded": "Suspend"}},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "BudgetExceeded",
+                        "status": "True",
+                        "reason": "BudgetSpent",
+                        "message": "spent 1.20 of 1 this month (120%)",
+                        "lastTransitionTime": "2026-11-22T11:00:00Z",
+                    }
+                ]
+            },
+        }
+    )
+    ctl, act, _ = controller(50.0)
+    result = ctl.reconcile(service(), None, [deployment("clf", 2, 2)], [], {}, {}, policy, NOW)
+    assert act.replicas()["clf"] == 0 and result.status["replicas"] == 0
+    ready = condition(result.status, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "BudgetExceeded"
+    assert "web-budget" in ready["message"]

@@ -90,6 +90,7 @@ class CostPolicyStatus:
     spent: float | None = None
     period: Period | None = None
     matched_namespaces: tuple[str, ...] | None = None
+    blocked_namespaces: tuple[str, ...] | None = None
     conditions: tuple[Condition, ...] = ()
 
 

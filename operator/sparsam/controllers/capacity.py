@@ -389,6 +389,9 @@ class CapacityController:
             now,
             pool.metadata.generation,
         )
+        metrics.POOL_NODES.labels(name).set(len(ours))
+        metrics.POOL_GPUS.labels(name).set(gpus)
+        metrics.POOL_ALLOCATED_GPUS.labels(name).set(allocated)
         return {
             "observedGeneration": pool.metadata.generation,
             "nodes": len(ours),

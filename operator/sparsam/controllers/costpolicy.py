@@ -1,16 +1,16 @@
 """The CostPolicy controller's pass: which namespaces it governs, what they spent this month,
 and the budget conditions that the workload controllers obey.
 
-Spending is counted from the TrainingJobs of the governed namespaces: each pass adds what their
-`status.cost.accrued` grew by since the pass before (a job seen for the first time is a
-baseline, not a charge, so an operator restart never charges a job's whole past to this
-month). The month is the calendar month in UTC; `status.spent` starts again from zero when it
-turns. The budget's `alertAt` thresholds post one Event each per month (BudgetAlert); reaching
-the budget sets BudgetExceeded=True, which the TrainingJob controller acts on (BlockNew: jobs
-that have not started wait; Suspend: running jobs are suspended).
-
-Known limit: InferenceServices are not counted yet (their controller does not exist yet).
-"""
+Spending is counted from the TrainingJobs and InferenceServices of the governed namespaces:
+each pass adds what their `status.cost.accrued` grew by since the pass before (an object seen
+for the first time is a baseline, not a charge, so an operator restart never charges an
+object's whole past to this month). The month is the calendar month in UTC; `status.spent`
+starts again from zero when it turns. The budget's `alertAt` thresholds post one Event each per
+month (BudgetAlert); reaching the budget sets BudgetExceeded=True, which the workload
+controllers act on (BlockNew: jobs that have not started wait; Suspend: running jobs are
+suspended and services scaled to zero), and, with BlockNew or Suspend, lists the governed
+namespaces in `status.blockedNamespaces`, where the chart's ValidatingAdmissionPolicy refuses
+new TrainingJobs and InferenceServices."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sparsam import metrics
 from sparsam.api.conditions import READY, Condition, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.controllers.results import Event, PassResult
@@ -52,20 +53,20 @@ class CostPolicyController:
         policy: CostPolicy,
         policies: Sequence[CostPolicy],
         namespaces: Mapping[str, Mapping[str, str]],
-        jobs: Sequence[Body],
+        spenders: Sequence[Body],
         now: datetime,
     ) -> PassResult:
-        """One pass for `policy`; `policies` are all of the cluster's, `jobs` every
-        TrainingJob (from the caches)."""
+        """One pass for `policy`; `policies` are all of the cluster's, `spenders` every
+        TrainingJob and InferenceService (from the caches)."""
         with self._lock:
-            return self._pass(policy, policies, namespaces, jobs, now)
+            return self._pass(policy, policies, namespaces, spenders, now)
 
     def _pass(
         self,
         policy: CostPolicy,
         policies: Sequence[CostPolicy],
         namespaces: Mapping[str, Mapping[str, str]],
-        jobs: Sequence[Body],
+        spenders: Sequence[Body],
         now: datetime,
     ) -> PassResult:
         governed = governed_namespaces(policy, policies, namespaces)
@@ -73,7 +74,7 @@ class CostPolicyController:
         status = policy.status
         same_period = status.period is not None and status.period.start == rfc3339(start)
         recorded = (status.spent or 0.0) if same_period else 0.0
-        spent = recorded + self._growth(jobs, set(governed))
+        spent = recorded + self._growth(spenders, set(governed))
         spent = round(spent, STATUS_DIGITS)
 
         conditions = set_condition(
@@ -87,21 +88,24 @@ class CostPolicyController:
         )
         events: list[Event] = []
         budget = policy.spec.budget
+        metrics.POLICY_SPENT.labels(policy.metadata.name).set(spent)
         if budget is not None:
+            metrics.POLICY_BUDGET.labels(policy.metadata.name).set(budget.monthly)
             conditions = self._budget(policy, recorded, spent, start, now, conditions, events)
         out: dict[str, Any] = {
             "observedGeneration": policy.metadata.generation,
             "spent": spent,
             "period": {"start": rfc3339(start), "end": rfc3339(end)},
             "matchedNamespaces": list(governed),
+            "blockedNamespaces": list(governed) if _blocks_new(policy, conditions) else [],
             "conditions": [cond.to_raw() for cond in conditions],
         }
         return PassResult(out, tuple(events))
 
-    def _growth(self, jobs: Sequence[Body], governed: set[str]) -> float:
-        """What the governed namespaces' jobs accrued since the last pass."""
+    def _growth(self, spenders: Sequence[Body], governed: set[str]) -> float:
+        """What the governed namespaces' jobs and services accrued since the last pass."""
         grown = 0.0
-        for job in jobs:
+        for job in spenders:
             meta = job.get("metadata") or {}
             uid = str(meta.get("uid", ""))
             accrued = float(((job.get("status") or {}).get("cost") or {}).get("accrued") or 0.0)
@@ -162,6 +166,17 @@ class CostPolicyController:
         return set_condition(
             conditions, BUDGET_EXCEEDED, "False", "WithinBudget", share, now, generation
         )
+
+
+def _blocks_new(policy: CostPolicy, conditions: Sequence[Condition]) -> bool:
+    """Whether new workloads are refused: the budget is spent, and onExceeded stops them
+    (BlockNew, and Suspend, which would stop them at once anyway)."""
+    budget = policy.spec.budget
+    return (
+        budget is not None
+        and budget.on_exceeded in ("BlockNew", "Suspend")
+        and _is_true(conditions, BUDGET_EXCEEDED)
+    )
 
 
 def _is_true(conditions: Sequence[Condition], type_: str) -> bool:

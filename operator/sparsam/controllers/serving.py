@@ -23,12 +23,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
+from sparsam import metrics
 from sparsam.api import constants as c
 from sparsam.api.conditions import READY, Status, parse_rfc3339, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.inferenceservice import InferenceService
 from sparsam.controllers.costing import CostMeter
 from sparsam.controllers.results import Event, PassResult
+from sparsam.controllers.training import policy_stop
 from sparsam.decisions.cost import PriceTable
 from sparsam.decisions.scaling import (
     REASON_METRICS_UNAVAILABLE,
@@ -150,6 +152,11 @@ class ServingController:
             self.memory.wake_handled[uid] = wake_at
             if current == 0:
                 self.memory.waking_since.setdefault(uid, wake_at)
+        stop = policy_stop(policy)
+        suspended = stop is not None and stop.action == "Suspend"
+        if suspended:
+            # The namespace's budget is spent: no replicas, whatever the traffic.
+            spec = replace(spec, replicas=replace(spec.replicas, min=0, max=0))
         sample = self._sample(svc, self.config.queries.for_metric(spec.scaling.metric))
         last_request = _latest(
             parse_rfc3339(svc.status.last_request_time),
@@ -169,11 +176,22 @@ class ServingController:
             now,
         )
         self.memory.scaler[uid] = decision.memory
+        if suspended and stop is not None:
+            decision = replace(
+                decision, ready_status="False", reason="BudgetExceeded", message=stop.message
+            )
         self._apply(svc, decision.replicas, deployments, policy)
 
         events: list[Event] = []
+        labels = (svc.metadata.namespace, svc.metadata.name)
+        metrics.REPLICAS.labels(*labels).set(decision.replicas)
+        metrics.READY_REPLICAS.labels(*labels).set(ready)
         if decision.replicas != current:
             events.append(_scaled(svc, current, decision, sample))
+            if decision.replicas == 0:
+                metrics.SCALED_TO_ZERO.labels(*labels).inc()
+            elif current == 0 and wake:
+                metrics.WAKES.labels(*labels).inc()
         status = self._status(svc, decision, ready, last_request, sample, now)
         woke = self.memory.waking_since.get(uid)
         if woke is not None and ready > 0:
@@ -300,8 +318,10 @@ class ServingController:
             return f"http://{name}.{ns}.svc.cluster.local"
         return f"{self.config.activator_url.rstrip('/')}/{ns}/{name}"
 
-    def forget(self, uid: str) -> None:
-        """The service is gone: drop what was remembered about it."""
+    def forget(self, uid: str, namespace: str, name: str) -> None:
+        """The service is gone: drop what was remembered about it, and its gauges."""
+        metrics.remove(metrics.REPLICAS, namespace, name)
+        metrics.remove(metrics.READY_REPLICAS, namespace, name)
         with self._lock:
             self.memory.scaler.pop(uid, None)
             self.memory.wake_handled.pop(uid, None)

@@ -161,6 +161,8 @@ class TrainingController:
         workers, uids = self._workers(job, pods, nodes)
         decision = decide_workers(job, workers, now, stop)
         _count(job, decision)
+        labels = (namespace, job.metadata.name)
+        metrics.set_phase(metrics.TRAINING_PHASE, labels, job.status.phase, decision.phase)
         # Every worker the decision counted is among these: deleted, and never counted again.
         for name in decision.delete:
             uid = uids.get(name)
@@ -268,8 +270,9 @@ class TrainingController:
             out["completionTime"] = rfc3339(now)
         return out
 
-    def forget(self, job_uid: str) -> None:
-        """The job is gone: drop what was remembered about it."""
+    def forget(self, job_uid: str, namespace: str, name: str, phase: str | None) -> None:
+        """The job is gone: drop what was remembered about it, and its phase gauge."""
+        metrics.set_phase(metrics.TRAINING_PHASE, (namespace, name), phase, None)
         with self._lock:
             self.memory.seen.pop(job_uid, None)
             self._cost.forget(job_uid)

@@ -39,7 +39,7 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
             policy,
             indexes.policies(kwargs),
             indexes.namespaces(kwargs),
-            indexes.jobs(kwargs),
+            indexes.spenders(kwargs),
             moment,
         )
         report(body, patch, result)

@@ -38,6 +38,14 @@ def _node_view(body: kopf.Body) -> dict[str, Any]:
     }
 
 
+def _spender(body: kopf.Body) -> dict[str, dict[str, Any]]:
+    """What CostPolicies count of an object that spends: who it is, and status.cost."""
+    meta = body.get("metadata") or {}
+    cost = (body.get("status") or {}).get("cost") or {}
+    view = {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid")}}
+    return {str(meta.get("uid")): {**view, "status": {"cost": dict(cost)}}}
+
+
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.index("", "v1", "nodes", id="node_index", registry=registry)
     def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
@@ -109,10 +117,13 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.index(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="job_index", registry=registry)
     def job_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-        meta = body.get("metadata") or {}
-        cost = (body.get("status") or {}).get("cost") or {}
-        view = {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid")}}
-        return {str(meta.get("uid")): {**view, "status": {"cost": dict(cost)}}}
+        return _spender(body)
+
+    @kopf.index(
+        c.GROUP, c.VERSION, c.INFERENCE_SERVICE.plural, id="service_index", registry=registry
+    )
+    def service_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+        return _spender(body)
 
     @kopf.index("", "v1", "namespaces", id="namespace_index", registry=registry)
     def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
@@ -165,6 +176,6 @@ def namespaces(kwargs: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return _one(kwargs, "namespace_index")
 
 
-def jobs(kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every TrainingJob: name, namespace, uid and status.cost."""
-    return list(_one(kwargs, "job_index").values())
+def spenders(kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every TrainingJob and InferenceService: name, namespace, uid and status.cost."""
+    return [*_one(kwargs, "job_index").values(), *_one(kwargs, "service_index").values()]

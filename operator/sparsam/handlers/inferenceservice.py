@@ -79,12 +79,13 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
         await reconcile(body, patch, memo, kwargs)
 
     @kopf.on.event(c.GROUP, c.VERSION, c.INFERENCE_SERVICE.plural, id="wake", registry=registry)
-    async def wake(
-        type: str, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any
-    ) -> None:
+    async def wake(type: str, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
         controller: ServingController = memo.serving
         if type == "DELETED":
-            controller.forget(str((body.get("metadata") or {}).get("uid")))
+            meta = body.get("metadata") or {}
+            controller.forget(
+                str(meta.get("uid")), str(meta.get("namespace")), str(meta.get("name"))
+            )
             return
         try:
             svc = InferenceService.from_body(body)

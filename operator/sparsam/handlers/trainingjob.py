@@ -68,7 +68,9 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
     @kopf.on.delete(
         c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="forget", optional=True, registry=registry
     )
-    def forget(uid: str, memo: Any, **_: Any) -> None:
+    def forget(
+        uid: str, namespace: str | None, name: str, status: kopf.Status, memo: Any, **_: Any
+    ) -> None:
         """Workers go with the job (owner references); only the memory needs clearing."""
         controller: TrainingController = memo.training
-        controller.forget(uid)
+        controller.forget(uid, namespace or "", name, status.get("phase"))
