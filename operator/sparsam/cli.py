@@ -6,6 +6,7 @@
     sparsam dev-cluster kubectl -- ARGS      the cluster's own kubectl, pointed at it
     sparsam demo                             dev cluster + GPU nodes + examples/, then `kubectl get`
     sparsam run [--kubeconfig PATH]          the operator (in a pod: the service account)
+    sparsam activator [--port 8081]          route, hold and wake InferenceService traffic
     sparsam simulate [--max-jobs N] [--seed S] [--out DIR]
                                              replay the Philly trace through the capacity
                                              planner: static vs reactive vs sparsam
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsam import __version__
+from sparsam.activator import cli as activator_cli
 from sparsam.api.parse import parse_duration
 from sparsam.config import OperatorConfig
 from sparsam.decisions.cost import PriceTable
@@ -111,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--name", default=DEFAULT_NAME)
     _simulate_parser(commands)
     _run_parser(commands)
+    activator_cli.add_parser(commands)
     return parser
 
 
@@ -402,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dev_cluster(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "activator":
+            return activator_cli.run(args)
         if args.command == "run":
             return _run(args)
         return _demo(args)

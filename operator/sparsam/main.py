@@ -18,9 +18,7 @@ Nothing here decides anything; tests build the same parts with fakes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +26,7 @@ from typing import Any
 import kopf
 from kubernetes.client import ApiClient
 
-from sparsam import metrics
+from sparsam import logs, metrics
 from sparsam.api import constants as c
 from sparsam.api.gpunodepool import GPUNodePool
 from sparsam.config import OperatorConfig
@@ -160,34 +158,9 @@ def settings() -> kopf.OperatorSettings:
     return s
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, and the object a Kopf
-    handler was working on (namespace, name) when there is one."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        ref = getattr(record, "k8s_ref", None)
-        if isinstance(ref, dict):
-            entry["object"] = {k: ref.get(k) for k in ("kind", "namespace", "name") if ref.get(k)}
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
 def run(config: OperatorConfig) -> None:
     """Run the operator until it is stopped (SIGTERM/SIGINT)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonFormatter()
-        if config.log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
-    logging.basicConfig(level=os.environ.get("SPARSAM_LOG_LEVEL", "INFO"), handlers=[handler])
+    logs.configure(config.log_format)
     api = api_client(config.kubeconfig)
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)

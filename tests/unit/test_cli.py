@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sparsam.main import JsonFormatter
+from sparsam.logs import JsonFormatter
 
 
 def _sparsam(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

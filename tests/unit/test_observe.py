@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from sparsam.decisions.cluster import Pod, Resources
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.scheduling import NodeSelectorRequirement, NodeSelectorTerm, Toleration
+from sparsam.kube.errors import refused
 from sparsam.kube.observe import holds_room, is_pending, node_from_body, pod_from_body
 
 GI = 2**30
@@ -170,3 +172,23 @@ def test_interruption_conditions_are_configurable() -> None:
     assert node_from_body(body, (), InterruptionSignals()).interruption is None
     signals = InterruptionSignals(condition_types=frozenset({"VMEventScheduled"}))
     assert node_from_body(body, (), signals).interruption == "VMEventScheduled"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            '{"kind":"Status","message":"pods is forbidden: User \\"x\\" cannot create"}',
+            'creating pod a/b: 403 Forbidden: pods is forbidden: User "x" cannot create',
+            id="status-message",
+        ),
+        pytest.param("not json", "creating pod a/b: 403 Forbidden", id="no-status"),
+        pytest.param(None, "creating pod a/b: 403 Forbidden", id="no-body"),
+    ],
+)
+def test_a_refusal_is_one_line_with_the_apiservers_sentence(
+    body: str | None, expected: str
+) -> None:
+    exc = ApiException(status=403, reason="Forbidden")
+    exc.body = body
+    assert str(refused("creating pod a/b", exc)) == expected

@@ -1,0 +1,308 @@
+"""The activator's HTTP application: routing, holding, forwarding, and its own endpoints.
+
+``/<namespace>/<name>/<rest>`` goes to ``/<rest>`` (query string included) on a ready replica
+of that InferenceService, round-robin. With no ready replica, the request is held (see hold.py)
+and a wake-up is asked for. A request that could not be sent (connection refused) is tried on
+the next replica, and again after a short pause, until the hold timeout; so is one a replica
+answered 503 with Retry-After (a model server still loading: it did not run the request). One
+that was sent and failed is answered 502 and never retried, because it may not be idempotent.
+
+Every answer of the activator's own is JSON ``{"error": "..."}``; nothing ever sends a
+traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from sparsam.activator.backends import Backends, ServiceKey, valid_key
+from sparsam.activator.forward import (
+    NotSentError,
+    Reply,
+    UpstreamError,
+    UpstreamTimeoutError,
+    forwarded_headers,
+    send,
+)
+from sparsam.activator.hold import HoldQueues, HoldTimeoutError, QueueFullError, wait_ready
+from sparsam.activator.metrics import CONTENT_TYPE_LATEST, ActivatorMetrics
+from sparsam.activator.wake import ServiceNotFoundError, ThrottledWaker
+
+logger = logging.getLogger(__name__)
+
+#: Retry-After (seconds) of a 503 after the hold timeout: the service is still coming up.
+RETRY_AFTER_TIMEOUT = 5
+#: Retry-After of a 503 for a full hold queue: room frees up as held requests are released.
+RETRY_AFTER_FULL = 1
+
+
+@dataclass(frozen=True)
+class ActivatorConfig:
+    hold_timeout: float = 60.0
+    max_held: int = 1000
+    #: How often a held request asks (through the throttle) for its service to be woken.
+    wake_interval: float = 1.0
+    #: Pause before trying backends again that all refused the connection.
+    retry_delay: float = 0.05
+    #: Pause before trying again a backend that answered 503 with Retry-After (loading): longer,
+    #: so a crowd of held requests does not hammer a server busy loading its model.
+    unavailable_delay: float = 0.25
+    connect_timeout: float = 2.0
+    upstream_timeout: float = 300.0
+    max_request_bytes: int = 16 * 1024 * 1024
+
+
+class Activator:
+    """What the handlers share: the backends' view, the waker, the hold queues, the client
+    session and the metrics."""
+
+    def __init__(
+        self,
+        backends: Backends,
+        waker: ThrottledWaker,
+        config: ActivatorConfig,
+        metrics: ActivatorMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backends = backends
+        self.waker = waker
+        self.config = config
+        self.metrics = metrics or ActivatorMetrics()
+        self.clock = clock
+        self.queues = HoldQueues(config.max_held, self.metrics)
+        self._turn: dict[ServiceKey, int] = {}
+        self._stop_holding_at = math.inf
+        self._stopping = asyncio.Event()
+        self._timeout = aiohttp.ClientTimeout(
+            total=config.upstream_timeout, sock_connect=config.connect_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1024, limit_per_host=256),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=self._timeout,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def stop_holding(self, within: float) -> None:
+        """Shutting down: held requests get their 503 within `within` seconds at the latest,
+        so they are answered before the process must exit."""
+        self._stop_holding_at = min(self._stop_holding_at, self.clock() + within)
+        self._stopping.set()
+
+    def rotation(self, key: ServiceKey, addresses: Sequence[str]) -> list[str]:
+        """`addresses` starting at this service's next turn: round-robin across requests."""
+        turn = self._turn.get(key, 0)
+        self._turn[key] = turn + 1
+        start = turn % len(addresses)
+        return [*addresses[start:], *addresses[:start]]
+
+    async def handle(self, request: web.Request, key: ServiceKey, path_qs: str) -> web.Response:
+        body = await request.read()
+        headers = forwarded_headers(request.headers, remote=request.remote, host=request.host)
+        arrived = self.clock()
+
+        def deadline() -> float:
+            return min(arrived + self.config.hold_timeout, self._stop_holding_at)
+
+        hold = self.queues.hold(key, self.clock)
+        unavailable: Reply | None = None
+        try:
+            while True:
+                addresses = await wait_ready(
+                    key, self.backends, self.waker, hold, deadline, self.clock, self._stopping
+                )
+                delay = self.config.retry_delay
+                for address in self.rotation(key, addresses):
+                    sent_at = self.clock()
+                    reply = await self._attempt(address, request.method, path_qs, headers, body)
+                    if reply is None:
+                        continue
+                    if reply.status == 503 and "Retry-After" in reply.headers:
+                        unavailable = reply
+                        delay = self.config.unavailable_delay
+                        continue
+                    hold.leave(at=sent_at)
+                    return _response(reply)
+                if self.clock() >= deadline():
+                    raise HoldTimeoutError
+                hold.enter()
+                await asyncio.sleep(min(delay, max(deadline() - self.clock(), 0)))
+        except HoldTimeoutError:
+            if unavailable is not None:
+                return _response(unavailable)
+            return error_response(
+                503,
+                f"no replica of InferenceService {key[0]}/{key[1]} became ready within "
+                f"{self.config.hold_timeout:g}s; it may still be starting, retry later",
+                {"Retry-After": str(RETRY_AFTER_TIMEOUT)},
+            )
+        except QueueFullError as error:
+            return error_response(
+                503,
+                f"InferenceService {key[0]}/{key[1]} has no ready replica and {error}; "
+                "retry shortly",
+                {"Retry-After": str(RETRY_AFTER_FULL)},
+            )
+        except ServiceNotFoundError as error:
+            return error_response(404, str(error))
+        except UpstreamTimeoutError as error:
+            logger.warning("%s/%s: %s", *key, error)
+            return error_response(
+                504, f"the replica did not answer within {self.config.upstream_timeout:g}s"
+            )
+        except UpstreamError as error:
+            logger.warning("%s/%s: %s", *key, error)
+            return error_response(
+                502, "the replica failed while answering; see the activator's log"
+            )
+        finally:
+            hold.finish(self.metrics)
+
+    async def _attempt(
+        self,
+        address: str,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+    ) -> Reply | None:
+        """The reply of `address`, or None when it could not be sent there."""
+        assert self._session is not None, "Activator.start() was not awaited"
+        try:
+            return await send(self._session, address, method, path_qs, headers, body, self._timeout)
+        except NotSentError as error:
+            logger.debug("not sent: %s", error)
+            return None
+
+
+ACTIVATOR = web.AppKey("activator", Activator)
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _response(reply: Reply) -> web.Response:
+    return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
+
+
+def split_path(raw_path: str) -> tuple[ServiceKey, str] | None:
+    """``/ns/name/rest...`` -> ((ns, name), "/rest..."); ``/ns/name`` -> ((ns, name), "/"); None
+    when the path does not start with two valid names. `raw_path` stays percent-encoded, so
+    ``%2F`` in the rest reaches the backend as sent."""
+    parts = raw_path.split("/", 3)
+    if len(parts) < 3 or parts[0]:
+        return None
+    namespace, name = parts[1], parts[2]
+    if not valid_key(namespace, name):
+        return None
+    rest = "/" + parts[3] if len(parts) == 4 else "/"
+    return (namespace, name), rest
+
+
+async def proxy(request: web.Request) -> web.Response:
+    activator = request.app[ACTIVATOR]
+    if request.rel_url.raw_path.startswith("/-/"):
+        return error_response(
+            404,
+            f"{request.method} {request.rel_url.raw_path}: the activator's own endpoints are "
+            "GET /-/healthz, /-/readyz and /-/metrics",
+        )
+    split = split_path(request.rel_url.raw_path)
+    if split is None:
+        return error_response(
+            404,
+            f"{request.rel_url.raw_path}: expected /<namespace>/<name>/<path>, where "
+            "<namespace>/<name> is an InferenceService",
+        )
+    key, rest = split
+    backends = activator.backends
+    if backends.synced() and not backends.known(key):
+        return error_response(404, f"InferenceService {key[0]}/{key[1]} not found")
+    query = request.rel_url.raw_query_string
+    path_qs = f"{rest}?{query}" if query else rest
+    activator.metrics.received(key)
+    status = 500
+    try:
+        response = await activator.handle(request, key, path_qs)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away (nginx's code for it)
+        raise
+    finally:
+        activator.metrics.answered(key, status)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    synced = request.app[ACTIVATOR].backends.synced()
+    return web.json_response(
+        {"status": "ready" if synced else "syncing"}, status=200 if synced else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    activator = request.app[ACTIVATOR]
+    activator.metrics.track(activator.backends.services())
+    return web.Response(
+        body=activator.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own errors (body too large, wrong method) as JSON too, and no traceback ever."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+        return error_response(
+            error.status, f"{request.method} {request.path}: {error.reason}", headers
+        )
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal error in the activator; see its log")
+
+
+def build_app(activator: Activator) -> web.Application:
+    app = web.Application(
+        middlewares=[json_errors], client_max_size=activator.config.max_request_bytes
+    )
+    app[ACTIVATOR] = activator
+    # "-" cannot start a namespace, so these never shadow a service.
+    app.router.add_get("/-/healthz", healthz)
+    app.router.add_get("/-/readyz", readyz)
+    app.router.add_get("/-/metrics", metrics)
+    app.router.add_route("*", "/{path:.*}", proxy)
+    return app
