@@ -35,6 +35,7 @@ from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.controllers.serving import ServingConfig, ServingController
 from sparsam.controllers.training import TrainingController
 from sparsam.decisions.interruption import InterruptionSignals
+from sparsam.decisions.scaling import ScalingSettings
 from sparsam.handlers import costpolicy, gpunodepool, indexes, inferenceservice, trainingjob
 from sparsam.kube.client import api_client
 from sparsam.kube.drain import NodeDrainer
@@ -95,14 +96,20 @@ def serving_config(config: OperatorConfig) -> ServingConfig:
     def query(flag: str | None, default: Query) -> Query:
         return Query(flag) if flag else default
 
+    queries = ServingQueries(
+        rps=query(config.rps_query, defaults.rps),
+        concurrency=query(config.concurrency_query, defaults.concurrency),
+        last_request=query(config.last_request_query, defaults.last_request),
+    )
     return ServingConfig(
         activator_url=config.activator_url,
-        queries=ServingQueries(
-            rps=query(config.rps_query, defaults.rps),
-            concurrency=query(config.concurrency_query, defaults.concurrency),
-            last_request=query(config.last_request_query, defaults.last_request),
-        ),
+        queries=queries,
         server=ServerSettings(image=config.server_image),
+        # The activator's last-request gauge is exact for its own request counter only.
+        scaling=ScalingSettings(
+            exact_last_request=(queries.rps, queries.last_request)
+            == (defaults.rps, defaults.last_request)
+        ),
     )
 
 

@@ -480,6 +480,40 @@ def test_a_backend_that_stays_unavailable_passes_its_503_at_the_hold_timeout() -
     run(scenario())
 
 
+def test_a_crowd_held_on_a_loading_backend_probes_it_one_at_a_time() -> None:
+    """50 requests meet a backend still loading (503 with Retry-After for 0.5 s): one probes it
+    every unavailable_delay while the others wait for the probe's news, so the loading server
+    gets tens of probes, not 50 per round; then every request is answered."""
+
+    async def scenario() -> None:
+        async with (
+            backends("a") as (a,),
+            activator(table_of({KEY: [a.address]}), unavailable_delay=0.02) as (client, _),
+        ):
+            a.answers.extend([(503, {"Retry-After": "1"})] * 10_000)
+
+            async def loaded() -> None:
+                await asyncio.sleep(0.5)
+                a.answers.clear()
+
+            started = time.monotonic()
+            loading = asyncio.ensure_future(loaded())
+            responses = await asyncio.gather(
+                *(client.post("/team/digits/v1/predict", data=b"{}") for _ in range(50))
+            )
+            await loading
+            took = time.monotonic() - started
+        assert [r.status for r in responses] == [201] * 50
+        probes = len(a.seen) - 50  # every request is answered once by the loaded backend
+        # One probe each 20 ms for 0.5 s, plus the first round's 503s: far fewer than the
+        # 50 x 25 a crowd polling on its own would send.
+        assert probes < 50 + 0.5 / 0.02 * 2, probes
+        # Released at once after loading, not a polling interval later.
+        assert took < 0.5 + 0.3, took
+
+    run(scenario())
+
+
 # Waking and metrics -------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from sparsam.decisions.scaling import (
     ScalerMemory,
     ScalingDecision,
     ScalingInput,
+    ScalingSettings,
     decide_scaling,
     load_of,
     spot_split,
@@ -583,3 +584,53 @@ def test_spot_split_properties(desired: int, base: int, policy: SpotPolicy) -> N
         assert on_demand == 0
     if policy == "Prefer":
         assert on_demand == min(base, desired)
+
+
+# -- rule 8: an exact lastRequestTime ends the rate window's residue ---------------------------
+
+
+def residue_run(metric: str, exact: bool) -> list[int]:
+    """One request at t=0, then nothing; the metric decays like a 1m trailing rate (rps) or
+    stays at the one request in flight for 2 minutes (concurrency). scaleToZeroAfter 30s."""
+    s = spec()
+    s = replace(s, scaling=replace(s.scaling, metric=metric, scale_to_zero_after=sec(30)))
+    config = ScalingSettings(exact_last_request=exact)
+    memory, replicas, out = ScalerMemory(), 1, []
+    for t in range(0, 130, 10):
+        load = (0.1 if t < 60 else 0.0) if metric == "rps" else (1.0 if t < 120 else 0.0)
+        d = decide_scaling(
+            ScalingInput(
+                spec=s,
+                replicas=replicas,
+                ready_replicas=replicas,
+                sample=MetricSample(load),
+                last_request_time=T0,
+                memory=memory,
+                settings=config,
+            ),
+            T0 + sec(t),
+        )
+        memory, replicas = d.memory, d.replicas
+        out.append(replicas)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("metric", "exact", "zero_at"),
+    [
+        # The residue ends with the last request's scaleToZeroAfter, not a window later.
+        pytest.param("rps", True, 30, id="rps-exact"),
+        # Without one, the rate is traffic until it decays (last seen above zero at 50 s),
+        # and scaleToZeroAfter counts from there.
+        pytest.param("rps", False, 80, id="rps-trailing"),
+        # A request in flight is never a residue, exact or not.
+        pytest.param("concurrency", True, None, id="concurrency-in-flight"),
+    ],
+)
+def test_exact_last_request_ends_the_rate_residue(
+    metric: str, exact: bool, zero_at: int | None
+) -> None:
+    replicas = residue_run(metric, exact)
+    times = list(range(0, 130, 10))
+    first_zero = next((t for t, r in zip(times, replicas, strict=True) if r == 0), None)
+    assert first_zero == zero_at, replicas

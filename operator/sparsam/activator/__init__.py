@@ -23,7 +23,9 @@ HTTP API
     A request that could not be sent (connection refused: the pod is Ready before the process
     in it listens) is tried on the other replicas and again every 50 ms until the hold
     timeout, as is one a replica answered 503 with ``Retry-After`` (a model server that is
-    still loading has not run it). So no request is lost across a wake-up.
+    still loading has not run it): then one held request probes that replica every 20 ms and
+    the others wait for its news, so a crowd never hammers a loading server. So no request is
+    lost across a wake-up.
 ``GET /-/healthz``
     200 ``{"status": "alive"}`` (liveness). ``-`` cannot start a namespace, so these paths never
     shadow a service.

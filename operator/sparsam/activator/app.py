@@ -4,8 +4,9 @@
 of that InferenceService, round-robin. With no ready replica, the request is held (see hold.py)
 and a wake-up is asked for. A request that could not be sent (connection refused) is tried on
 the next replica, and again after a short pause, until the hold timeout; so is one a replica
-answered 503 with Retry-After (a model server still loading: it did not run the request). One
-that was sent and failed is answered 502 and never retried, because it may not be idempotent.
+answered 503 with Retry-After (a model server still loading: it did not run the request), with
+one request probing a loading replica while the others wait for its news. One that was sent
+and failed is answered 502 and never retried, because it may not be idempotent.
 
 Every answer of the activator's own is JSON ``{"error": "..."}``; nothing ever sends a
 traceback.
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_TIMEOUT = 5
 #: Retry-After of a 503 for a full hold queue: room frees up as held requests are released.
 RETRY_AFTER_FULL = 1
+#: Longest a request waits for another's probe of a loading backend before it looks again.
+WAIT_FOR_PROBE = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,10 @@ class ActivatorConfig:
     wake_interval: float = 1.0
     #: Pause before trying backends again that all refused the connection.
     retry_delay: float = 0.05
-    #: Pause before trying again a backend that answered 503 with Retry-After (loading): longer,
-    #: so a crowd of held requests does not hammer a server busy loading its model.
-    unavailable_delay: float = 0.25
+    #: Pause before the one request probing a backend that answered 503 with Retry-After
+    #: (loading) tries it again; the others wait for the probe's news (see `_Loading`), so a
+    #: crowd of held requests never hammers a server busy loading its model.
+    unavailable_delay: float = 0.02
     connect_timeout: float = 2.0
     upstream_timeout: float = 300.0
     max_request_bytes: int = 16 * 1024 * 1024
@@ -86,6 +90,10 @@ class Activator:
             total=config.upstream_timeout, sock_connect=config.connect_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        #: Backends that answered 503 with Retry-After (loading), by address: set once one
+        #: answers anything else. One request (the first to see the 503) probes; the others
+        #: wait for the event instead of sending more.
+        self._loading: dict[str, asyncio.Event] = {}
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -123,27 +131,49 @@ class Activator:
 
         hold = self.queues.hold(key, self.clock)
         unavailable: Reply | None = None
+        probing: set[str] = set()  # loading backends this request probes
         try:
             while True:
                 addresses = await wait_ready(
                     key, self.backends, self.waker, hold, deadline, self.clock, self._stopping
                 )
                 delay = self.config.retry_delay
+                waits: list[asyncio.Event] = []
+                refused = False
                 for address in self.rotation(key, addresses):
+                    loading = self._loading.get(address)
+                    if loading is not None and address not in probing:
+                        waits.append(loading)  # someone else probes it
+                        continue
                     sent_at = self.clock()
                     reply = await self._attempt(address, request.method, path_qs, headers, body)
                     if reply is None:
+                        refused = True
                         continue
                     if reply.status == 503 and "Retry-After" in reply.headers:
                         unavailable = reply
-                        delay = self.config.unavailable_delay
+                        if address in probing:
+                            delay = self.config.unavailable_delay
+                        elif address in self._loading:  # another request probes it already
+                            waits.append(self._loading[address])
+                        else:  # the first to see it loading probes it
+                            self._loading[address] = asyncio.Event()
+                            probing.add(address)
+                            delay = self.config.unavailable_delay
                         continue
+                    self._loaded(address, probing)
                     hold.leave(at=sent_at)
                     return _response(reply)
                 if self.clock() >= deadline():
                     raise HoldTimeoutError
                 hold.enter()
-                await asyncio.sleep(min(delay, max(deadline() - self.clock(), 0)))
+                left = max(deadline() - self.clock(), 0)
+                if waits and not probing and not refused:
+                    # Only loading backends, probed by others: wait for their news, and look
+                    # again now and then (a new replica may turn ready meanwhile).
+                    await _first_of(waits, pause=min(WAIT_FOR_PROBE, left))
+                else:
+                    await asyncio.sleep(min(delay, left))
         except HoldTimeoutError:
             if unavailable is not None:
                 return _response(unavailable)
@@ -173,7 +203,18 @@ class Activator:
                 502, "the replica failed while answering; see the activator's log"
             )
         finally:
+            # A probe that gives up (timeout, client gone) hands over: its waiters go again,
+            # and the first of them to see a 503 probes next.
+            for address in list(probing):
+                self._loaded(address, probing)
             hold.finish(self.metrics)
+
+    def _loaded(self, address: str, probing: set[str]) -> None:
+        """`address` answered something other than "loading" (or its probe gave up)."""
+        event = self._loading.pop(address, None)
+        if event is not None:
+            event.set()
+        probing.discard(address)
 
     async def _attempt(
         self,
@@ -193,6 +234,16 @@ class Activator:
 
 
 ACTIVATOR = web.AppKey("activator", Activator)
+
+
+async def _first_of(events: Sequence[asyncio.Event], pause: float) -> None:
+    """Return when any of `events` is set, or after `pause` seconds."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def error_response(

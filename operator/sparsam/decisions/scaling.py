@@ -40,6 +40,14 @@ How it decides, in order:
    proves no idleness).
 7. **Wake.** A wake request (the activator holds a request while at zero) makes the count at
    least 1 whatever the metric says, and counts as traffic for rule 5.
+8. **Exact last request** (`ScalingSettings.exact_last_request`, set when the request rate and
+   `lastRequestTime` come from the same counter: the activator's). `rps` is a trailing rate
+   (1m by default), so it stays above zero for a whole window after the last request. With an
+   exact `lastRequestTime`, a rate above zero whose last request is `scaleToZeroAfter` old or
+   older is that window's residue, not traffic: it recommends nothing, and only
+   `lastRequestTime` (not the residue) marks traffic for rule 5. So scale-to-zero comes
+   `scaleToZeroAfter` after the last request, not a rate window later. `concurrency` (requests
+   in flight now) is never a residue.
 
 Phase and Ready condition (`decision.phase`, `ready_status`, `reason`):
 
@@ -140,6 +148,8 @@ class ScalingSettings:
 
     #: How long replicas may be wanted with none ready before the phase turns Degraded.
     ready_grace: timedelta = timedelta(minutes=5)
+    #: `last_request_time` covers every request the `rps` metric counts (rule 8).
+    exact_last_request: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +224,18 @@ def decide_scaling(inp: ScalingInput, now: datetime) -> ScalingDecision:
     else:
         if watching_since is None:
             watching_since = now
+        last_request = inp.last_request_time
+        exact = (
+            inp.settings.exact_last_request
+            and spec.scaling.metric == "rps"
+            and last_request is not None
+        )
+        if exact and now - (last_request or now) >= spec.scaling.scale_to_zero_after:
+            load = 0.0  # rule 8: the trailing rate's residue
         raw = math.ceil(load / spec.scaling.target - _EPSILON)
         if load > 0 or inp.wake_requested:
             raw = max(raw, 1)
+        if (load > 0 and not exact) or inp.wake_requested:
             last_traffic = now
         recommendation = _clamp(raw, low, high)
         evidence = [t for t in (inp.last_request_time, last_traffic) if t is not None]
