@@ -166,6 +166,9 @@ def test_suspend_scales_an_inference_service_to_zero(
     apply(kubectl, pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type, "spot"))
     policy = cluster_scoped_name("costpolicy", "budget")
     apply(kubectl, budget_policy(policy, namespace, "Suspend"))
+    # The model-server pods are admitted under Pod Security "restricted" (they must run to
+    # spend the budget).
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     # Held at one replica (min 1): its GPU time on the pool's priced node spends the budget.
     apply(kubectl, inference_service("clf", namespace, gpu_type, 1))
 
