@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,trainer]'
 	touch $@
 
-demo: install
+demo: install prometheus
 	$(BIN)/sparsam demo
 
 lint: install
@@ -34,7 +34,7 @@ binaries: install
 # The model server's metrics are scraped by a real Prometheus in the tests: Debian's package.
 prometheus:
 	@command -v prometheus >/dev/null || { \
-		echo "installing Debian's prometheus package (the tests start it on loopback)"; \
+		echo "installing Debian's prometheus package (the tests and the demo start it on loopback)"; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 test: lint binaries prometheus

@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import pytest
 import yaml
 from tests.operator_process import Operator
 
+from sparsam.demo.hostpods import host_volume
 from sparsam.devcluster.bootstrap import bring_up, install_crds
 from sparsam.devcluster.cluster import DevCluster, kubectl_runner
 from sparsam.devcluster.errors import DevClusterError
@@ -139,38 +140,10 @@ def model_claim(kubectl: Kubectl, namespace: str) -> Iterator[str]:
     containers, and tests that run the server map /models to a host directory. Both are
     deleted afterwards without waiting (the volume's protection finalizer waits for the
     claim, which goes with the namespace)."""
-    volume = f"models-{namespace}"[:63].rstrip("-")
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_volume(namespace, volume)))
-    yield "models"
-    kubectl("delete", "pvc", "models", "-n", namespace, "--wait=false", check=False)
-    kubectl("delete", "pv", volume, "--wait=false", check=False)
-
-
-def model_volume(namespace: str, volume: str) -> list[dict[str, Any]]:
-    """The claim `models` the replicas mount, bound to a volume of its own (nothing mounts it:
-    KWOK runs no containers; the host kubelet maps /models to a host directory)."""
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": "",
-                "hostPath": {"path": "/srv/models"},
-                "claimRef": {"namespace": namespace, "name": "models"},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "models", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
+    volume, claim = host_volume(namespace)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([volume, claim]))
+    yield claim["metadata"]["name"]
+    kubectl(
+        "delete", "pvc", claim["metadata"]["name"], "-n", namespace, "--wait=false", check=False
+    )
+    kubectl("delete", "pv", volume["metadata"]["name"], "--wait=false", check=False)

@@ -4,7 +4,9 @@
     sparsam dev-cluster build                build (or find) its binaries, print their folder
     sparsam dev-cluster down|status|kubeconfig
     sparsam dev-cluster kubectl -- ARGS      the cluster's own kubectl, pointed at it
-    sparsam demo                             dev cluster + GPU nodes + examples/, then `kubectl get`
+    sparsam demo [--no-run]                  dev cluster + GPU nodes + examples/, `kubectl get`,
+                                             then sparsam at work: training, serving, scale
+                                             to zero and wake
     sparsam run [--kubeconfig PATH]          the operator (in a pod: the service account)
     sparsam activator [--port 8081]          route, hold and wake InferenceService traffic
     sparsam simulate [--max-jobs N] [--seed S] [--out DIR]
@@ -111,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--bin-dir", type=Path, default=None)
     demo.add_argument("--name", default=DEFAULT_NAME)
+    demo.add_argument(
+        "--no-run",
+        action="store_true",
+        help="only apply examples/; do not start sparsam (operator, activator, Prometheus) "
+        "for the training and serving walkthrough",
+    )
     _simulate_parser(commands)
     _run_parser(commands)
     activator_cli.add_parser(commands)
@@ -391,11 +399,25 @@ def _demo(args: argparse.Namespace) -> int:
         ),
         end="",
     )
+    if not args.no_run:
+        _walkthrough(kubeconfig, run)
     _say(
         f"the cluster keeps running: export KUBECONFIG={kubeconfig}; "
         "stop it with `sparsam dev-cluster down`"
     )
     return 0
+
+
+def _walkthrough(kubeconfig: Path, run: Any) -> None:
+    """sparsam at work: the operator, the activator and Prometheus started on this machine."""
+    from sparsam.demo import walkthrough  # the kubernetes client only for this
+
+    missing = walkthrough.prerequisites()
+    if missing is not None:
+        _say(f"skipping the walkthrough (training, serving, scale to zero): {missing}")
+        return
+    work = Path(tempfile.mkdtemp(prefix="sparsam-demo-"))
+    walkthrough.walk(kubeconfig, run, DEMO_NAMESPACE, work, _say)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.trainer.prometheus import PrometheusError, find_binary, running_prometheus
 from tests.unit.test_dashboard import (
     DASHBOARD,
     dashboard_expressions,
@@ -27,6 +26,7 @@ from tests.unit.test_dashboard import (
     variable_queries,
 )
 
+from sparsam.demo.prometheus import PrometheusError, find_binary, running_prometheus
 from sparsam.devcluster.errors import DevClusterError
 from sparsam.devcluster.tools import HELM, ensure_binaries
 

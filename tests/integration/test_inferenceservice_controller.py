@@ -1,6 +1,6 @@
 """The InferenceService controller end to end, every part real: the dev cluster's apiserver and
 scheduler, `sparsam run`, `sparsam activator`, Debian's Prometheus scraping the activator, and
-the model server running each replica pod's own command at its pod IP (`HostKubelet`).
+the model server running each replica pod's own command at its pod IP (`HostPods`).
 
 One scenario, in order (a service's life):
 
@@ -30,11 +30,12 @@ from typing import Any
 
 import pytest
 from tests.conftest import Cluster, Kubectl
-from tests.host_kubelet import HostKubelet
 from tests.operator_process import Operator, apply, eventually, get, pool
 from tests.trainer.exported_models import IMAGE_LABELS, export_image, image_model, images
 from tests.trainer.ports import free_port, wait_for
-from tests.trainer.prometheus import ScrapeJob, running_prometheus
+
+from sparsam.demo.hostpods import HostPods
+from sparsam.demo.prometheus import ScrapeJob, running_prometheus
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -125,7 +126,7 @@ def test_scale_from_zero_up_down_to_zero_and_hold_without_metrics(
     with (
         running_prometheus([scrape], tmp_path / "prometheus") as prometheus,
         activator(cluster.kubeconfig, activator_port, logs / "activator.log"),
-        HostKubelet(cluster.kubeconfig, namespace, SERVICE, model, logs) as kubelet,
+        HostPods(cluster.kubeconfig, namespace, SERVICE, model, logs) as kubelet,
     ):
         operator = Operator(
             cluster.kubeconfig,
@@ -156,7 +157,7 @@ def scenario(
     namespace: str,
     gpu_type: str,
     operator: Operator,
-    kubelet: HostKubelet,
+    kubelet: HostPods,
     prometheus: Any,
 ) -> None:
     def status() -> dict[str, Any]:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from tests.trainer import exported_models as tiny
-from tests.trainer import prometheus as prometheus_helper
 from tests.trainer.model_server import model_server
 from tests.trainer.ports import wait_for
-from tests.trainer.prometheus import PrometheusError, ScrapeJob, running_prometheus
+
+from sparsam.demo import prometheus as prometheus_helper
+from sparsam.demo.prometheus import PrometheusError, ScrapeJob, running_prometheus
 
 torch.set_num_threads(1)
 

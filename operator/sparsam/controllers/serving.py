@@ -99,7 +99,8 @@ class ServingController:
         self.config = config or ServingConfig()
         self._cost = CostMeter(c.INFERENCE_SERVICE.kind, prices)
         self.memory = ServingMemory()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _locks
+        self._locks: dict[str, threading.Lock] = {}
 
     def wake_pending(self, svc: InferenceService, wake_at: datetime | None) -> bool:
         """Whether `wake_at` (the annotation) is a wake request not acted on yet."""
@@ -120,13 +121,27 @@ class ServingController:
         """One pass for `svc`, given its wake annotation, its Deployments and replica pods,
         every node and GPUNodePool (for prices) from the caches, and its namespace's
         effective CostPolicy."""
+        # Prometheus is asked outside any lock: a slow or unreachable one delays this
+        # service's pass only. Passes of one service never interleave; of two, they may.
+        traffic = self._traffic(svc)
+        with self._lock_of(svc.metadata.uid):
+            return self._pass(svc, wake_at, traffic, deployments, pods, nodes, pools, policy, now)
+
+    def _lock_of(self, uid: str) -> threading.Lock:
         with self._lock:
-            return self._pass(svc, wake_at, deployments, pods, nodes, pools, policy, now)
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def _traffic(self, svc: InferenceService) -> tuple[MetricSample, datetime | None]:
+        """The scaling metric now, and the last request time Prometheus knows."""
+        queries = self.config.queries
+        sample = self._sample(svc, queries.for_metric(svc.spec.scaling.metric))
+        return sample, self._timestamp(svc, queries.last_request)
 
     def _pass(
         self,
         svc: InferenceService,
         wake_at: datetime | None,
+        traffic: tuple[MetricSample, datetime | None],
         deployments: Sequence[Body],
         pods: Sequence[Body],
         nodes: Mapping[str, Body],
@@ -157,11 +172,8 @@ class ServingController:
         if suspended:
             # The namespace's budget is spent: no replicas, whatever the traffic.
             spec = replace(spec, replicas=replace(spec.replicas, min=0, max=0))
-        sample = self._sample(svc, self.config.queries.for_metric(spec.scaling.metric))
-        last_request = _latest(
-            parse_rfc3339(svc.status.last_request_time),
-            self._timestamp(svc, self.config.queries.last_request),
-        )
+        sample, seen_request = traffic
+        last_request = _latest(parse_rfc3339(svc.status.last_request_time), seen_request)
         decision = decide_scaling(
             ScalingInput(
                 spec=spec,
@@ -323,6 +335,8 @@ class ServingController:
         metrics.remove(metrics.REPLICAS, namespace, name)
         metrics.remove(metrics.READY_REPLICAS, namespace, name)
         with self._lock:
+            self._locks.pop(uid, None)
+        with self._lock_of(uid):
             self.memory.scaler.pop(uid, None)
             self.memory.wake_handled.pop(uid, None)
             self.memory.waking_since.pop(uid, None)

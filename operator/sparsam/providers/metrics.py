@@ -20,6 +20,7 @@ from typing import Final, Protocol
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
 
 from sparsam.api.inferenceservice import ScalingMetric
 from sparsam.decisions.scaling import MetricSample
@@ -68,7 +69,12 @@ class PrometheusMetrics:
 
     def __init__(self, url: str, timeout: int = QUERY_TIMEOUT) -> None:
         self.url = url
-        self._client = PrometheusConnect(url=url, disable_ssl=False, timeout=timeout)
+        # No retries: a pass that cannot read the metric holds the replicas and tries again on
+        # its next run; retrying with backoff here would only keep the pass (and its thread)
+        # waiting while Prometheus is down.
+        self._client = PrometheusConnect(
+            url=url, disable_ssl=False, timeout=timeout, retry=Retry(total=0)
+        )
 
     def sample(self, query: str) -> MetricSample:
         try:

@@ -1,4 +1,5 @@
-"""A real Prometheus for tests: Debian's ``prometheus`` binary on a free loopback port.
+"""A real Prometheus for the demo and the tests: Debian's ``prometheus`` binary on a free
+loopback port.
 
 `running_prometheus` writes a generated config that scrapes the given targets, starts the binary
 with its storage in a test's temporary directory, waits for ``/-/ready``, and stops it afterwards.
@@ -15,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.trainer.ports import free_port, wait_for
+from sparsam.devcluster.cluster import free_port
 
 DEBIAN_BINARY = Path("/usr/bin/prometheus")
 
@@ -151,10 +153,14 @@ def running_prometheus(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     prometheus = Prometheus(process, port, log_path)
     try:
-        try:
-            wait_for(prometheus.is_ready, start_timeout, f"prometheus on port {port} is ready")
-        except TimeoutError as error:
-            raise PrometheusError(f"{error}\n{prometheus.log_tail()}") from None
+        deadline = time.monotonic() + start_timeout
+        while not prometheus.is_ready():
+            if time.monotonic() > deadline:
+                raise PrometheusError(
+                    f"prometheus on port {port} not ready after {start_timeout:g}s:\n"
+                    f"{prometheus.log_tail()}"
+                )
+            time.sleep(0.05)
         yield prometheus
     finally:
         if process.poll() is None:
