@@ -24,6 +24,8 @@ from tests.operator_process import (
     trainingjob,
 )
 
+from sparsam.demo.hostpods import host_volume
+
 
 def small_pool(name: str, gpu_type: str) -> dict[str, Any]:
     body = pool(name, gpu_type, "spot", scaleDownAfter="30s")
@@ -50,15 +52,27 @@ def running(kubectl: Kubectl, namespace: str) -> dict[str, str]:
     }
 
 
-def exit_worker(kubectl: Kubectl, namespace: str, name: str, code: int) -> None:
-    state = {"terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}}
+def exit_worker(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    code: int,
+    message: str | None = None,
+    container: str = "trainer",
+) -> None:
+    """What the kubelet reports when the pod's container exits `code` (KWOK runs nothing)."""
+    state: dict[str, Any] = {
+        "terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}
+    }
+    if message is not None:
+        state["terminated"]["message"] = message
     phase = "Succeeded" if code == 0 else "Failed"
     patch = {
         "status": {
             "phase": phase,
             "containerStatuses": [
                 {
-                    "name": "trainer",
+                    "name": container,
                     "image": "ghcr.io/sparsam/sparsam-trainer:0.1.0",
                     "imageID": "",
                     "ready": False,
@@ -178,6 +192,66 @@ def test_a_worker_that_exits_0_finishes_the_job(
         operator,
     )
     assert final["completionTime"] >= final["startTime"]
+
+
+REPORT = (
+    '{"compression":{"sizeBytes":{"before":84757,"after":38477},"accuracy":{"before":0.932,'
+    '"after":0.932},"latencyMs":{"before":0.31,"after":0.26},"accepted":true},'
+    '"reason":"accuracy 0.932 -> 0.932: within maxAccuracyDrop 0.02"}'
+)
+
+
+def test_a_finished_job_compresses_and_deploys_its_inference_service(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    """Training ends (worker exit 0): the job is Compressing with a compress pod running the
+    trainer's compress command; the pod ends with its report as termination message: the job
+    is Succeeded with status.compression and status.model, and the InferenceService of
+    spec.deploy exists, serving the compressed model from the checkpoint claim."""
+    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
+    volume, claim = host_volume(namespace, "ckpt", "ReadWriteMany")
+    apply(kubectl, volume, claim)
+    spec = {
+        "workers": {"min": 1, "max": 1},
+        "checkpoint": {"volumeClaim": "ckpt", "path": "/ckpt"},
+        "compression": {"quantization": {"mode": "dynamic"}, "maxAccuracyDrop": 0.02},
+        "deploy": {"inferenceService": "digits", "minReplicas": 0, "maxReplicas": 2},
+    }
+    apply(kubectl, trainingjob("tj", namespace, gpu_type, **spec))
+    eventually("the worker running", lambda: running(kubectl, namespace), operator)
+    exit_worker(kubectl, namespace, "tj-worker-0", 0)
+    eventually(
+        "Compressing", lambda: status(kubectl, namespace).get("phase") == "Compressing", operator
+    )
+
+    def compress_pod() -> dict[str, Any] | None:
+        found = get(kubectl, "pods", "-n", namespace, "-l", "sparsam.dev/role=compress")["items"]
+        return found[0] if found and found[0]["status"].get("phase") == "Running" else None
+
+    pod = eventually("the compress pod running", compress_pod, operator)
+    (container,) = pod["spec"]["containers"]
+    assert container["command"][:4] == ["python", "-m", "sparsam_trainer", "compress"]
+    exit_worker(kubectl, namespace, "tj-compress", 0, REPORT, container="compress")
+    final = eventually(
+        "Succeeded",
+        lambda: (s := status(kubectl, namespace)).get("phase") == "Succeeded" and s,
+        operator,
+    )
+    assert final["compression"]["sizeBytes"] == {"before": 84757, "after": 38477}
+    assert final["model"] == {"uri": "pvc://ckpt/tj/compressed/model"}
+    served = get(kubectl, "inferenceservice", "digits", "-n", namespace)
+    assert served["spec"]["model"]["uri"] == "pvc://ckpt/tj/compressed/model"
+    assert served["spec"]["replicas"] == {"min": 0, "max": 2}
+    assert (
+        "Deployed: InferenceService digits serves pvc://ckpt/tj/compressed/model"
+        in object_events(kubectl, "tj")
+    )
+    # Training and compression cost is the job's; the deployed service is not owned by it.
+    assert not served["metadata"].get("ownerReferences")
 
 
 def test_a_spent_budget_suspends_the_job(

@@ -20,14 +20,20 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 @dataclass
 class FakeActuator:
     created: list[str] = field(default_factory=list)
+    manifests: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     services: int = 0
+    services_applied: list[dict[str, Any]] = field(default_factory=list)
+
+    def apply_inference_service(self, manifest: dict[str, Any]) -> None:
+        self.services_applied.append(manifest)
 
     def apply_service(self, manifest: dict[str, Any]) -> None:
         self.services += 1
 
     def create_pod(self, manifest: dict[str, Any]) -> bool:
         self.created.append(manifest["metadata"]["name"])
+        self.manifests.append(manifest)
         return True
 
     def delete_pod(self, namespace: str, name: str, uid: str) -> None:
@@ -276,3 +282,102 @@ def test_a_finished_job_is_deleted_after_its_ttl() -> None:
     result = ctl.reconcile(done, [], {}, NOW + timedelta(seconds=30))
     assert act.deleted == ["trainingjob/tj"]
     assert [e.reason for e in result.events] == ["Expired"]
+
+
+# -- after training: compress, then deploy ---------------------------------------------------
+
+
+def delivering_job(status: dict[str, Any] | None = None) -> TrainingJob:
+    return TrainingJob.from_body(
+        {
+            "metadata": {"name": "tj", "namespace": "ml", "uid": "job-uid", "generation": 3},
+            "spec": {
+                "image": "t:1",
+                "workers": {"min": 1, "max": 1},
+                "checkpoint": {"volumeClaim": "ckpt", "path": "/ckpt"},
+                "compression": {"quantization": {"mode": "dynamic"}, "maxAccuracyDrop": 0.02},
+                "deploy": {"inferenceService": "clf", "minReplicas": 0, "maxReplicas": 2},
+            },
+            "status": status or {},
+        }
+    )
+
+
+def compress_pod(exit_code: int | None, message: str = "") -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": "Running"}
+    if exit_code is not None:
+        status = {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "containerStatuses": [
+                {"state": {"terminated": {"exitCode": exit_code, "message": message}}}
+            ],
+        }
+    return {
+        "metadata": {
+            "name": "tj-compress",
+            "uid": "c1",
+            "labels": {"sparsam.dev/role": "compress"},
+        },
+        "spec": {"nodeName": "n1"},
+        "status": status,
+    }
+
+
+REPORT = (
+    '{"compression":{"sizeBytes":{"before":100,"after":25},"accuracy":{"before":0.9,'
+    '"after":0.89},"latencyMs":{"before":4.0,"after":2.0},"accepted":true},"reason":"ok"}'
+)
+
+
+def test_a_succeeded_job_compresses_then_deploys_its_inference_service() -> None:
+    ctl, act = controller()
+    done = ctl.reconcile(delivering_job(), [pod(0, phase="Succeeded")], {"n1": NODE}, NOW)
+    assert done.status["phase"] == "Compressing" and "completionTime" not in done.status
+    assert act.created[-1] == "tj-compress"
+    manifest = act.manifests[-1]
+    (container,) = manifest["spec"]["containers"]
+    assert container["command"][-2:] == [
+        "--model=/ckpt/tj/model.pt",
+        "--output-dir=/ckpt/tj/compressed",
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert '"quantization": {"mode": "dynamic"}' in env["SPARSAM_COMPRESSION"]
+    assert manifest["metadata"]["labels"]["sparsam.dev/role"] == "compress"
+
+    waiting = ctl.reconcile(delivering_job(done.status), [compress_pod(None)], {"n1": NODE}, NOW)
+    assert waiting.status["phase"] == "Compressing" and act.services_applied == []
+
+    ended = ctl.reconcile(
+        delivering_job(waiting.status), [compress_pod(0, REPORT)], {"n1": NODE}, NOW
+    )
+    assert ended.status["phase"] == "Succeeded" and ended.status["completionTime"]
+    assert ended.status["compression"]["sizeBytes"] == {"before": 100, "after": 25}
+    uri = "pvc://ckpt/tj/compressed/model"
+    assert ended.status["model"] == {"uri": uri}
+    (service,) = act.services_applied
+    assert service["metadata"]["name"] == "clf" and service["spec"]["model"]["uri"] == uri
+    assert service["spec"]["replicas"] == {"min": 0, "max": 2}
+    assert [e.reason for e in ended.events] == ["Deployed"]
+
+
+@pytest.mark.parametrize(
+    ("code", "phase", "condition", "reason"),
+    [
+        pytest.param(76, "Succeeded", ("CompressionRejected", "True"), None, id="rejected"),
+        pytest.param(1, "Failed", None, "CompressionFailed", id="failed"),
+    ],
+)
+def test_a_rejected_or_failed_compression_deploys_nothing(
+    code: int, phase: str, condition: tuple[str, str] | None, reason: str | None
+) -> None:
+    ctl, act = controller()
+    rejected = REPORT.replace('"accepted":true', '"accepted":false')
+    status = {"phase": "Compressing", "conditions": []}
+    ended = ctl.reconcile(delivering_job(status), [compress_pod(code, rejected)], {"n1": NODE}, NOW)
+    assert ended.status["phase"] == phase and act.services_applied == []
+    found = {c["type"]: c for c in ended.status["conditions"]}
+    if condition is not None:
+        assert (found[condition[0]]["status"]) == condition[1]
+        assert "accuracy 0.9 -> 0.89" in found[condition[0]]["message"]
+    if reason is not None:
+        assert found["Ready"]["reason"] == reason

@@ -73,6 +73,8 @@ LABEL_SPOT_POLICY: Final = f"{GROUP}/spot"
 #: the TrainingJob controller says with checkpoint-fresh="true".
 LABEL_ROLE: Final = f"{GROUP}/role"
 ROLE_WORKER: Final = "worker"
+#: The pod that compresses a TrainingJob's model after training.
+ROLE_COMPRESS: Final = "compress"
 #: A TrainingJob's pods: the job's name, and each worker's stable index.
 LABEL_JOB: Final = f"{GROUP}/job"
 LABEL_WORKER_INDEX: Final = f"{GROUP}/worker-index"

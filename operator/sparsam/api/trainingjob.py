@@ -174,6 +174,26 @@ class Compression:
     distillation: Distillation | None = None
     max_accuracy_drop: float = 0.01
 
+    def to_raw(self) -> dict[str, Any]:
+        """spec.compression as the CRD spells it (what the compress pod is given)."""
+        raw: dict[str, Any] = {"maxAccuracyDrop": self.max_accuracy_drop}
+        if self.pruning is not None:
+            raw["pruning"] = {
+                "sparsity": self.pruning.sparsity,
+                "structured": self.pruning.structured,
+            }
+        if self.quantization is not None:
+            raw["quantization"] = {"mode": self.quantization.mode}
+        if self.distillation is not None:
+            d = self.distillation
+            raw["distillation"] = {
+                "student": d.student,
+                "temperature": d.temperature,
+                "alpha": d.alpha,
+                "epochs": d.epochs,
+            }
+        return raw
+
 
 @dataclass(frozen=True, slots=True)
 class Deploy:

@@ -41,6 +41,7 @@ from sparsam.decisions.cost import (
     PriceTable,
     budget_action,
 )
+from sparsam.decisions.delivery import CompressPod, PodPhase, decide_delivery, delivers
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.training import (
     BudgetStop,
@@ -52,7 +53,13 @@ from sparsam.decisions.training import (
 )
 from sparsam.kube.observe import Body, node_from_body, worker_from_body
 from sparsam.kube.pods import Placement
-from sparsam.kube.trainingjob import selector, service_manifest, worker_manifest
+from sparsam.kube.trainingjob import (
+    compress_manifest,
+    deployed_service_manifest,
+    selector,
+    service_manifest,
+    worker_manifest,
+)
 
 
 class Actuator(Protocol):
@@ -62,6 +69,7 @@ class Actuator(Protocol):
     def create_pod(self, manifest: dict[str, Any]) -> bool: ...
     def delete_pod(self, namespace: str, name: str, uid: str) -> None: ...
     def delete_job(self, namespace: str, name: str, uid: str) -> None: ...
+    def apply_inference_service(self, manifest: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -101,8 +109,19 @@ class TrainingController:
     ) -> PassResult:
         """One pass for `job`, given its worker pods, every node and every GPUNodePool (for
         prices) from the caches, and its namespace's effective CostPolicy."""
+        workers = [p for p in pods if _role(p) != c.ROLE_COMPRESS]
+        compress = next((p for p in pods if _role(p) == c.ROLE_COMPRESS), None)
         with self._lock:
-            return self._pass(job, pods, nodes, pools or {}, policy, now)
+            if job.status.phase == "Compressing":
+                # The compress pod's GPU time is the job's too.
+                pods_now = [compress] if compress is not None else []
+                accrual = self._cost.accrue(
+                    job.metadata, job.status.cost, pods_now, job.spec.resources.gpus,
+                    nodes, pools or {}, now,
+                )  # fmt: skip
+                cost = self._cost.status(job.metadata.uid, job.status.cost, accrual, now)
+                return self._deliver(job, compress, policy, now, {"cost": cost} if cost else {})
+            return self._pass(job, workers, compress, nodes, pools or {}, policy, now)
 
     def _workers(
         self, job: TrainingJob, pods: Sequence[Body], nodes: Mapping[str, Body]
@@ -139,6 +158,7 @@ class TrainingController:
         self,
         job: TrainingJob,
         pods: Sequence[Body],
+        compress: Body | None,
         nodes: Mapping[str, Body],
         pools: Mapping[str, Body],
         policy: CostPolicy | None,
@@ -194,7 +214,53 @@ class TrainingController:
         cost = self._cost.status(job.metadata.uid, job.status.cost, accrual, now, force=moved)
         if cost is not None:
             status["cost"] = cost
+        if decision.phase == "Succeeded" and delivers(job):
+            # Training is done; compression and deployment follow (decisions.delivery).
+            delivered = self._deliver(job, compress, policy, now, status)
+            return PassResult(delivered.status, budget_events + delivered.events)
         return PassResult(status, budget_events + _events(decision))
+
+    def _deliver(
+        self,
+        job: TrainingJob,
+        compress: Body | None,
+        policy: CostPolicy | None,
+        now: datetime,
+        status: dict[str, Any],
+    ) -> PassResult:
+        """After training: the compress pod, then the InferenceService (`status` is what the
+        pass has written so far, if anything)."""
+        decision = decide_delivery(job, _compress_pod(compress))
+        if decision.create_pod:
+            placement = replace(
+                self.placement,
+                allowed_gpu_types=policy.spec.allowed_gpu_types if policy else None,
+            )
+            self._actuator.create_pod(compress_manifest(job, placement))
+        if decision.deploy_uri is not None:
+            self._actuator.apply_inference_service(
+                deployed_service_manifest(job, decision.deploy_uri)
+            )
+        generation = job.metadata.generation
+        conditions = job.status.conditions
+        for cond in decision.conditions:
+            conditions = set_condition(
+                conditions, cond.type, cond.status, cond.reason, cond.message, now, generation
+            )
+        conditions = set_condition(conditions, READY, *decision.ready, now, generation)
+        out = {**status, "phase": decision.phase}
+        out["conditions"] = [cond.to_raw() for cond in conditions]
+        if not decision.finished:
+            out.pop("completionTime", None)
+        elif job.status.completion_time is None:
+            out["completionTime"] = rfc3339(now)
+        if decision.compression is not None:
+            out["compression"] = decision.compression
+        if decision.deploy_uri is not None:
+            out["model"] = {"uri": decision.deploy_uri}
+        labels = (job.metadata.namespace, job.metadata.name)
+        metrics.set_phase(metrics.TRAINING_PHASE, labels, job.status.phase, decision.phase)
+        return PassResult(out, tuple(Event(*e) for e in decision.events))
 
     def _cadence(
         self, job: TrainingJob, accrual: Accrual, policy: CostPolicy | None
@@ -277,6 +343,34 @@ class TrainingController:
             self.memory.seen.pop(job_uid, None)
             self._cost.forget(job_uid)
             self.memory.alerted.discard(job_uid)
+
+
+def _role(pod: Body) -> str | None:
+    labels: Mapping[str, str] = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get(c.LABEL_ROLE)
+
+
+def _compress_pod(pod: Body | None) -> CompressPod | None:
+    """The compress pod as `decide_delivery` sees it: phase, and once ended, the container's
+    exit code and termination message."""
+    if pod is None:
+        return None
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    exit_code: int | None = None
+    message: str | None = None
+    for container in status.get("containerStatuses") or ():
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            exit_code = terminated.get("exitCode")
+            message = terminated.get("message")
+    known: dict[str, PodPhase] = {
+        "Pending": "Pending",
+        "Running": "Running",
+        "Succeeded": "Succeeded",
+        "Failed": "Failed",
+    }
+    return CompressPod(known.get(phase, "Unknown"), exit_code, message)
 
 
 def _events(decision: WorkerDecision) -> tuple[Event, ...]:

@@ -62,7 +62,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         "",
         "v1",
         "pods",
-        labels={c.LABEL_ROLE: c.ROLE_WORKER, c.LABEL_JOB: kopf.PRESENT},
+        labels={c.LABEL_JOB: kopf.PRESENT},
         id="worker_index",
         registry=registry,
     )
@@ -147,6 +147,7 @@ def pods(kwargs: Mapping[str, Any]) -> kopf.Index[Any, Pod]:
 
 
 def workers(kwargs: Mapping[str, Any], namespace: str, job: str) -> list[dict[str, Any]]:
+    """A TrainingJob's pods: its workers, and its compress pod once there is one."""
     index: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["worker_index"]
     return list(index.get((namespace, job), ()))
 

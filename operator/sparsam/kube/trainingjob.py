@@ -17,6 +17,7 @@ by the spot policy and the CostPolicy's allowedGPUTypes (`kube.pods.Placement`).
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 from sparsam.api import constants as c
@@ -180,5 +181,68 @@ def worker_manifest(
             "containers": [container],
             "volumes": volumes,
             **where.pod_fields(spec.resources.gpus, spec.resources.gpu_type, spec.capacity.spot),
+        },
+    }
+
+
+def compress_name(job: str) -> str:
+    return f"{job}-compress"
+
+
+def compress_manifest(job: TrainingJob, placement: Placement | None = None) -> dict[str, Any]:
+    """The pod that compresses the trained model (`python -m sparsam_trainer compress`): a
+    worker's pod (image, resources, volumes, placement, Pod Security) with the compress command
+    on `<checkpoint dir>/model.pt`, writing `<checkpoint dir>/compressed/`, spec.compression in
+    $SPARSAM_COMPRESSION, and the report's summary as its termination message."""
+    compression, checkpoint = job.spec.compression, job.spec.checkpoint
+    if compression is None or checkpoint is None:
+        raise ValueError("a compress pod needs spec.compression and spec.checkpoint")
+    pod = worker_manifest(job, 0, placement)
+    pod["metadata"]["name"] = compress_name(job.metadata.name)
+    labels = pod["metadata"]["labels"]
+    labels[c.LABEL_ROLE] = c.ROLE_COMPRESS
+    del labels[c.LABEL_WORKER_INDEX]
+    spec = pod["spec"]
+    del spec["hostname"], spec["subdomain"]
+    (container,) = spec["containers"]
+    directory = f"{checkpoint.path.rstrip('/')}/{job.metadata.name}"
+    container["name"] = "compress"
+    container.pop("ports")
+    container["command"] = [
+        "python",
+        "-m",
+        "sparsam_trainer",
+        "compress",
+        f"--model={directory}/model.pt",
+        f"--output-dir={directory}/compressed",
+    ]
+    spec_json = json.dumps(compression.to_raw())
+    container["env"].append({"name": "SPARSAM_COMPRESSION", "value": spec_json})
+    container["terminationMessagePolicy"] = "File"
+    return pod
+
+
+def deployed_service_manifest(job: TrainingJob, model_uri: str) -> dict[str, Any]:
+    """The InferenceService of spec.deploy, serving `model_uri`: what this job owns of it (the
+    model and the replica range, applied as field manager sparsam); everything else (scaling,
+    capacity) stays the user's. Not owned by the job: a service outlives the job's TTL."""
+    deploy = job.spec.deploy
+    if deploy is None:
+        raise ValueError("no spec.deploy")
+    resources: dict[str, Any] = {"gpus": 1 if job.spec.resources.gpus > 0 else 0}
+    if job.spec.resources.gpu_type:
+        resources["gpuType"] = job.spec.resources.gpu_type
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.INFERENCE_SERVICE.kind,
+        "metadata": {
+            "name": deploy.inference_service,
+            "namespace": job.metadata.namespace,
+            "labels": {c.LABEL_MANAGED_BY: c.FIELD_MANAGER, c.LABEL_JOB: job.metadata.name},
+        },
+        "spec": {
+            "model": {"uri": model_uri, "format": "pytorch"},
+            "resources": resources,
+            "replicas": {"min": deploy.min_replicas, "max": deploy.max_replicas},
         },
     }

@@ -62,6 +62,25 @@ class WorkerActuator:
             if exc.status not in (404, 409):  # gone, or another pod has the name now
                 raise refused(f"deleting pod {namespace}/{name}", exc) from exc
 
+    def apply_inference_service(self, manifest: dict[str, Any]) -> None:
+        """Create or update the InferenceService a job deploys (server-side apply)."""
+        meta = manifest["metadata"]
+        try:
+            self._custom.patch_namespaced_custom_object(
+                c.GROUP,
+                c.VERSION,
+                meta["namespace"],
+                c.INFERENCE_SERVICE.plural,
+                meta["name"],
+                cast(Any, manifest),
+                field_manager=c.FIELD_MANAGER,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+            )
+        except ApiException as exc:
+            what = f"applying inferenceservice {meta['namespace']}/{meta['name']}"
+            raise refused(what, exc) from exc
+
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         """Delete the TrainingJob itself (runPolicy.ttlSecondsAfterFinished)."""
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from sparsam_trainer.compress.finetune import TrainSettings
 from sparsam_trainer.compress.pipeline import Settings, compress, tokenizer_file
 from sparsam_trainer.compress.prune import PruningError
 from sparsam_trainer.compress.report import write_report
-from sparsam_trainer.compress.spec import SpecError, load_spec
+from sparsam_trainer.compress.spec import CompressionSpec, SpecError, load_spec, spec_from_text
 
 MODEL_DIR = "model"
 
@@ -46,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", type=Path, required=True, help="model.pt written by `train`")
     parser.add_argument(
-        "--spec", type=Path, required=True, help="spec.compression as a JSON or YAML file"
+        "--spec",
+        type=Path,
+        default=None,
+        help="spec.compression as a JSON or YAML file; default $SPARSAM_COMPRESSION, the same "
+        "as text (how the operator's compress pod gets it)",
     )
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument(
@@ -98,13 +103,22 @@ def _load_model(path: Path) -> tuple[Any, torch.nn.Module]:
     return task, model.eval()
 
 
+def _spec(path: Path | None) -> CompressionSpec:
+    if path is not None:
+        return load_spec(path)
+    text = os.environ.get("SPARSAM_COMPRESSION")
+    if not text:
+        raise SpecError("--spec is required (or set SPARSAM_COMPRESSION)")
+    return spec_from_text(text, "$SPARSAM_COMPRESSION")
+
+
 def main(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:
         return exitcodes.USAGE if exit_.code else exitcodes.OK
     try:
-        spec = load_spec(args.spec)
+        spec = _spec(args.spec)
         task, model = _load_model(args.model)
     except (SpecError, InputError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -9,7 +9,9 @@ The operator reads `trainingJobStatus`, which has exactly the shape of the Train
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +20,8 @@ from sparsam_trainer.compress.evaluate import Metrics
 
 REPORT_FORMAT = "sparsam.compression-report/v1"
 REPORT_FILE = "report.json"
+#: Where the kubelet reads a container's termination message (terminationMessagePath).
+TERMINATION_LOG = "/dev/termination-log"
 #: Accuracy is a fraction of a finite test set; this only absorbs float rounding.
 _TOLERANCE = 1e-9
 
@@ -151,10 +155,33 @@ def build_report(
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> Path:
-    """Write report.json atomically (a reader never sees half a report)."""
+    """Write report.json atomically (a reader never sees half a report), and its summary as
+    the container's termination message."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / REPORT_FILE
     tmp = path.with_name(f".{REPORT_FILE}.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+    write_termination_message(report)
     return path
+
+
+def termination_message(report: dict[str, Any]) -> str:
+    """What the operator reads from the finished pod (Kubernetes keeps up to 4 KiB of it):
+    the status.compression block and the decision's reason, as one line of JSON."""
+    summary = {
+        "compression": report["trainingJobStatus"],
+        "reason": str(report.get("decision", {}).get("reason", ""))[:1000],
+    }
+    return json.dumps(summary, separators=(",", ":"))
+
+
+def write_termination_message(report: dict[str, Any]) -> None:
+    """Best effort: to $SPARSAM_TERMINATION_LOG, else the kubelet's /dev/termination-log when
+    it exists (in a pod); outside a pod there is nowhere to write, and nothing is lost, since
+    report.json has it all."""
+    target = Path(os.environ.get("SPARSAM_TERMINATION_LOG", TERMINATION_LOG))
+    if not target.parent.is_dir() or (target == Path(TERMINATION_LOG) and not target.exists()):
+        return
+    with contextlib.suppress(OSError):
+        target.write_text(termination_message(report), encoding="utf-8")

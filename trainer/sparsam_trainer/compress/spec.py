@@ -133,11 +133,16 @@ def load_spec(path: Path) -> CompressionSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise SpecError(f"cannot read the compression spec {path}: {error.strerror}") from None
+    return spec_from_text(text, str(path))
+
+
+def spec_from_text(text: str, source: str) -> CompressionSpec:
+    """A spec from JSON or YAML text (`source` names it in errors). A whole TrainingJob, or
+    its spec, is accepted too, so a manifest can be passed as it is."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise SpecError(f"{path} is neither JSON nor YAML: {error}") from None
-    # A whole TrainingJob (or its spec) is accepted too, so a manifest can be passed as it is.
+        raise SpecError(f"{source} is neither JSON nor YAML: {error}") from None
     if isinstance(raw, Mapping) and isinstance(raw.get("spec"), Mapping):
         raw = raw["spec"]
     if isinstance(raw, Mapping) and isinstance(raw.get("compression"), Mapping):
