@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +22,15 @@ if TYPE_CHECKING:
 class Operator:
     """`sparsam run` against the test cluster, restartable, its log kept for failures."""
 
-    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+    def __init__(
+        self, kubeconfig: Path, log: Path, *args: str, env: Mapping[str, str] | None = None
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log = log
         #: More `sparsam run` flags.
         self.args = args
+        #: More environment variables (e.g. SPARSAM_FAILPOINTS), over this process's own.
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -46,6 +51,7 @@ class Operator:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
             )
 
     def kill(self) -> None:

@@ -22,6 +22,7 @@ class FakeActuator:
     created: list[str] = field(default_factory=list)
     manifests: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)
     services: int = 0
     services_applied: list[dict[str, Any]] = field(default_factory=list)
 
@@ -36,8 +37,10 @@ class FakeActuator:
         self.manifests.append(manifest)
         return True
 
-    def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+    def delete_pod(self, namespace: str, name: str, uid: str, force: bool = False) -> None:
         self.deleted.append(name)
+        if force:
+            self.forced.append(name)
 
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         self.deleted.append(f"trainingjob/{name}")
@@ -381,3 +384,10 @@ def test_a_rejected_or_failed_compression_deploys_nothing(
         assert "accuracy 0.9 -> 0.89" in found[condition[0]]["message"]
     if reason is not None:
         assert found["Ready"]["reason"] == reason
+
+
+def test_a_worker_whose_node_is_gone_is_force_deleted_so_its_replacement_can_start() -> None:
+    ctl, act = controller()
+    first = ctl.reconcile(job(), [pod(0), pod(1, node="gone")], {"n1": NODE}, NOW)
+    assert first.status["preemptions"] == 1
+    assert act.deleted == ["tj-worker-1"] and act.forced == ["tj-worker-1"]

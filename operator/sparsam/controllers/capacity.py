@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sparsam import metrics
+from sparsam import failpoints, metrics
 from sparsam.api.conditions import READY, Condition, Status, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.gpunodepool import GPUNodePool, LastAction
@@ -340,6 +340,7 @@ class CapacityController:
             node = fact.node
             if fact.draining is None:
                 self._drainer.cordon(node.name, why)
+                failpoints.hit("capacity.after-cordon")
                 events.append(Event("Normal", "Cordoned", f"node {node.name}: {why}"))
             live = [p for p in self._drainer.pods_on_node(node.name) if not p.daemon]
             known = {p.key for p in node.pods}
@@ -399,6 +400,9 @@ class CapacityController:
             # What the provider holds (this pass's additions included), less what drains.
             "desiredNodes": max(0, max(asked, len(ours)) - len(draining)),
             "allocatedGPUs": allocated,
-            "utilization": round(allocated / gpus, 4) if gpus else 0.0,
+            # At most 1 (the CRD's bound; a write above it is refused whole): the caches can
+            # briefly count a pod the scheduler no longer does (1.5 was seen with a pod
+            # terminating beside its replacement).
+            "utilization": min(1.0, round(allocated / gpus, 4)) if gpus else 0.0,
             "conditions": [cond.to_raw() for cond in conditions],
         }

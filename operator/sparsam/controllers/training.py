@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from sparsam import metrics
+from sparsam import failpoints, metrics
 from sparsam.api import constants as c
 from sparsam.api.conditions import READY, find, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
@@ -67,7 +67,7 @@ class Actuator(Protocol):
 
     def apply_service(self, manifest: dict[str, Any]) -> None: ...
     def create_pod(self, manifest: dict[str, Any]) -> bool: ...
-    def delete_pod(self, namespace: str, name: str, uid: str) -> None: ...
+    def delete_pod(self, namespace: str, name: str, uid: str, force: bool = False) -> None: ...
     def delete_job(self, namespace: str, name: str, uid: str) -> None: ...
     def apply_inference_service(self, manifest: dict[str, Any]) -> None: ...
 
@@ -184,14 +184,23 @@ class TrainingController:
         labels = (namespace, job.metadata.name)
         metrics.set_phase(metrics.TRAINING_PHASE, labels, job.status.phase, decision.phase)
         # Every worker the decision counted is among these: deleted, and never counted again.
+        # A pod whose node is gone has no kubelet to confirm its end: it is removed at once,
+        # as the pod GC would do later, so that its replacement can take its name now.
+        placed = {
+            str((p.get("metadata") or {}).get("name")): (p.get("spec") or {}).get("nodeName")
+            for p in pods
+        }
+        orphans = {name for name, node in placed.items() if node and node not in nodes}
         for name in decision.delete:
             uid = uids.get(name)
             if uid is not None:
-                self._actuator.delete_pod(namespace, name, uid)
+                self._actuator.delete_pod(namespace, name, uid, force=name in orphans)
+                failpoints.hit("training.after-delete", namespace)
                 self.memory.handled.add(uid)
         cadence = self._cadence(job, accrual, policy)
         if decision.create:
             self._actuator.apply_service(service_manifest(job))
+            failpoints.hit("training.after-service", namespace)
             placement = replace(
                 self.placement,
                 allowed_gpu_types=policy.spec.allowed_gpu_types if policy else None,
@@ -199,6 +208,7 @@ class TrainingController:
             interval = None if cadence is None else f"{max(1, round(cadence.seconds))}s"
             for index in decision.create:
                 self._actuator.create_pod(worker_manifest(job, index, placement, interval))
+                failpoints.hit("training.between-workers", namespace)
         self.memory.seen[job.metadata.uid] = {
             uid: name for name, uid in uids.items() if uid not in self.memory.handled
         }
@@ -218,6 +228,7 @@ class TrainingController:
             # Training is done; compression and deployment follow (decisions.delivery).
             delivered = self._deliver(job, compress, policy, now, status)
             return PassResult(delivered.status, budget_events + delivered.events)
+        failpoints.hit("training.before-status", namespace)
         return PassResult(status, budget_events + _events(decision))
 
     def _deliver(
@@ -237,6 +248,7 @@ class TrainingController:
                 allowed_gpu_types=policy.spec.allowed_gpu_types if policy else None,
             )
             self._actuator.create_pod(compress_manifest(job, placement))
+            failpoints.hit("training.after-compress-pod", job.metadata.namespace)
         if decision.deploy_uri is not None:
             self._actuator.apply_inference_service(
                 deployed_service_manifest(job, decision.deploy_uri)

@@ -38,6 +38,19 @@ def _node_view(body: kopf.Body) -> dict[str, Any]:
     }
 
 
+def _pod_view(body: kopf.Body) -> dict[str, Any]:
+    """What the TrainingJob and InferenceService passes read of their pods: who it is, where
+    it runs, and its status. Not managedFields, spec.containers and the like, which make up
+    most of a pod's size in memory."""
+    metadata = body.get("metadata") or {}
+    keep = ("name", "namespace", "uid", "labels", "annotations", "deletionTimestamp")
+    return {
+        "metadata": {key: metadata.get(key) for key in keep if key in metadata},
+        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
+        "status": dict(body.get("status") or {}),
+    }
+
+
 def _spender(body: kopf.Body) -> dict[str, dict[str, Any]]:
     """What CostPolicies count of an object that spends: who it is, and status.cost."""
     meta = body.get("metadata") or {}
@@ -69,7 +82,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     def worker_index(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(namespace or "", labels[c.LABEL_JOB]): dict(body)}
+        return {(namespace or "", labels[c.LABEL_JOB]): _pod_view(body)}
 
     @kopf.index(
         "",
@@ -82,7 +95,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     def replica_index(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(namespace or "", labels[c.LABEL_INFERENCE_SERVICE]): dict(body)}
+        return {(namespace or "", labels[c.LABEL_INFERENCE_SERVICE]): _pod_view(body)}
 
     @kopf.index(
         "apps",

@@ -53,11 +53,14 @@ class WorkerActuator:
             raise refused(f"creating pod {meta['namespace']}/{meta['name']}", exc) from exc
         return True
 
-    def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+    def delete_pod(self, namespace: str, name: str, uid: str, force: bool = False) -> None:
+        """Delete the pod; `force`: with no grace period, for a pod whose node is gone (no
+        kubelet will ever confirm its end, so a graceful delete would leave it behind)."""
+        body: dict[str, Any] = {"preconditions": {"uid": uid}}
+        if force:
+            body["gracePeriodSeconds"] = 0
         try:
-            self._core.delete_namespaced_pod(
-                name, namespace, body=cast(Any, {"preconditions": {"uid": uid}})
-            )
+            self._core.delete_namespaced_pod(name, namespace, body=cast(Any, body))
         except ApiException as exc:
             if exc.status not in (404, 409):  # gone, or another pod has the name now
                 raise refused(f"deleting pod {namespace}/{name}", exc) from exc

@@ -1,0 +1,350 @@
+"""A TrainingJob end to end with real execution: it trains, is preempted, resumes from its
+checkpoint, compresses, and creates its InferenceService.
+
+Everything Kubernetes does is real (the dev cluster's apiserver and scheduler, `sparsam run`
+with the GPUNodePool and TrainingJob controllers); what KWOK cannot do, run the pods' containers,
+`HostTrainer` does: for each worker pod running on a node it starts the pod's own command and
+environment (`torchrun ... --rdzv-backend=c10d ... python -m sparsam_trainer train`, gloo on CPU)
+as a host process, and when the process exits it writes the container's exit code (and the
+termination message) into the pod's status, as the kubelet would. The same for the compress pod.
+
+Two things differ from a cluster, both because every pod here is one machine: the checkpoint
+claim is a host directory (the pod's paths are mapped to it), and the rendezvous endpoint's
+name is replaced by worker 0's pod IP with `is_host` pinned (on one machine every loopback
+address is local, so every agent would otherwise think it hosts the c10d store), with quicker
+heartbeats than torchrun's defaults so the test fits in its time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client import CoreV1Api
+from tests.conftest import Cluster, Kubectl
+from tests.operator_process import (
+    Operator,
+    apply,
+    eventually,
+    get,
+    object_events,
+    pool,
+    trainingjob,
+)
+
+from sparsam.demo.hostpods import host_volume
+from sparsam.kube.client import api_client
+from sparsam_trainer.progress import read_progress
+
+pytestmark = pytest.mark.timeout(420)
+
+CLAIM, MOUNT = "ckpt", "/ckpt"
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+class HostTrainer:
+    """Runs the job's worker pods and compress pod as host processes (see the module doc)."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, job: str, volume: Path, logs: Path):
+        self._core = CoreV1Api(api_client(kubeconfig))
+        self._namespace, self._job = namespace, job
+        self._volume, self._logs = volume, logs
+        #: Pod uid -> (pod name, its process); exit codes by pod uid.
+        self.processes: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+        self.exits: dict[str, int] = {}
+        self._lost: set[str] = set()
+        #: Start processes for new worker pods (switched off to keep a replacement out).
+        self.start_workers = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> HostTrainer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for _, process in self.processes.values():
+            kill_tree(process)
+
+    def kill(self, pod: str) -> None:
+        """The pod's node is gone: its processes die at once (SIGKILL, no checkpoint), and no
+        kubelet is left to report the exit."""
+        for uid, (name, process) in self.processes.items():
+            if name == pod:
+                self._lost.add(uid)
+                kill_tree(process)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.3):
+            try:
+                self._sync()
+            except Exception as exc:
+                print(f"host trainer: {exc}", file=sys.stderr)
+
+    def _sync(self) -> None:
+        selector = f"sparsam.dev/job={self._job}"
+        listed = self._core.list_namespaced_pod(self._namespace, label_selector=selector)
+        pods = {p["metadata"]["uid"]: p for p in listed.to_dict()["items"]}
+        host = next(
+            (p for p in pods.values() if p["metadata"]["name"] == f"{self._job}-worker-0"), {}
+        )
+        host_ip = (host.get("status") or {}).get("pod_ip")
+        for uid, pod in pods.items():
+            status = pod.get("status") or {}
+            if pod["metadata"].get("deletion_timestamp") or status.get("phase") != "Running":
+                continue
+            if uid in self.processes or not status.get("pod_ip") or not host_ip:
+                continue
+            compress = pod["metadata"]["name"].endswith("-compress")
+            if compress or self.start_workers:
+                self._start(uid, pod, host_ip)
+        for uid, (name, process) in list(self.processes.items()):
+            gone = uid not in pods or pods[uid]["metadata"].get("deletion_timestamp")
+            if gone and process.poll() is None:
+                kill_tree(process)
+            if process.poll() is not None and uid not in self.exits:
+                # As the kubelet reports it: a signal N is exit code 128 + N.
+                code = process.returncode if process.returncode >= 0 else 128 - process.returncode
+                self.exits[uid] = code
+                if not gone and uid not in self._lost:
+                    self._report_exit(name, code)
+
+    def _start(self, uid: str, pod: dict[str, Any], host_ip: str) -> None:
+        name = pod["metadata"]["name"]
+        (container,) = pod["spec"]["containers"]
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "SPARSAM_TERMINATION_LOG": str(self._logs / f"{name}.termination"),
+        }
+        for var in container.get("env") or ():
+            if var.get("value") is not None:
+                env[var["name"]] = self._host_path(var["value"])
+        command = [
+            part for arg in container["command"] for part in self._rewrite(arg, name, host_ip)
+        ]
+        with (self._logs / f"{name}.log").open("ab") as log:
+            self.processes[uid] = (
+                name,
+                subprocess.Popen(
+                    command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                ),
+            )
+
+    def _rewrite(self, arg: str, pod: str, host_ip: str) -> list[str]:
+        """One argument of the pod's command, as the host runs it."""
+        if arg == "torchrun":
+            return [str(TORCHRUN)]
+        if arg == "python":
+            return [sys.executable]
+        if arg.startswith("--rdzv-endpoint="):
+            port = arg.rsplit(":", 1)[1]
+            return [f"--rdzv-endpoint={host_ip}:{port}"]
+        if arg.startswith("--rdzv-backend="):
+            is_host = int(pod.endswith("-worker-0"))
+            conf = (
+                "join_timeout=120,last_call_timeout=2,keep_alive_interval=1,"
+                f"keep_alive_max_attempt=3,is_host={is_host}"
+            )
+            return [arg, f"--rdzv-conf={conf}", "--monitor-interval=0.5"]
+        return [self._host_path(arg)]
+
+    def _host_path(self, value: str) -> str:
+        return value.replace(MOUNT, str(self._volume))
+
+    def _report_exit(self, name: str, code: int) -> None:
+        """What the kubelet writes when the container exits."""
+        message_file = self._logs / f"{name}.termination"
+        terminated: dict[str, Any] = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+        }
+        if message_file.exists():
+            terminated["message"] = message_file.read_text()
+        container = "compress" if name.endswith("-compress") else "trainer"
+        body = {
+            "status": {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": container,
+                        "image": "ghcr.io/sparsam/sparsam-trainer:0.1.0",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            }
+        }
+        self._core.patch_namespaced_pod_status(name, self._namespace, body)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self._logs.glob("*.log"))
+        )
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process's group and every descendant (torchrun gives each worker a session
+    of its own), as a vanished node takes its pod."""
+    found: list[int] = []
+
+    def below(pid: int) -> None:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    found.append(int(child))
+                    below(int(child))
+
+    below(process.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(10)
+
+
+def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+    tmp_path: Path,
+) -> None:
+    volume, logs = tmp_path / "volume", tmp_path / "logs"
+    volume.mkdir()
+    logs.mkdir()
+    pool_name = cluster_scoped_name("gpunodepool", "spot")
+    # One GPU per node, so a node is one worker: deleting one preempts exactly that worker.
+    spot = pool(pool_name, gpu_type, "spot", maxNodes=3, scaleDownAfter="30s")
+    spot["spec"]["nodeTemplate"]["gpusPerNode"] = 1
+    apply(kubectl, spot)
+    apply(kubectl, *host_volume(namespace, CLAIM, "ReadWriteMany"))
+    job = trainingjob(
+        "tj",
+        namespace,
+        gpu_type,
+        # Long enough (about 1,600 steps) for the second worker to join, one to be lost, and
+        # its replacement to join, before it ends.
+        args=["--task=mnist-cnn", "--epochs=15", "--batch-size=32", "--progress-every=1",
+              "--collective-timeout=30"],
+        workers={"min": 1, "max": 2},
+        checkpoint={"volumeClaim": CLAIM, "path": MOUNT, "interval": "2s"},
+        compression={"quantization": {"mode": "dynamic"}, "maxAccuracyDrop": 0.05},
+        deploy={"inferenceService": "digits", "minReplicas": 0, "maxReplicas": 2},
+    )  # fmt: skip
+    progress = volume / "tj" / "progress.jsonl"
+
+    def records() -> list[dict[str, Any]]:
+        return read_progress(progress) if progress.exists() else []
+
+    def status() -> dict[str, Any]:
+        found: dict[str, Any] = get(kubectl, "trainingjob", "tj", "-n", namespace)
+        return found.get("status") or {}
+
+    operator = Operator(cluster.kubeconfig, logs / "operator.log")
+    operator.start()
+    trainer = HostTrainer(cluster.kubeconfig, namespace, "tj", volume, logs)
+    try:
+        with trainer:
+            apply(kubectl, job)
+
+            # 1. Two workers train together and checkpoint.
+            def two_and_a_checkpoint() -> bool:
+                steps = [r for r in records() if r["event"] == "step" and r["world_size"] == 2]
+                saved = list((volume / "tj").glob("ckpt-*.pt"))
+                return bool(steps) and steps[-1]["step"] >= 20 and bool(saved)
+
+            eventually(
+                "two workers training, a checkpoint written", two_and_a_checkpoint, operator, 180
+            )
+
+            # 2. Worker 1's spot node is reclaimed: its processes die and the node goes.
+            node = get(kubectl, "pod", "tj-worker-1", "-n", namespace)["spec"]["nodeName"]
+            # The replacement the operator creates gets a node (KWOK runs it) but no process
+            # here: the survivor finishes alone, deterministically. A replacement joining a
+            # running rendezvous is tests/trainer/test_elastic.py's and the TrainingJob
+            # controller tests' subject.
+            trainer.start_workers = False
+            trainer.kill("tj-worker-1")
+            kubectl("delete", "node", node, "--wait=false")
+            eventually("the preemption counted", lambda: status().get("preemptions") == 1, operator)
+            assert status().get("phase") == "Running"
+            eventually(
+                "the survivor training alone from a checkpoint",
+                lambda: any(
+                    r["event"] == "start" and r["world_size"] == 1 and r.get("resumed_from")
+                    for r in records()
+                ),
+                operator,
+                120,
+            )
+
+            # 3. A replacement appears on a new node; training finishes on the survivor, and
+            # the model is compressed and deployed.
+            def replaced() -> bool:
+                pods = get(kubectl, "pods", "-n", namespace, "-l", "sparsam.dev/role=worker")
+                return any(
+                    p["metadata"]["name"] == "tj-worker-1"
+                    and p["spec"].get("nodeName") not in (None, node)
+                    for p in pods["items"]
+                )
+
+            eventually("a replacement on a new node", replaced, operator)
+            final = eventually(
+                "Succeeded",
+                lambda: (s := status()).get("phase") == "Succeeded" and s,
+                operator,
+                120,
+            )
+    except BaseException:
+        print(trainer.logs())
+        raise
+    finally:
+        for kind, name, where in (
+            ("trainingjob", "tj", ["-n", namespace]),
+            ("gpunodepool", pool_name, []),
+        ):
+            kubectl("delete", kind, name, *where, "--timeout=60s", check=False)
+        operator.stop()
+
+    starts = [r for r in records() if r["event"] == "start"]
+    # Two workers trained together; after the loss the survivor resumed from a checkpoint at
+    # world size 1 and finished alone.
+    together = [s["world_size"] for s in starts].index(2)
+    alone = starts[-1]
+    assert alone["world_size"] == 1 and starts.index(alone) > together, starts
+    saved_before = [r["step"] for r in records() if r["event"] == "checkpoint"]
+    assert alone["resumed_from"] in saved_before, (alone, saved_before)
+    done = records()[-1]
+    assert done["event"] == "done" and done["world_size"] == 1
+    assert final["preemptions"] == 1 and final["restarts"] == 0
+    assert final["compression"]["accepted"] is True
+    assert final["model"] == {"uri": f"pvc://{CLAIM}/tj/compressed/model"}
+    assert (volume / "tj" / "compressed" / "model" / "model.ts").is_file()
+    served = get(kubectl, "inferenceservice", "digits", "-n", namespace)
+    assert served["spec"]["model"]["uri"] == f"pvc://{CLAIM}/tj/compressed/model"
+    reasons = [e.split(":")[0] for e in object_events(kubectl, "tj")]
+    assert "WorkerPreempted" in reasons and "Deployed" in reasons
+    report = json.loads((volume / "tj" / "compressed" / "report.json").read_text())
+    assert report["trainingJobStatus"] == final["compression"]
+    compress = [uid for uid, (name, _) in trainer.processes.items() if name == "tj-compress"]
+    assert [trainer.exits.get(uid) for uid in compress] == [0]
