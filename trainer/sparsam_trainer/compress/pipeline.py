@@ -42,7 +42,7 @@ from sparsam_trainer.compress.finetune import (
     train_steps,
 )
 from sparsam_trainer.compress.report import Decision, StageResult, build_report, decide
-from sparsam_trainer.compress.spec import CompressionSpec, spec_as_json
+from sparsam_trainer.compress.spec import CompressionSpec
 from sparsam_trainer.tasks.base import Splits, Task
 
 log = logging.getLogger("sparsam_trainer.compress")
@@ -347,7 +347,7 @@ def compress(
     decision = decide(runner.original, final, spec.max_accuracy_drop)
     report = build_report(
         task=task.name,
-        spec=spec_as_json(spec),
+        spec=spec.to_raw(),
         settings=settings.as_json(),
         original=runner.original,
         stages=runner.stages,

@@ -26,7 +26,6 @@ __all__ = [
     "SpecError",
     "load_spec",
     "parse_spec",
-    "spec_as_json",
 ]
 
 QUANTIZATION_MODES: tuple[QuantizationMode, ...] = ("dynamic", "static", "none")
@@ -148,21 +147,3 @@ def spec_from_text(text: str, source: str) -> CompressionSpec:
     if isinstance(raw, Mapping) and isinstance(raw.get("compression"), Mapping):
         raw = raw["compression"]
     return parse_spec(raw)
-
-
-def spec_as_json(spec: CompressionSpec) -> dict[str, Any]:
-    """The spec as the CRD spells it, defaults filled in (for the report)."""
-    out: dict[str, Any] = {"maxAccuracyDrop": spec.max_accuracy_drop}
-    if spec.pruning is not None:
-        out["pruning"] = {"sparsity": spec.pruning.sparsity, "structured": spec.pruning.structured}
-    if spec.quantization is not None:
-        out["quantization"] = {"mode": spec.quantization.mode}
-    if spec.distillation is not None:
-        d = spec.distillation
-        out["distillation"] = {
-            "student": d.student,
-            "temperature": d.temperature,
-            "alpha": d.alpha,
-            "epochs": d.epochs,
-        }
-    return out
