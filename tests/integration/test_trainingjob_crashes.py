@@ -448,5 +448,12 @@ def test_a_crash_mid_pass_leaves_no_duplicate_pods_and_no_lost_state(
     restarted = crash.start("restarted.log")
     case.after(crash, before)
     assert restarted.process is not None and restarted.process.poll() is None
-    log = restarted.log.read_text(errors="replace")
-    assert "Traceback" not in log and " ERROR " not in log, restarted.tail()
+    # The cluster is shared: a job of an earlier case whose namespace is being deleted is
+    # refused new objects ("... because it is being terminated"), which Kopf logs as an
+    # ERROR it retries. That is about the other namespace, not this crash.
+    problems = [
+        line
+        for line in restarted.log.read_text(errors="replace").splitlines()
+        if ("Traceback" in line or " ERROR " in line) and "is being terminated" not in line
+    ]
+    assert not problems, "\n".join(problems[:20])
