@@ -25,6 +25,13 @@ class FakeActuator:
     forced: list[str] = field(default_factory=list)
     services: int = 0
     services_applied: list[dict[str, Any]] = field(default_factory=list)
+    #: Status writes of the pass itself, and "delete <pod>", in the order they happened.
+    writes: list[dict[str, Any]] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+
+    def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.writes.append(status)
+        self.order.append("status")
 
     def apply_inference_service(self, manifest: dict[str, Any]) -> None:
         self.services_applied.append(manifest)
@@ -39,6 +46,7 @@ class FakeActuator:
 
     def delete_pod(self, namespace: str, name: str, uid: str, force: bool = False) -> None:
         self.deleted.append(name)
+        self.order.append(f"delete {name}")
         if force:
             self.forced.append(name)
 
@@ -102,6 +110,30 @@ def test_a_failed_worker_is_counted_once_even_while_it_lingers_in_the_cache() ->
     # The cache still shows it (the delete has not come back as an event yet).
     second = ctl.reconcile(job(first.status), [pod(0), failed], {"n1": NODE}, NOW)
     assert second.status["restarts"] == 1 and act.deleted == ["tj-worker-1"]
+
+
+def test_a_count_is_made_durable_before_the_pod_it_counts_is_deleted() -> None:
+    ctl, act = controller()
+    failed = pod(1, phase="Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])
+    first = ctl.reconcile(job(), [pod(0), failed], {"n1": NODE}, NOW)
+    assert act.order == ["status", "delete tj-worker-1"]
+    assert act.writes == [{"preemptions": 0, "restarts": 1, "countedPods": ["pod-1"]}]
+    assert first.status["countedPods"] == ["pod-1"]
+
+
+def test_a_restarted_operator_deletes_a_counted_pod_without_counting_it_again() -> None:
+    # The last operator wrote the count and died before the delete: a new controller (empty
+    # memory) finds the failed pod still there, and its uid in status.countedPods.
+    ctl, act = controller()
+    failed = pod(1, phase="Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])
+    before = {"restarts": 1, "countedPods": ["pod-1"]}
+    result = ctl.reconcile(job(before), [pod(0), failed], {"n1": NODE}, NOW)
+    assert result.status["restarts"] == 1 and act.writes == []
+    assert act.deleted == ["tj-worker-1"]
+    assert [e.reason for e in result.events] == []
+    # Once the pod is gone its uid goes too (None removes the field from status).
+    gone = ctl.reconcile(job({**before, **result.status}), [pod(0)], {"n1": NODE}, NOW)
+    assert gone.status["countedPods"] is None and gone.status["restarts"] == 1
 
 
 def test_a_worker_whose_pod_vanished_between_passes_is_a_preemption() -> None:

@@ -121,6 +121,23 @@ def test_workers_on_their_way_out_are_not_counted_twice() -> None:
     assert decision.create == (2,)
 
 
+def test_workers_already_counted_are_deleted_but_not_counted_again() -> None:
+    decision = decide_workers(
+        job({"preemptions": 1, "restarts": 1}),
+        [
+            worker(0),
+            worker(1, "Failed", exit_code=1, counted=True),
+            worker(2, node_lost="node n2 is gone", counted=True),
+            worker(3, "Failed", exit_code=1),
+        ],
+        NOW,
+    )
+    assert (decision.preemptions, decision.restarts) == (1, 2)
+    assert decision.delete == ("tj-worker-1", "tj-worker-2", "tj-worker-3")
+    assert decision.counted == ("tj-worker-3",)
+    assert [reason for _, reason, _ in decision.events] == ["WorkerFailed"]
+
+
 @pytest.mark.parametrize(
     ("restarts", "phase"), [(2, "Running"), (3, "Failed")], ids=["within", "beyond"]
 )

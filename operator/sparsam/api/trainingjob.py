@@ -304,6 +304,8 @@ class TrainingJobStatus:
     workers: WorkersStatus | None = None
     preemptions: int = 0
     restarts: int = 0
+    #: Ended workers already in preemptions/restarts, until their pods are gone.
+    counted_pods: tuple[str, ...] = ()
     last_checkpoint: LastCheckpoint | None = None
     checkpoint_interval: CheckpointIntervalStatus | None = None
     cost: Cost | None = None

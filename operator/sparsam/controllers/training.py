@@ -5,12 +5,16 @@ the watch caches, calls `decisions.training.decide_workers`, and carries the dec
 (the rendezvous Service, missing workers created, lost or extra ones deleted) before it
 returns the job's status.
 
-What it remembers between passes (`TrainingMemory`): the pods it has already counted or
-deleted, so a pod still in the cache after its deletion is not counted twice, and the pods each
+A worker's end is counted in two steps, so that no crash of the operator loses a count or
+counts one twice: the new counts and the uids of the pods they count go to
+`status.countedPods` in one status write, then the pods are deleted; a pod found there is
+deleted but never counted again, and its uid is dropped once the pod is gone.
+
+What it remembers between passes (`TrainingMemory`): the pods it has already deleted, so a pod
+still in a lagging cache without its deletionTimestamp is not counted twice, and the pods each
 job had at the last pass, so a worker that vanished in between (evicted by a drain, deleted by
-someone) is counted as a preemption. After a restart both start empty: at worst one vanished
-worker goes uncounted; nothing is counted twice, because deleted pods carry a
-deletionTimestamp.
+someone) is counted as a preemption. After a restart both start empty: a worker that vanished
+while the operator was down is replaced but not counted.
 """
 
 from __future__ import annotations
@@ -68,13 +72,14 @@ class Actuator(Protocol):
     def apply_service(self, manifest: dict[str, Any]) -> None: ...
     def create_pod(self, manifest: dict[str, Any]) -> bool: ...
     def delete_pod(self, namespace: str, name: str, uid: str, force: bool = False) -> None: ...
+    def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     def delete_job(self, namespace: str, name: str, uid: str) -> None: ...
     def apply_inference_service(self, manifest: dict[str, Any]) -> None: ...
 
 
 @dataclass
 class TrainingMemory:
-    #: Pod uids already counted or deleted by us.
+    #: Pod uids deleted by us (or counted as vanished).
     handled: set[str] = field(default_factory=set)
     #: Job uid -> {pod uid: pod name} at the last pass.
     seen: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -136,9 +141,10 @@ class TrainingController:
             body = nodes.get(node_name) if node_name else None
             facts = node_from_body(body, (), self._signals) if body is not None else None
             gone = bool(node_name) and body is None
-            workers.append(
-                worker_from_body(pod, facts, gone_node=gone, deleting=uid in self.memory.handled)
+            worker = worker_from_body(
+                pod, facts, gone_node=gone, deleting=uid in self.memory.handled
             )
+            workers.append(replace(worker, counted=uid in job.status.counted_pods))
         present = set(uids.values())
         for uid, name in self.memory.seen.get(job.metadata.uid, {}).items():
             if uid not in present and uid not in self.memory.handled:
@@ -191,6 +197,24 @@ class TrainingController:
             for p in pods
         }
         orphans = {name for name, node in placed.items() if node and node not in nodes}
+        present = {str((p.get("metadata") or {}).get("uid")) for p in pods}
+        counted = sorted(
+            {u for u in job.status.counted_pods if u in present}
+            | {uids[name] for name in decision.counted if uids.get(name) in present}
+        )
+        if set(counted) - set(job.status.counted_pods):
+            # The counts first, with the pods they count: a crash after this write leaves
+            # the pods to delete, not to count; one before it leaves everything to do again.
+            self._actuator.write_status(
+                namespace,
+                job.metadata.name,
+                {
+                    "preemptions": decision.preemptions,
+                    "restarts": decision.restarts,
+                    "countedPods": counted,
+                },
+            )
+            failpoints.hit("training.after-count", namespace)
         for name in decision.delete:
             uid = uids.get(name)
             if uid is not None:
@@ -215,6 +239,8 @@ class TrainingController:
         if decision.finished:
             self.memory.seen.pop(job.metadata.uid, None)
         status = self._status(job, decision, now)
+        if counted or job.status.counted_pods:
+            status["countedPods"] = counted or None  # None: removed once every pod is gone
         # The interval the workers created now were given (their env is fixed at creation).
         if cadence is not None and (decision.create or job.status.checkpoint_interval is None):
             status["checkpointInterval"] = _raw_interval(cadence)

@@ -18,6 +18,11 @@ How a worker that stopped is counted (ARCHITECTURE.md and the CRD say the same):
 - **success**: a worker exited 0. torchrun's workers finish together, so the first success
   ends the job: the others are left to finish and are not replaced.
 
+A worker is counted once: the decision lists the workers it counts (`counted`), and the
+controller records their uids in `status.countedPods` together with the new counts before it
+deletes them; a worker found there again (`Worker.counted`, e.g. after a restart of the
+operator between the record and the deletion) is deleted but not counted again.
+
 The job runs while at least `workers.min` workers run (torchrun's `--nnodes=MIN:MAX` keeps
 training going on the survivors and re-rendezvous when a worker joins); below that it waits in
 phase Pending with a reason that says why, and never fails for lack of capacity.
@@ -58,6 +63,8 @@ class Worker:
     #: The pod is on its way out (a deletionTimestamp, or the controller deleted it already):
     #: it is not counted again.
     deleting: bool = False
+    #: Its end is already in status (status.countedPods): it is deleted, not counted again.
+    counted: bool = False
 
 
 def outcome(worker: Worker) -> Outcome:
@@ -95,6 +102,9 @@ class WorkerDecision:
     running: int
     create: tuple[int, ...] = ()
     delete: tuple[str, ...] = ()
+    #: The workers whose end this decision counts (the controller records them with the
+    #: counts before it deletes them).
+    counted: tuple[str, ...] = ()
     preemptions: int = 0
     restarts: int = 0
     ready: tuple[Literal["True", "False"], str, str] = ("True", "Running", "")
@@ -122,35 +132,38 @@ def decide_workers(
     desired = desired_workers(job)
     events: list[tuple[str, str, str]] = []
     delete: list[str] = []
+    counted: list[str] = []
     live: dict[int, Worker] = {}
     succeeded = False
     for worker in sorted(workers, key=lambda w: w.index):
         result = outcome(worker)
         if result == "succeeded":
             succeeded = True
-        elif result == "preempted":
+        elif result == "active":
             if not worker.deleting:
+                live[worker.index] = worker
+        elif not worker.deleting:
+            delete.append(worker.name)
+            if worker.counted:
+                continue
+            counted.append(worker.name)
+            if result == "preempted":
                 preemptions += 1
-                delete.append(worker.name)
                 why = worker.node_lost or _exit(worker)
                 events.append(("Warning", "WorkerPreempted", f"{worker.name}: {why}"))
-        elif result == "failed":
-            if worker.deleting:
-                continue
-            restarts += 1
-            delete.append(worker.name)
-            events.append(("Warning", "WorkerFailed", f"{worker.name}: {_exit(worker)}"))
-        elif not worker.deleting:
-            live[worker.index] = worker
+            else:
+                restarts += 1
+                events.append(("Warning", "WorkerFailed", f"{worker.name}: {_exit(worker)}"))
 
     running = sum(1 for w in live.values() if w.phase == "Running")
-    counts = Counts(desired, running, preemptions, restarts)
+    counts = Counts(desired, running, preemptions, restarts, tuple(counted))
 
     if succeeded:
         return WorkerDecision(
             "Succeeded",
             desired,
             running,
+            counted=tuple(counted),
             preemptions=preemptions,
             restarts=restarts,
             ready=("True", "Succeeded", "training finished"),
@@ -181,6 +194,7 @@ def decide_workers(
             "Pending",
             desired,
             0,
+            counted=tuple(counted),
             preemptions=preemptions,
             restarts=restarts,
             ready=("False", "BudgetExceeded", budget.message),
@@ -208,6 +222,7 @@ def decide_workers(
         running,
         create=create,
         delete=tuple(delete),
+        counted=tuple(counted),
         preemptions=preemptions,
         restarts=restarts,
         ready=ready,
@@ -221,6 +236,7 @@ class Counts:
     running: int
     preemptions: int
     restarts: int
+    counted: tuple[str, ...]
 
 
 def expired(job: TrainingJob, now: datetime) -> bool:
@@ -245,6 +261,7 @@ def _stop(
         counts.desired,
         0,
         delete=tuple(w.name for w in workers if not w.deleting),
+        counted=counts.counted,
         preemptions=counts.preemptions,
         restarts=counts.restarts,
         ready=("False", reason, message),

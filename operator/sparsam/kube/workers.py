@@ -65,6 +65,23 @@ class WorkerActuator:
             if exc.status not in (404, 409):  # gone, or another pod has the name now
                 raise refused(f"deleting pod {namespace}/{name}", exc) from exc
 
+    def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge `status` into the TrainingJob's status (the counts a pass must make durable
+        before it acts on them)."""
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                c.GROUP,
+                c.VERSION,
+                namespace,
+                c.TRAINING_JOB.plural,
+                name,
+                cast(Any, {"status": status}),
+                field_manager=c.FIELD_MANAGER,
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            raise refused(f"writing the status of trainingjob {namespace}/{name}", exc) from exc
+
     def apply_inference_service(self, manifest: dict[str, Any]) -> None:
         """Create or update the InferenceService a job deploys (server-side apply)."""
         meta = manifest["metadata"]
