@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sparsam.decisions.keepalive import (
@@ -99,6 +99,8 @@ gap_lists = st.lists(
     lag=st.floats(min_value=0, max_value=120),
     probe=st.floats(min_value=0, max_value=6000),
 )
+# Found by hypothesis: lag + (gap - lag) fell an ulp short of the gap chosen as keep-alive.
+@example(gaps=[0.0] * 7 + [0.99999], cold=1.0, lag=0.297664350221476, probe=0.0)
 def test_minimises_the_empirical_cost(
     gaps: list[float], cold: float, lag: float, probe: float
 ) -> None:

@@ -131,7 +131,12 @@ def choose_keep_alive(
         cost = kept_sum + (n - i) * (k + cold_start_s + cold_start_penalty_s)
         if cost <= best_cost * (1 + _TIE) + _TIE:
             best_k, best_cost = k, min(cost, best_cost)
-    return _clamp(best_k - lag_s, floor_s, ceiling_s)
+    keep = best_k - lag_s
+    # lag + (k - lag) can come out an ulp short of k, and the gap of exactly k that it was
+    # chosen for would then miss it.
+    while lag_s + keep < best_k:
+        keep = math.nextafter(keep, math.inf)
+    return _clamp(keep, floor_s, ceiling_s)
 
 
 def _clamp(value: float, low: float, high: float) -> float:
