@@ -19,6 +19,14 @@ created at a paced `--rate` from a thread pool; a pod watch (label sparsam.dev/r
 records when each worker pod is first seen. A job's latency is the last of its workers'
 first-seen times minus the time its create call returned.
 
+Second baseline, after the operator has stopped (`--direct`, on by default): the machine's
+ceiling for this workload. The same jobs at the same rate in namespaces of their own, with no
+operator: each creating thread posts the TrainingJob and at once its rendezvous Service and
+workers, with the controller's own manifests and calls (`kube.trainingjob`, `kube.workers`),
+which is what an operator with no latency of its own would do. What separates the operator
+from it is the operator's own cost (watching, Kopf, passes, status writes); what separates it
+from the target is the control plane on two cores.
+
 Targets (issue 4): p99 create -> all workers < 5 s at 50 creates/s on 2 cores; RSS < 300 MB.
 Prints a table, then one JSON line last. Asserts nothing.
 """
@@ -49,10 +57,14 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from sparsam.api import constants as c
+from sparsam.api.trainingjob import TrainingJob
+from sparsam.decisions.training import desired_workers
 from sparsam.devcluster import nodes
 from sparsam.devcluster.bootstrap import bring_up
 from sparsam.devcluster.cluster import DevCluster
 from sparsam.kube.client import api_client
+from sparsam.kube.trainingjob import service_manifest, worker_manifest
+from sparsam.kube.workers import WorkerActuator
 
 P99_TARGET_S: Final = 5.0
 RSS_TARGET_MIB: Final = 300.0
@@ -503,6 +515,64 @@ def measure_floor(api: ApiClient, namespace: str, count: int, rate: float, run: 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Direct:
+    latency: list[float]  # job create returned -> all its workers seen
+    workers_per_s: float | None
+    errors: int
+
+
+def measure_direct(
+    api: ApiClient, namespaces: Sequence[str], max_workers: Sequence[int], rate: float, run: str
+) -> Direct:
+    """The jobs with no operator: each thread creates the TrainingJob, then its Service and
+    workers exactly as a pass would, with no wait in between."""
+    custom = CustomObjectsApi(api_client_like(api))
+    actuator = WorkerActuator(api_client_like(api))
+    watch = PodWatch(api_client_like(api), f"{c.LABEL_ROLE}={c.ROLE_WORKER}")
+    names = [(namespaces[i % len(namespaces)], f"tj-{i:04d}") for i in range(len(max_workers))]
+    returned: dict[int, float] = {}
+
+    def one(i: int) -> None:
+        namespace, name = names[i]
+        body = custom.create_namespaced_custom_object(
+            c.GROUP,
+            c.VERSION,
+            namespace,
+            c.TRAINING_JOB.plural,
+            trainingjob(name, namespace, max_workers[i], run),
+        )
+        returned[i] = time.monotonic()
+        job = TrainingJob.from_body(cast(dict[str, Any], body))
+        actuator.apply_service(service_manifest(job))
+        for index in range(desired_workers(job)):
+            actuator.create_pod(worker_manifest(job, index))
+
+    created = paced(len(max_workers), rate, one)
+    keys = {
+        i: [f"{ns}/{name}-worker-{w}" for w in range(max_workers[i])]
+        for i, (ns, name) in enumerate(names)
+    }
+    wait_until(
+        "the direct jobs' workers",
+        lambda: all(watch.first_seen(k) for ks in keys.values() for k in ks),
+        120,
+    )
+    watch.stop()
+    latency = []
+    for i, ks in keys.items():
+        seen = [watch.first_seen(k) for k in ks]
+        if i in returned and all(t is not None for t in seen):
+            latency.append(max(t for t in seen if t is not None) - returned[i])
+    times = sorted(t for ks in keys.values() for k in ks if (t := watch.first_seen(k)))
+    span = times[-1] - times[0] if len(times) > 1 else 0.0
+    return Direct(
+        latency,
+        round((len(times) - 1) / span, 1) if span > 0 else None,
+        sum(1 for m in created if m.error),
+    )
+
+
 def api_client_like(api: ApiClient) -> ApiClient:
     """A second client on the same configuration (own connection pool): watches apart."""
     return ApiClient(api.configuration)
@@ -529,6 +599,12 @@ def main() -> int:
     parser.add_argument("--log", type=Path, default=None, help="operator log (default: temp)")
     parser.add_argument("--dump", type=Path, default=None, help="per-job JSON lines here")
     parser.add_argument("--bin-dir", type=Path, default=None)
+    parser.add_argument(
+        "--no-direct",
+        dest="direct",
+        action="store_false",
+        help="skip the second baseline (the same jobs, no operator)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     load_start = loadavg()
@@ -536,6 +612,7 @@ def main() -> int:
     rng = random.Random(args.seed)  # noqa: S311 - a reproducible workload, not a secret
     max_workers = [rng.randint(2, 4) for _ in range(args.jobs)]
     namespaces = [f"bench-{run}-{k}" for k in range(args.namespaces)]
+    direct_namespaces = [f"bench-{run}-direct-{k}" for k in range(args.namespaces)]
     work = Path(tempfile.mkdtemp(prefix="sparsam-operator-scale-"))
     log = args.log or work / "operator.log"
     say(f"operator_scale: run {run}, load {load_start}, {os.cpu_count()} CPUs, log {log}")
@@ -565,7 +642,7 @@ def main() -> int:
         wait_until(f"{args.nodes} nodes Ready", lambda: ready_nodes(core, run) >= args.nodes, 120)
         nodes_s = time.monotonic() - before
         say(f"{args.nodes} GPU nodes Ready in {nodes_s:.1f}s")
-        make_namespaces(core, namespaces, run)
+        make_namespaces(core, namespaces + (direct_namespaces if args.direct else []), run)
 
         say(f"baseline: {args.baseline_pods} plain pods at {args.rate:g}/s, no operator ...")
         floor = measure_floor(api, namespaces[0], args.baseline_pods, args.rate, run)
@@ -672,6 +749,13 @@ def main() -> int:
         operator.stop()
         problems = operator.problems()
         examples = problems.pop("examples")
+        direct: Direct | None = None
+        if args.direct:
+            say(
+                f"baseline: the same {args.jobs} jobs, no operator "
+                "(Service and workers at once) ..."
+            )
+            direct = measure_direct(api, direct_namespaces, max_workers, args.rate, run)
 
         total_workers = sum(max_workers)
         lat = percentiles(latency)
@@ -703,6 +787,17 @@ def main() -> int:
                 "from_send": percentiles(floor.after_send),
             },
             "baseline_pod_create_call_s": percentiles(floor.call),
+            "baseline_direct_create_to_workers_s": None
+            if direct is None
+            else {
+                "jobs": len(direct.latency),
+                "errors": direct.errors,
+                **percentiles(direct.latency),
+            },
+            "baseline_direct_workers_seen_per_s": None if direct is None else direct.workers_per_s,
+            "p99_ratio_operator_to_direct": None
+            if direct is None or not direct.latency or lat["p99"] is None
+            else round(lat["p99"] / max(1e-3, percentiles(direct.latency)["p99"] or 0.0), 2),
             "job_create_call_s": percentiles([m.returned - m.sent for m in created]),
             "create_to_workers_p50_by_create_decile_s": by_decile,
             "workers_seen_per_s": round((len(seen_times) - 1) / (seen_times[-1] - seen_times[0]), 1)
@@ -737,7 +832,7 @@ def main() -> int:
         if sampler is not None:
             sampler.stop()
         operator.stop()
-        teardown(cluster, core, namespaces, run, args.keep)
+        teardown(cluster, core, namespaces + direct_namespaces, run, args.keep)
     result["wall_s"] = round(time.monotonic() - started, 1)
     if not args.log and not args.keep and not examples:
         shutil.rmtree(work, ignore_errors=True)
@@ -793,6 +888,13 @@ def print_table(r: dict[str, Any], examples: list[str]) -> None:
     print(row("baseline: pod create sent -> ADDED", floor["from_send"]))
     print(row("baseline: pod create call", r["baseline_pod_create_call_s"]))
     print(row("TrainingJob create call (operator running)", r["job_create_call_s"]))
+    if r["baseline_direct_create_to_workers_s"] is not None:
+        print(
+            row(
+                "baseline: no operator, create -> all workers",
+                r["baseline_direct_create_to_workers_s"],
+            )
+        )
     print()
     lines = [
         ("jobs done / created", f"{r['jobs_done']} / {r['jobs']} ({r['create_errors']} errors)"),

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +39,7 @@ from sparsam.controllers.training import TrainingController
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.scaling import ScalingSettings
 from sparsam.handlers import costpolicy, gpunodepool, indexes, inferenceservice, trainingjob
-from sparsam.kube.client import api_client
+from sparsam.kube.client import CONNECTIONS, api_client
 from sparsam.kube.drain import NodeDrainer
 from sparsam.kube.inferenceservice import ServerSettings
 from sparsam.kube.pods import Placement
@@ -172,12 +174,24 @@ def run(config: OperatorConfig) -> None:
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
     asyncio.run(
-        kopf.operator(
-            registry=registry(config),
-            settings=settings(),
-            memo=build(config, api),
-            clusterwide=True,
-            standalone=True,
-            liveness_endpoint=config.liveness,
+        _with_threads(
+            kopf.operator(
+                registry=registry(config),
+                settings=settings(),
+                memo=build(config, api),
+                clusterwide=True,
+                standalone=True,
+                liveness_endpoint=config.liveness,
+            )
         )
     )
+
+
+async def _with_threads(operator: Coroutine[Any, Any, None]) -> None:
+    """Run `operator` with one thread per apiserver connection for the passes' blocking calls
+    (`asyncio.to_thread`). The default pool (CPU count + 4 threads) lets only 6 passes talk to
+    the apiserver at once on 2 cores, so a burst of new TrainingJobs would wait in line for
+    their pods."""
+    pool = ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="sparsam-pass")
+    asyncio.get_running_loop().set_default_executor(pool)
+    await operator

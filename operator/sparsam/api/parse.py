@@ -150,15 +150,37 @@ def from_raw(cls: type[T], raw: Any, path: str) -> T:
         raw = {}
     if not isinstance(raw, Mapping):
         raise InvalidSpec(path, f"must be an object, not {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cast(Any, cls)):
-        key = field_json_name(f)
+    for name, key, hint, required in _fields(cls):
         if key in raw and raw[key] is not None:
-            values[f.name] = read_value(hints[f.name], raw[key], f"{path}.{key}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            values[name] = read_value(hint, raw[key], f"{path}.{key}")
+        elif required:
             raise InvalidSpec(f"{path}.{key}", "is required")
     return cls(**values)
+
+
+Field = tuple[str, str, Any, bool]
+#: Per dataclass: (name, JSON name, type, required) of each field.
+_FIELDS: dict[type[Any], tuple[Field, ...]] = {}
+
+
+def _fields(cls: type[Any]) -> tuple[Field, ...]:
+    """The fields of `cls` as `from_raw` reads them, resolved once per class: resolving the
+    annotations (strings, under `from __future__ import annotations`) compiles each of them,
+    which made reading a TrainingJob cost 1.7 ms, for every object on every pass."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = _FIELDS[cls] = tuple(
+            (
+                f.name,
+                field_json_name(f),
+                hints[f.name],
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(cls)
+        )
+    return found
 
 
 def read_value(hint: Any, raw: Any, path: str) -> Any:

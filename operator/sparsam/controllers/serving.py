@@ -7,7 +7,7 @@ on-demand base and the spot policy by `spot_split`) and the Service, and returns
 
 A pass runs on the timer, and at once when the activator asks for a wake (it sets the
 `sparsam.dev/wake-requested-at` annotation when it holds a request at zero replicas). Passes
-for all services are serialised by one lock, so a timer pass and a wake pass never interleave.
+of one service hold its lock (`KeyedLocks`), so a timer pass and a wake pass never interleave.
 
 What it remembers between passes, per service uid: the scaler's memory (the scale-down window,
 the last traffic seen), the wake request last handled, when the current wake began (for
@@ -17,7 +17,6 @@ without memory, which `decide_scaling` treats conservatively (no early scale-dow
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from sparsam.api.conditions import READY, Status, parse_rfc3339, rfc3339, set_co
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.inferenceservice import InferenceService
 from sparsam.controllers.costing import CostMeter
+from sparsam.controllers.locks import KeyedLocks
 from sparsam.controllers.results import Event, PassResult
 from sparsam.controllers.training import policy_stop
 from sparsam.decisions.cost import PriceTable
@@ -99,8 +99,7 @@ class ServingController:
         self.config = config or ServingConfig()
         self._cost = CostMeter(c.INFERENCE_SERVICE.kind, prices)
         self.memory = ServingMemory()
-        self._lock = threading.Lock()  # guards _locks
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks = KeyedLocks()
 
     def wake_pending(self, svc: InferenceService, wake_at: datetime | None) -> bool:
         """Whether `wake_at` (the annotation) is a wake request not acted on yet."""
@@ -124,12 +123,8 @@ class ServingController:
         # Prometheus is asked outside any lock: a slow or unreachable one delays this
         # service's pass only. Passes of one service never interleave; of two, they may.
         traffic = self._traffic(svc)
-        with self._lock_of(svc.metadata.uid):
+        with self._locks.of(svc.metadata.uid):
             return self._pass(svc, wake_at, traffic, deployments, pods, nodes, pools, policy, now)
-
-    def _lock_of(self, uid: str) -> threading.Lock:
-        with self._lock:
-            return self._locks.setdefault(uid, threading.Lock())
 
     def _traffic(self, svc: InferenceService) -> tuple[MetricSample, datetime | None]:
         """The scaling metric now, and the last request time Prometheus knows."""
@@ -334,13 +329,12 @@ class ServingController:
         """The service is gone: drop what was remembered about it, and its gauges."""
         metrics.remove(metrics.REPLICAS, namespace, name)
         metrics.remove(metrics.READY_REPLICAS, namespace, name)
-        with self._lock:
-            self._locks.pop(uid, None)
-        with self._lock_of(uid):
+        with self._locks.of(uid):
             self.memory.scaler.pop(uid, None)
             self.memory.wake_handled.pop(uid, None)
             self.memory.waking_since.pop(uid, None)
             self._cost.forget(uid)
+        self._locks.drop(uid)
 
 
 def _replicas(deployment: Body) -> int:

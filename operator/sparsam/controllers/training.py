@@ -19,7 +19,6 @@ while the operator was down is replaced but not counted.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -31,6 +30,7 @@ from sparsam.api.conditions import READY, find, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.costing import CostMeter
+from sparsam.controllers.locks import KeyedLocks
 from sparsam.controllers.results import Event, PassResult
 from sparsam.decisions.checkpointing import (
     CheckpointInterval,
@@ -101,7 +101,7 @@ class TrainingController:
         self._cost = CostMeter(c.TRAINING_JOB.kind, prices)
         self._checkpoints = CheckpointSettings()
         self.memory = TrainingMemory()
-        self._lock = threading.Lock()
+        self._locks = KeyedLocks()
 
     def reconcile(
         self,
@@ -116,7 +116,7 @@ class TrainingController:
         prices) from the caches, and its namespace's effective CostPolicy."""
         workers = [p for p in pods if _role(p) != c.ROLE_COMPRESS]
         compress = next((p for p in pods if _role(p) == c.ROLE_COMPRESS), None)
-        with self._lock:
+        with self._locks.of(job.metadata.uid):
             if job.status.phase == "Compressing":
                 # The compress pod's GPU time is the job's too.
                 pods_now = [compress] if compress is not None else []
@@ -377,10 +377,11 @@ class TrainingController:
     def forget(self, job_uid: str, namespace: str, name: str, phase: str | None) -> None:
         """The job is gone: drop what was remembered about it, and its phase gauge."""
         metrics.set_phase(metrics.TRAINING_PHASE, (namespace, name), phase, None)
-        with self._lock:
+        with self._locks.of(job_uid):
             self.memory.seen.pop(job_uid, None)
             self._cost.forget(job_uid)
             self.memory.alerted.discard(job_uid)
+        self._locks.drop(job_uid)
 
 
 def _role(pod: Body) -> str | None:

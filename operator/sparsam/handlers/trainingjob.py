@@ -65,12 +65,15 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
             raise kopf.TemporaryError(str(exc), delay=max(interval, 10.0)) from exc
         report(body, patch, result)
 
-    @kopf.on.delete(
-        c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="forget", optional=True, registry=registry
-    )
+    @kopf.on.event(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="forget", registry=registry)
     def forget(
-        uid: str, namespace: str | None, name: str, status: kopf.Status, memo: Any, **_: Any
+        type: str, uid: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
     ) -> None:
-        """Workers go with the job (owner references); only the memory needs clearing."""
+        """Workers go with the job (owner references); only the memory needs clearing. A
+        watching handler rather than on.delete: a changing handler would have Kopf compute a
+        diff of every job on each of its (frequent) status writes."""
+        if type != "DELETED":
+            return
         controller: TrainingController = memo.training
-        controller.forget(uid, namespace or "", name, status.get("phase"))
+        phase = (body.get("status") or {}).get("phase")
+        controller.forget(uid, namespace or "", name, phase)

@@ -12,15 +12,23 @@ from pathlib import Path
 
 from kubernetes import client, config
 
+#: Connections kept open to the apiserver, one per thread the operator runs its passes' calls
+#: in (`sparsam.main`): beyond the pool's size urllib3 opens a connection per call and throws it
+#: away (its default is 5 per CPU).
+CONNECTIONS = 32
+
 
 def api_client(kubeconfig: Path | None = None, context: str | None = None) -> client.ApiClient:
     """An ApiClient for `kubeconfig` (and `context`), else the in-cluster service account when
     running in a pod, else the kubeconfig kubectl would use ($KUBECONFIG or ~/.kube/config)."""
+    configuration = client.Configuration()
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return client.ApiClient(configuration)
-    made: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(kubeconfig) if kubeconfig is not None else None, context=context
-    )
-    return made
+    else:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig is not None else None,
+            context=context,
+            client_configuration=configuration,
+        )
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return client.ApiClient(configuration)
