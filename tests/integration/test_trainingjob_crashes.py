@@ -486,3 +486,31 @@ def test_a_crash_mid_pass_leaves_no_duplicate_pods_and_no_lost_state(
         if ("Traceback" in line or " ERROR " in line) and "is being terminated" not in line
     ]
     assert not problems, "\n".join(problems[:20])
+
+
+def test_a_worker_lost_while_the_operator_is_down_is_counted_and_replaced(crash: Crash) -> None:
+    """Not a crash inside a pass but between two: a worker evicted and gone while no operator
+    runs is still a preemption (status.workerPods holds what the last pass left running)."""
+    crash.start("before.log")
+    apply(crash.kubectl, *two_workers(crash))
+    counted(running_with_two(crash))
+    eventually(
+        "workerPods written",
+        lambda: len(crash.status().get("workerPods") or ()) == 2,
+        crash.operator,
+    )
+    crash.operator.kill()
+    crash.notes.update(crash.uids())
+    crash.kubectl(
+        "delete", "pod", "tj-worker-1", "-n", crash.namespace, "--grace-period=0", "--force"
+    )
+    eventually("the pod gone", lambda: "tj-worker-1" not in crash.pods(), None)
+
+    restarted = crash.start("restarted.log")
+    found = running_with_two(crash)
+    uids = only_workers(crash, WORKERS)
+    assert uids["tj-worker-0"] == crash.notes["tj-worker-0"]
+    assert uids["tj-worker-1"] != crash.notes["tj-worker-1"]
+    assert settled(crash) == uids
+    counted(found, preemptions=1)
+    assert restarted.process is not None and restarted.process.poll() is None

@@ -117,7 +117,14 @@ def test_a_count_is_made_durable_before_the_pod_it_counts_is_deleted() -> None:
     failed = pod(1, phase="Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])
     first = ctl.reconcile(job(), [pod(0), failed], {"n1": NODE}, NOW)
     assert act.order == ["status", "delete tj-worker-1"]
-    assert act.writes == [{"preemptions": 0, "restarts": 1, "countedPods": ["pod-1"]}]
+    assert act.writes == [
+        {
+            "preemptions": 0,
+            "restarts": 1,
+            "countedPods": ["pod-1"],
+            "workerPods": [{"name": "tj-worker-0", "uid": "pod-0"}],
+        }
+    ]
     assert first.status["countedPods"] == ["pod-1"]
 
 
@@ -146,6 +153,39 @@ def test_a_worker_whose_pod_vanished_between_passes_is_a_preemption() -> None:
     assert [e.reason for e in second.events] == ["WorkerPreempted"]
     third = ctl.reconcile(job(second.status), [pod(0)], {"n1": NODE}, NOW + timedelta(seconds=9))
     assert third.status["preemptions"] == 1
+
+
+def test_a_worker_that_vanished_while_the_operator_was_down_is_a_preemption() -> None:
+    # status.workerPods is what the last pass of the previous operator left running.
+    before = {
+        "workerPods": [
+            {"name": "tj-worker-0", "uid": "pod-0"},
+            {"name": "tj-worker-1", "uid": "pod-1"},
+        ]
+    }
+    ctl, act = controller()  # a new process: nothing in memory
+    result = ctl.reconcile(job(before), [pod(0)], {"n1": NODE}, NOW)
+    assert result.status["preemptions"] == 1
+    assert act.deleted == [] and act.created == ["tj-worker-1"]
+    assert result.status["workerPods"] == [{"name": "tj-worker-0", "uid": "pod-0"}]
+
+
+def test_a_lost_worker_whose_name_a_new_pod_took_is_counted_and_the_new_pod_kept() -> None:
+    # The pass that replaced tj-worker-1 died before its status write: the new pod (pod-9)
+    # is there, and status still lists the old one.
+    before = {
+        "workerPods": [
+            {"name": "tj-worker-0", "uid": "pod-0"},
+            {"name": "tj-worker-1", "uid": "pod-1"},
+        ]
+    }
+    replacement = pod(1)
+    replacement["metadata"]["uid"] = "pod-9"
+    ctl, act = controller()
+    result = ctl.reconcile(job(before), [pod(0), replacement], {"n1": NODE}, NOW)
+    assert result.status["preemptions"] == 1
+    assert act.deleted == [] and act.created == []
+    assert [p["uid"] for p in result.status["workerPods"]] == ["pod-0", "pod-9"]
 
 
 def test_a_worker_on_a_node_that_is_gone_is_replaced() -> None:

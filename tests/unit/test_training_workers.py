@@ -121,7 +121,7 @@ def test_workers_on_their_way_out_are_not_counted_twice() -> None:
     assert decision.create == (2,)
 
 
-def test_workers_already_counted_are_deleted_but_not_counted_again() -> None:
+def test_workers_already_counted_are_deleted_but_not_counted_again_and_gone_ones_counted() -> None:
     decision = decide_workers(
         job({"preemptions": 1, "restarts": 1}),
         [
@@ -129,13 +129,15 @@ def test_workers_already_counted_are_deleted_but_not_counted_again() -> None:
             worker(1, "Failed", exit_code=1, counted=True),
             worker(2, node_lost="node n2 is gone", counted=True),
             worker(3, "Failed", exit_code=1),
+            worker(4, node_lost="pod tj-worker-4 was deleted", gone=True),
         ],
         NOW,
     )
-    assert (decision.preemptions, decision.restarts) == (1, 2)
+    assert (decision.preemptions, decision.restarts) == (2, 2)
+    # A gone worker is counted, but there is no pod to delete or to record.
     assert decision.delete == ("tj-worker-1", "tj-worker-2", "tj-worker-3")
     assert decision.counted == ("tj-worker-3",)
-    assert [reason for _, reason, _ in decision.events] == ["WorkerFailed"]
+    assert [reason for _, reason, _ in decision.events] == ["WorkerFailed", "WorkerPreempted"]
 
 
 @pytest.mark.parametrize(

@@ -254,6 +254,12 @@ class WorkersStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class PodRef:
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
 class LastCheckpoint:
     step: int
     #: RFC 3339.
@@ -306,6 +312,8 @@ class TrainingJobStatus:
     restarts: int = 0
     #: Ended workers already in preemptions/restarts, until their pods are gone.
     counted_pods: tuple[str, ...] = ()
+    #: The worker pods the last pass left running: one gone by the next pass was lost.
+    worker_pods: tuple[PodRef, ...] = ()
     last_checkpoint: LastCheckpoint | None = None
     checkpoint_interval: CheckpointIntervalStatus | None = None
     cost: Cost | None = None

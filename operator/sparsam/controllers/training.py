@@ -10,11 +10,11 @@ counts one twice: the new counts and the uids of the pods they count go to
 `status.countedPods` in one status write, then the pods are deleted; a pod found there is
 deleted but never counted again, and its uid is dropped once the pod is gone.
 
-What it remembers between passes (`TrainingMemory`): the pods it has already deleted, so a pod
-still in a lagging cache without its deletionTimestamp is not counted twice, and the pods each
-job had at the last pass, so a worker that vanished in between (evicted by a drain, deleted by
-someone) is counted as a preemption. After a restart both start empty: a worker that vanished
-while the operator was down is replaced but not counted.
+The worker pods a pass leaves running go to `status.workerPods` with that pass's status, so a
+worker that vanished before the next pass (evicted by a drain, deleted by someone, or while
+the operator was down) is counted as a preemption. In memory (`TrainingMemory`), lost on
+restart, are only the pods it has deleted itself, so that a pod still in a lagging cache
+without its deletionTimestamp is neither counted again nor taken for lost.
 """
 
 from __future__ import annotations
@@ -81,8 +81,6 @@ class Actuator(Protocol):
 class TrainingMemory:
     #: Pod uids deleted by us (or counted as vanished).
     handled: set[str] = field(default_factory=set)
-    #: Job uid -> {pod uid: pod name} at the last pass.
-    seen: dict[str, dict[str, str]] = field(default_factory=dict)
     #: Job uids whose budget Alert has been posted.
     alerted: set[str] = field(default_factory=set)
 
@@ -131,6 +129,8 @@ class TrainingController:
     def _workers(
         self, job: TrainingJob, pods: Sequence[Body], nodes: Mapping[str, Body]
     ) -> tuple[list[Worker], dict[str, str]]:
+        """The job's workers as the decision sees them, and the uid of each pod by name: its
+        pods, and the workers of status.workerPods that are gone since (never counted yet)."""
         workers: list[Worker] = []
         uids: dict[str, str] = {}
         for pod in pods:
@@ -146,18 +146,22 @@ class TrainingController:
             )
             workers.append(replace(worker, counted=uid in job.status.counted_pods))
         present = set(uids.values())
-        for uid, name in self.memory.seen.get(job.metadata.uid, {}).items():
-            if uid not in present and uid not in self.memory.handled:
-                index = name.rsplit("-", 1)[-1]
-                workers.append(
-                    Worker(
-                        int(index) if index.isdigit() else -1,
-                        name,
-                        "Failed",
-                        node_lost=f"pod {name} was deleted (evicted, or its node drained)",
-                    )
+        for ref in job.status.worker_pods:
+            if ref.uid in present or ref.uid in self.memory.handled:
+                continue
+            if ref.uid in job.status.counted_pods:
+                continue  # counted, then deleted: not lost
+            index = ref.name.rsplit("-", 1)[-1]
+            workers.append(
+                Worker(
+                    int(index) if index.isdigit() else -1,
+                    ref.name,
+                    "Failed",
+                    node_lost=f"pod {ref.name} was deleted (evicted, or its node drained)",
+                    gone=True,
                 )
-                uids.setdefault(name, uid)
+            )
+            self.memory.handled.add(ref.uid)
         return workers, uids
 
     def _pass(
@@ -200,8 +204,14 @@ class TrainingController:
         present = {str((p.get("metadata") or {}).get("uid")) for p in pods}
         counted = sorted(
             {u for u in job.status.counted_pods if u in present}
-            | {uids[name] for name in decision.counted if uids.get(name) in present}
+            | {uids[name] for name in decision.counted}
         )
+        # The workers this pass leaves running (those it deletes are counted, or not lost).
+        left = [
+            {"name": name, "uid": uid}
+            for name, uid in sorted(uids.items())
+            if uid not in self.memory.handled and name not in decision.delete
+        ]
         if set(counted) - set(job.status.counted_pods):
             # The counts first, with the pods they count: a crash after this write leaves
             # the pods to delete, not to count; one before it leaves everything to do again.
@@ -212,6 +222,7 @@ class TrainingController:
                     "preemptions": decision.preemptions,
                     "restarts": decision.restarts,
                     "countedPods": counted,
+                    "workerPods": left,
                 },
             )
             failpoints.hit("training.after-count", namespace)
@@ -233,14 +244,14 @@ class TrainingController:
             for index in decision.create:
                 self._actuator.create_pod(worker_manifest(job, index, placement, interval))
                 failpoints.hit("training.between-workers", namespace)
-        self.memory.seen[job.metadata.uid] = {
-            uid: name for name, uid in uids.items() if uid not in self.memory.handled
-        }
-        if decision.finished:
-            self.memory.seen.pop(job.metadata.uid, None)
         status = self._status(job, decision, now)
+        # None removes a list from status once it is empty.
         if counted or job.status.counted_pods:
-            status["countedPods"] = counted or None  # None: removed once every pod is gone
+            status["countedPods"] = counted or None
+        if decision.finished:
+            left = []
+        if left or job.status.worker_pods:
+            status["workerPods"] = left or None
         # The interval the workers created now were given (their env is fixed at creation).
         if cadence is not None and (decision.create or job.status.checkpoint_interval is None):
             status["checkpointInterval"] = _raw_interval(cadence)
@@ -378,7 +389,6 @@ class TrainingController:
         """The job is gone: drop what was remembered about it, and its phase gauge."""
         metrics.set_phase(metrics.TRAINING_PHASE, (namespace, name), phase, None)
         with self._locks.of(job_uid):
-            self.memory.seen.pop(job_uid, None)
             self._cost.forget(job_uid)
             self.memory.alerted.discard(job_uid)
         self._locks.drop(job_uid)

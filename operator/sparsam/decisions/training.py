@@ -65,6 +65,8 @@ class Worker:
     deleting: bool = False
     #: Its end is already in status (status.countedPods): it is deleted, not counted again.
     counted: bool = False
+    #: Its pod no longer exists (it vanished between two passes): counted, nothing to delete.
+    gone: bool = False
 
 
 def outcome(worker: Worker) -> Outcome:
@@ -102,8 +104,8 @@ class WorkerDecision:
     running: int
     create: tuple[int, ...] = ()
     delete: tuple[str, ...] = ()
-    #: The workers whose end this decision counts (the controller records them with the
-    #: counts before it deletes them).
+    #: The workers whose end this decision counts and whose pods it deletes (the controller
+    #: records them with the counts before it deletes them).
     counted: tuple[str, ...] = ()
     preemptions: int = 0
     restarts: int = 0
@@ -143,10 +145,12 @@ def decide_workers(
             if not worker.deleting:
                 live[worker.index] = worker
         elif not worker.deleting:
-            delete.append(worker.name)
+            if not worker.gone:
+                delete.append(worker.name)
             if worker.counted:
                 continue
-            counted.append(worker.name)
+            if not worker.gone:
+                counted.append(worker.name)
             if result == "preempted":
                 preemptions += 1
                 why = worker.node_lost or _exit(worker)
