@@ -138,9 +138,12 @@ def test_a_restarted_operator_deletes_a_counted_pod_without_counting_it_again() 
     assert result.status["restarts"] == 1 and act.writes == []
     assert act.deleted == ["tj-worker-1"]
     assert [e.reason for e in result.events] == []
-    # Once the pod is gone its uid goes too (None removes the field from status).
+    # Once the pod is gone its uid goes too (None removes the field from status), and from
+    # the controller's memory.
     gone = ctl.reconcile(job({**before, **result.status}), [pod(0)], {"n1": NODE}, NOW)
     assert gone.status["countedPods"] is None and gone.status["restarts"] == 1
+    ctl.reconcile(job({**before, **gone.status, "countedPods": None}), [pod(0)], {"n1": NODE}, NOW)
+    assert ctl.memory.handled["job-uid"] == set()
 
 
 def test_a_worker_whose_pod_vanished_between_passes_is_a_preemption() -> None:

@@ -79,8 +79,9 @@ class Actuator(Protocol):
 
 @dataclass
 class TrainingMemory:
-    #: Pod uids deleted by us (or counted as vanished).
-    handled: set[str] = field(default_factory=set)
+    #: Job uid -> uids of its pods deleted by us (or counted as vanished), kept while a
+    #: cache or a status may still show them.
+    handled: dict[str, set[str]] = field(default_factory=dict)
     #: Job uids whose budget Alert has been posted.
     alerted: set[str] = field(default_factory=set)
 
@@ -133,6 +134,7 @@ class TrainingController:
         pods, and the workers of status.workerPods that are gone since (never counted yet)."""
         workers: list[Worker] = []
         uids: dict[str, str] = {}
+        handled = self._handled(job, pods)
         for pod in pods:
             meta = pod.get("metadata") or {}
             uid, name = str(meta.get("uid", "")), str(meta.get("name", ""))
@@ -141,13 +143,11 @@ class TrainingController:
             body = nodes.get(node_name) if node_name else None
             facts = node_from_body(body, (), self._signals) if body is not None else None
             gone = bool(node_name) and body is None
-            worker = worker_from_body(
-                pod, facts, gone_node=gone, deleting=uid in self.memory.handled
-            )
+            worker = worker_from_body(pod, facts, gone_node=gone, deleting=uid in handled)
             workers.append(replace(worker, counted=uid in job.status.counted_pods))
         present = set(uids.values())
         for ref in job.status.worker_pods:
-            if ref.uid in present or ref.uid in self.memory.handled:
+            if ref.uid in present or ref.uid in handled:
                 continue
             if ref.uid in job.status.counted_pods:
                 continue  # counted, then deleted: not lost
@@ -161,8 +161,17 @@ class TrainingController:
                     gone=True,
                 )
             )
-            self.memory.handled.add(ref.uid)
+            handled.add(ref.uid)
         return workers, uids
+
+    def _handled(self, job: TrainingJob, pods: Sequence[Body]) -> set[str]:
+        """The job's handled pods, less those neither the cache nor status shows any more."""
+        handled = self.memory.handled.setdefault(job.metadata.uid, set())
+        shown = {str((p.get("metadata") or {}).get("uid")) for p in pods}
+        shown.update(ref.uid for ref in job.status.worker_pods)
+        shown.update(job.status.counted_pods)
+        handled &= shown
+        return handled
 
     def _pass(
         self,
@@ -189,6 +198,7 @@ class TrainingController:
         budget_events, stop = self._budget(job, accrual)
         stop = stop or policy_stop(policy)
         workers, uids = self._workers(job, pods, nodes)
+        handled = self.memory.handled[job.metadata.uid]
         decision = decide_workers(job, workers, now, stop)
         _count(job, decision)
         labels = (namespace, job.metadata.name)
@@ -210,7 +220,7 @@ class TrainingController:
         left = [
             {"name": name, "uid": uid}
             for name, uid in sorted(uids.items())
-            if uid not in self.memory.handled and name not in decision.delete
+            if uid not in handled and name not in decision.delete
         ]
         if set(counted) - set(job.status.counted_pods):
             # The counts first, with the pods they count: a crash after this write leaves
@@ -231,7 +241,7 @@ class TrainingController:
             if uid is not None:
                 self._actuator.delete_pod(namespace, name, uid, force=name in orphans)
                 failpoints.hit("training.after-delete", namespace)
-                self.memory.handled.add(uid)
+                handled.add(uid)
         cadence = self._cadence(job, accrual, policy)
         if decision.create:
             self._actuator.apply_service(service_manifest(job))
@@ -390,6 +400,7 @@ class TrainingController:
         metrics.set_phase(metrics.TRAINING_PHASE, (namespace, name), phase, None)
         with self._locks.of(job_uid):
             self._cost.forget(job_uid)
+            self.memory.handled.pop(job_uid, None)
             self.memory.alerted.discard(job_uid)
         self._locks.drop(job_uid)
 
