@@ -211,6 +211,20 @@ def _run_parser(commands: Any) -> None:
         metavar="URL",
         help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
+    run.add_argument(
+        "--peering",
+        default=None,
+        metavar="NAME",
+        help="run as one of several replicas: they meet in the ClusterKopfPeering NAME (its "
+        "CRD must be installed) and only the one of the highest --priority acts; "
+        "default: standalone, for a single replica",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="this replica's priority among its peers (default 0; with --peering only)",
+    )
 
 
 def _go(duration: timedelta) -> str:
@@ -235,31 +249,42 @@ def _price(text: str) -> tuple[tuple[str, str], float]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sparsam.main import run  # kopf is imported only for this command
+    # kopf and the API client are imported only for this command.
+    from sparsam.kube.errors import ApiRefused
+    from sparsam.main import run
 
-    run(
-        OperatorConfig(
-            kubeconfig=args.kubeconfig,
-            capacity_interval=args.capacity_interval,
-            training_interval=args.training_interval,
-            policy_interval=args.policy_interval,
-            serving_interval=args.serving_interval,
-            offering_ttl=args.offering_ttl,
-            interruption_taints=tuple(args.interruption_taint or DEFAULT_INTERRUPTION_TAINTS),
-            interruption_conditions=tuple(args.interruption_condition),
-            liveness=args.liveness,
-            metrics_port=args.metrics_port,
-            log_format=args.log_format,
-            prices=PriceTable(dict(args.price)),
-            prometheus_url=args.prometheus_url,
-            rps_query=args.rps_query,
-            concurrency_query=args.concurrency_query,
-            last_request_query=args.last_request_query,
-            activator_url=args.activator_url,
-            server_image=args.server_image,
-        )
-    )
+    try:
+        run(run_config(args))
+    except ApiRefused as exc:  # e.g. a --peering object that does not exist
+        _say(f"error: {exc}")
+        return 1
     return 0
+
+
+def run_config(args: argparse.Namespace) -> OperatorConfig:
+    """`sparsam run`'s flags as the operator's configuration."""
+    return OperatorConfig(
+        kubeconfig=args.kubeconfig,
+        capacity_interval=args.capacity_interval,
+        training_interval=args.training_interval,
+        policy_interval=args.policy_interval,
+        serving_interval=args.serving_interval,
+        offering_ttl=args.offering_ttl,
+        interruption_taints=tuple(args.interruption_taint or DEFAULT_INTERRUPTION_TAINTS),
+        interruption_conditions=tuple(args.interruption_condition),
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+        prices=PriceTable(dict(args.price)),
+        prometheus_url=args.prometheus_url,
+        rps_query=args.rps_query,
+        concurrency_query=args.concurrency_query,
+        last_request_query=args.last_request_query,
+        activator_url=args.activator_url,
+        server_image=args.server_image,
+        peering=args.peering,
+        priority=args.priority,
+    )
 
 
 def _duration(text: str) -> timedelta:

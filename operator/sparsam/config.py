@@ -49,3 +49,8 @@ class OperatorConfig:
     activator_url: str | None = None
     #: The model-server image of InferenceServices that set no spec.image.
     server_image: str = "ghcr.io/sparsam/sparsam-trainer:0.1.0"
+    #: The ClusterKopfPeering (kopf.dev) shared by this operator's replicas: of those running,
+    #: only the one of the highest `priority` acts, the others pause. None: standalone, for
+    #: a single replica (two standalone operators would both act on every object).
+    peering: str | None = None
+    priority: int = 0

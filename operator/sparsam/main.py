@@ -42,6 +42,7 @@ from sparsam.handlers import costpolicy, gpunodepool, indexes, inferenceservice,
 from sparsam.kube.client import CONNECTIONS, api_client
 from sparsam.kube.drain import NodeDrainer
 from sparsam.kube.inferenceservice import ServerSettings
+from sparsam.kube.peering import require_peering
 from sparsam.kube.pods import Placement
 from sparsam.kube.serving import ServingActuator
 from sparsam.kube.workers import WorkerActuator
@@ -171,6 +172,8 @@ def run(config: OperatorConfig) -> None:
     """Run the operator until it is stopped (SIGTERM/SIGINT)."""
     logs.configure(config.log_format)
     api = api_client(config.kubeconfig)
+    if config.peering is not None:
+        require_peering(api, config.peering)
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
     asyncio.run(
@@ -180,7 +183,10 @@ def run(config: OperatorConfig) -> None:
                 settings=settings(),
                 memo=build(config, api),
                 clusterwide=True,
-                standalone=True,
+                # A peering name makes peering mandatory: no CRD or object, no start.
+                standalone=config.peering is None,
+                peering_name=config.peering,
+                priority=config.priority,
                 liveness_endpoint=config.liveness,
             )
         )

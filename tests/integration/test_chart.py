@@ -161,6 +161,39 @@ ACTIVATOR = [
 ]
 
 
+def test_peering_is_rendered_only_when_enabled(helm: Callable[..., str]) -> None:
+    def render(*sets: str) -> list[dict[str, Any]]:
+        args = [f"--set={s}" for s in sets]
+        return [d for d in yaml.safe_load_all(helm("template", "t", str(CHART), *args)) if d]
+
+    def operator_args(docs: list[dict[str, Any]]) -> list[str]:
+        (deployment,) = [
+            d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-sparsam"
+        ]
+        found: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        return found
+
+    plain = render()
+    assert grants(rules(helm), "kopf.dev", "clusterkopfpeerings") == set()
+    assert not [d for d in plain if d["kind"] == "ClusterKopfPeering"]
+    assert not [a for a in operator_args(plain) if a.startswith(("--peering", "--priority"))]
+
+    sets = (
+        "operator.peering.enabled=true",
+        "operator.peering.name=ops",
+        "operator.peering.priority=5",
+    )
+    peered = render(*sets)
+    (peering,) = [d for d in peered if d["kind"] == "ClusterKopfPeering"]
+    assert peering["metadata"]["name"] == "ops"
+    assert {"--peering=ops", "--priority=5"} <= set(operator_args(peered))
+    found = rules(helm, *sets)
+    assert grants(found, "kopf.dev", "clusterkopfpeerings") == {"list", "watch", "get", "patch"}
+    # Written: only its own peering object.
+    (write,) = [r for r in found if "kopf.dev" in r["apiGroups"] and "patch" in r["verbs"]]
+    assert write["resourceNames"] == ["ops"]
+
+
 def test_install_rbac_audit_and_the_operator_running_as_the_service_account(
     kubectl: Kubectl,
     cluster: Cluster,

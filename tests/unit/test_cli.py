@@ -52,3 +52,12 @@ def test_json_log_records_name_the_object() -> None:
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "Timer ok" and entry["level"] == "INFO"
     assert entry["object"] == {"kind": "TrainingJob", "namespace": "ml", "name": "bbc"}
+
+
+def test_peering_is_off_unless_named() -> None:
+    from sparsam.cli import _parser, run_config
+
+    alone = run_config(_parser().parse_args(["run"]))
+    assert (alone.peering, alone.priority) == (None, 0)
+    peered = run_config(_parser().parse_args(["run", "--peering=sparsam", "--priority=10"]))
+    assert (peered.peering, peered.priority) == ("sparsam", 10)

@@ -1,0 +1,105 @@
+"""`sparsam run --peering`: replicas meet in a ClusterKopfPeering and only the one of the
+highest priority acts; the others pause, and take over when it goes. Real operators on the
+dev cluster (its CRDs include Kopf's ClusterKopfPeering, as the chart's do)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import Cluster, Kubectl
+from tests.operator_process import Operator, apply, eventually, get, trainingjob
+
+
+@pytest.fixture
+def peering(kubectl: Kubectl, cluster_scoped_name: Callable[[str, str], str]) -> Iterator[str]:
+    name = cluster_scoped_name("clusterkopfpeering", "ops")
+    apply(
+        kubectl,
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}},
+    )
+    yield name  # deleted with the test's other cluster-scoped objects
+
+
+def logged(op: Operator, text: str) -> bool:
+    return text in op.log.read_text(errors="replace")
+
+
+def workers_of(kubectl: Kubectl, namespace: str, job: str) -> set[str]:
+    pods = get(kubectl, "pods", "-n", namespace, "-l", f"sparsam.dev/job={job}")["items"]
+    return {p["metadata"]["name"] for p in pods}
+
+
+def test_only_the_highest_priority_replica_acts_and_another_takes_over(
+    kubectl: Kubectl,
+    cluster: Cluster,
+    namespace: str,
+    gpu_type: str,
+    peering: str,
+    tmp_path: Path,
+) -> None:
+    high = Operator(
+        cluster.kubeconfig, tmp_path / "high.log", f"--peering={peering}", "--priority=10"
+    )
+    low = Operator(cluster.kubeconfig, tmp_path / "low.log", f"--peering={peering}", "--priority=0")
+    high.start()
+    try:
+        eventually(
+            "the first replica in the peering",
+            lambda: get(kubectl, "clusterkopfpeering", peering).get("status"),
+            high,
+        )
+        low.start()
+        eventually(
+            "both replicas in the peering",
+            lambda: len(get(kubectl, "clusterkopfpeering", peering).get("status") or {}) == 2,
+            low,
+        )
+
+        apply(kubectl, trainingjob("first", namespace, gpu_type))
+        eventually(
+            "the first job's workers",
+            lambda: workers_of(kubectl, namespace, "first") == {"first-worker-0", "first-worker-1"},
+            high,
+        )
+        # A replica starts paused and resumes only once it sees no peer above it: the lower
+        # one never did, and ran no handler.
+        assert not logged(low, "Resuming operations"), low.tail()
+        assert not logged(low, "kopf.objects"), low.tail()  # no handler of any object
+        assert not logged(high, "Pausing operations"), high.tail()
+
+        # The active replica stops (a rollout, a drained node): it leaves the peering on its
+        # way out, and the other resumes at once rather than after its lifetime.
+        high.stop()
+        eventually("the other replica resumed", lambda: logged(low, "Resuming operations"), low)
+        apply(kubectl, trainingjob("second", namespace, gpu_type))
+        eventually(
+            "the second job's workers, from the replica that took over",
+            lambda: (
+                workers_of(kubectl, namespace, "second") == {"second-worker-0", "second-worker-1"}
+            ),
+            low,
+        )
+    finally:
+        kubectl("delete", "trainingjobs", "--all", "-n", namespace, "--timeout=60s", check=False)
+        high.stop()
+        low.stop()
+
+
+def test_a_named_peering_that_does_not_exist_stops_the_operator(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    op = Operator(cluster.kubeconfig, tmp_path / "op.log", "--peering=no-such-peering")
+    op.start()
+    assert op.process is not None
+    try:
+        code = op.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        op.kill()
+        pytest.fail(f"the operator ran without its peering object\n{op.tail()}")
+    assert code != 0
+    said = op.log.read_text(errors="replace")
+    assert "there is no ClusterKopfPeering 'no-such-peering'" in said, said
+    assert "Traceback" not in said
