@@ -33,6 +33,7 @@ from sparsam.api import constants as c
 from sparsam.api.gpunodepool import GPUNodePool
 from sparsam.config import OperatorConfig
 from sparsam.controllers.capacity import CapacityController, CapacitySettings
+from sparsam.controllers.checkpoints import CheckpointReader
 from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.controllers.serving import ServingConfig, ServingController
 from sparsam.controllers.training import TrainingController
@@ -79,15 +80,20 @@ def build(config: OperatorConfig, api: ApiClient) -> Operator:
         frozenset(config.interruption_taints), frozenset(config.interruption_conditions)
     )
     settings = CapacitySettings(offering_ttl=config.offering_ttl, signals=signals)
+    prometheus = PrometheusMetrics(config.prometheus_url) if config.prometheus_url else None
+    checkpoints = (
+        CheckpointReader(prometheus, config.training_interval.total_seconds())
+        if prometheus is not None
+        else None
+    )
     return Operator(
         capacity=CapacityController(provider_for, NodeDrainer(api), settings),
-        training=TrainingController(WorkerActuator(api), Placement(), signals, config.prices),
+        training=TrainingController(
+            WorkerActuator(api), Placement(), signals, config.prices, checkpoints
+        ),
         costpolicy=CostPolicyController(),
         serving=ServingController(
-            ServingActuator(api),
-            PrometheusMetrics(config.prometheus_url) if config.prometheus_url else None,
-            serving_config(config),
-            config.prices,
+            ServingActuator(api), prometheus, serving_config(config), config.prices
         ),
     )
 

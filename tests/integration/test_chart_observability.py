@@ -191,6 +191,12 @@ def test_service_monitors_keep_the_objects_namespace_label(render: Render) -> No
     monitors = [d for d in render("serviceMonitor.enabled=true") if d["kind"] == "ServiceMonitor"]
     assert len(monitors) == 2
     assert all(e.get("honorLabels") is True for m in monitors for e in m["spec"]["endpoints"])
+    # The workers' checkpoint metrics likewise, from every namespace, on the pods' port.
+    (workers,) = [d for d in render("serviceMonitor.enabled=true") if d["kind"] == "PodMonitor"]
+    assert workers["spec"]["namespaceSelector"] == {"any": True}
+    assert workers["spec"]["selector"]["matchLabels"] == {"sparsam.dev/role": "worker"}
+    (endpoint,) = workers["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["honorLabels"]) == ("metrics", True)
 
 
 def test_thresholds_durations_and_alert_labels_are_values(render: Render) -> None:

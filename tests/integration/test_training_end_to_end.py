@@ -8,11 +8,17 @@ environment (`torchrun ... --rdzv-backend=c10d ... python -m sparsam_trainer tra
 as a host process, and when the process exits it writes the container's exit code (and the
 termination message) into the pod's status, as the kubelet would. The same for the compress pod.
 
-Two things differ from a cluster, both because every pod here is one machine: the checkpoint
-claim is a host directory (the pod's paths are mapped to it), and the rendezvous endpoint's
-name is replaced by worker 0's pod IP with `is_host` pinned (on one machine every loopback
-address is local, so every agent would otherwise think it hosts the c10d store), with quicker
-heartbeats than torchrun's defaults so the test fits in its time.
+Debian's Prometheus scrapes the workers' checkpoint metrics at their pod IPs (the chart's
+PodMonitor has the Prometheus Operator do the same; Debian's build has no Kubernetes
+discovery, so `HostTrainer` lists the pods it runs in a file_sd file), and the operator reads
+them back (`--prometheus-url`) for status.lastCheckpoint and the measured write time.
+
+Three things differ from a cluster, all because every pod here is one machine: the checkpoint
+claim is a host directory (the pod's paths are mapped to it); the rendezvous endpoint's name
+is replaced by worker 0's pod IP with `is_host` pinned (on one machine every loopback address
+is local, so every agent would otherwise think it hosts the c10d store), with quicker
+heartbeats than torchrun's defaults so the test fits in its time; and each worker binds its
+metrics port on its pod IP (SPARSAM_METRICS_ADDR) rather than on every address.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from tests.operator_process import (
 )
 
 from sparsam.demo.hostpods import host_volume
+from sparsam.demo.prometheus import FileScrapeJob, running_prometheus
 from sparsam.kube.client import api_client
 from sparsam_trainer.progress import read_progress
 
@@ -58,6 +65,8 @@ class HostTrainer:
         self._core = CoreV1Api(api_client(kubeconfig))
         self._namespace, self._job = namespace, job
         self._volume, self._logs = volume, logs
+        #: host:port of every worker's metrics endpoint, for Prometheus (file_sd).
+        self._targets: list[str] = []
         #: Pod uid -> (pod name, its process); exit codes by pod uid.
         self.processes: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
         self.exits: dict[str, int] = {}
@@ -133,6 +142,8 @@ class HostTrainer:
         for var in container.get("env") or ():
             if var.get("value") is not None:
                 env[var["name"]] = self._host_path(var["value"])
+        env["SPARSAM_METRICS_ADDR"] = pod["status"]["pod_ip"]
+        self._list_target(pod, container)
         command = [
             part for arg in container["command"] for part in self._rewrite(arg, name, host_ip)
         ]
@@ -143,6 +154,18 @@ class HostTrainer:
                     command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 ),
             )
+
+    def _list_target(self, pod: dict[str, Any], container: dict[str, Any]) -> None:
+        """Add the pod's `metrics` port to the scrape targets (file_sd; replaced atomically)."""
+        ports = [
+            p["container_port"] for p in container.get("ports") or () if p["name"] == "metrics"
+        ]
+        if not ports:
+            return
+        self._targets.append(f"{pod['status']['pod_ip']}:{ports[0]}")
+        listed = self._logs / "targets.json.tmp"
+        listed.write_text(json.dumps([{"targets": self._targets, "labels": {}}]))
+        listed.replace(self._logs / "targets.json")
 
     def _rewrite(self, arg: str, pod: str, host_ip: str) -> list[str]:
         """One argument of the pod's command, as the host runs it."""
@@ -260,7 +283,14 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
         found: dict[str, Any] = get(kubectl, "trainingjob", "tj", "-n", namespace)
         return found.get("status") or {}
 
-    operator = Operator(cluster.kubeconfig, logs / "operator.log")
+    prometheus_stack = contextlib.ExitStack()
+    scrape = FileScrapeJob("workers", logs / "targets.json")
+    prometheus = prometheus_stack.enter_context(
+        running_prometheus([scrape], tmp_path / "prometheus")
+    )
+    operator = Operator(
+        cluster.kubeconfig, logs / "operator.log", f"--prometheus-url={prometheus.url}"
+    )
     operator.start()
     trainer = HostTrainer(cluster.kubeconfig, namespace, "tj", volume, logs)
     try:
@@ -275,6 +305,13 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
 
             eventually(
                 "two workers training, a checkpoint written", two_and_a_checkpoint, operator, 180
+            )
+            # What the workers export reaches status through Prometheus.
+            eventually(
+                "status.lastCheckpoint from the workers' metrics",
+                lambda: (status().get("lastCheckpoint") or {}).get("step", 0) > 0,
+                operator,
+                60,
             )
 
             # 2. Worker 1's spot node is reclaimed: its processes die and the node goes.
@@ -309,6 +346,10 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
                 )
 
             eventually("a replacement on a new node", replaced, operator)
+            # The replacement was given an interval computed from the measured write time.
+            cadence = status()["checkpointInterval"]
+            assert "not yet measured" not in cadence["message"], cadence
+            assert 0 < cadence["writeSeconds"] < 30, cadence
             final = eventually(
                 "Succeeded",
                 lambda: (s := status()).get("phase") == "Succeeded" and s,
@@ -325,6 +366,7 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
         ):
             kubectl("delete", kind, name, *where, "--timeout=60s", check=False)
         operator.stop()
+        prometheus_stack.close()
 
     starts = [r for r in records() if r["event"] == "start"]
     # Two workers trained together; after the loss the survivor resumed from a checkpoint at

@@ -11,6 +11,7 @@ import pytest
 
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
+from sparsam.controllers.checkpoints import CheckpointReader
 from sparsam.controllers.training import TrainingController
 from sparsam.decisions.cost import PriceTable
 
@@ -333,6 +334,52 @@ def test_checkpoint_cadence_goes_to_status_and_to_new_workers(
     assert (cadence["seconds"], cadence["mode"]) == (seconds, mode)
     assert "C=60s (default, not yet measured)" in cadence["message"]
     assert {env_of(m)["SPARSAM_CHECKPOINT_INTERVAL"] for m in actuator.manifests} == {f"{seconds}s"}
+
+
+class FakeJobMetrics:
+    """Prometheus answering `by_job` queries from fixed values, counting the queries."""
+
+    def __init__(self, values: dict[str, dict[tuple[str, str], float]]) -> None:
+        self.values, self.queries = values, 0
+
+    def by_job(self, query: str) -> dict[tuple[str, str], float]:
+        self.queries += 1
+        return next((v for metric, v in self.values.items() if metric in query), {})
+
+
+def test_the_measured_checkpoint_write_time_sets_the_cadence_and_status() -> None:
+    at = NOW - timedelta(seconds=30)
+    source = FakeJobMetrics(
+        {
+            "checkpoint_write_seconds": {("ml", "tj"): 12.0},
+            "last_checkpoint_step": {("ml", "tj"): 400.0, ("ml", "other"): 9.0},
+            "last_checkpoint_timestamp": {("ml", "tj"): at.timestamp()},
+        }
+    )
+    actuator = RecordingActuator()
+    ctl = TrainingController(actuator, checkpoints=CheckpointReader(source, 5.0))
+    job_ = TrainingJob.from_body(
+        {
+            "metadata": {"name": "tj", "namespace": "ml", "uid": "u", "generation": 1},
+            "spec": {
+                "image": "t:1",
+                "workers": {"min": 1, "max": 2},
+                "checkpoint": {"volumeClaim": "ckpt", "interval": "auto"},
+            },
+        }
+    )
+    result = ctl.reconcile(job_, [], {}, NOW)
+    cadence = result.status["checkpointInterval"]
+    assert cadence["writeSeconds"] == 12.0
+    assert "C=12s," in cadence["message"] and "not yet measured" not in cadence["message"]
+    # Young/Daly: sqrt(2 * 12 s * MTBF) is shorter than with the 60 s default.
+    default = TrainingController(RecordingActuator()).reconcile(job_, [], {}, NOW)
+    assert cadence["seconds"] < default.status["checkpointInterval"]["seconds"]
+    assert result.status["lastCheckpoint"] == {"step": 400, "time": "2026-11-22T11:59:30Z"}
+    assert "lastCheckpoint" not in default.status
+    # One round of queries serves every job until the period is over.
+    ctl.reconcile(job_, [], {}, NOW)
+    assert source.queries == 3
 
 
 def test_allowed_gpu_types_of_the_policy_reach_the_workers() -> None:

@@ -97,7 +97,11 @@ def test_checkpoint_volume_and_environment() -> None:
         "SPARSAM_CHECKPOINT_DIR": "/checkpoints/bbc",
         "SPARSAM_PROGRESS_FILE": "/checkpoints/bbc/progress.jsonl",
         "SPARSAM_CHECKPOINT_INTERVAL": "10m",
+        # Checkpoint metrics, read back by the operator through Prometheus.
+        "SPARSAM_NAMESPACE": "ml",
+        "SPARSAM_METRICS_PORT": "9400",
     }
+    assert {"name": "metrics", "containerPort": 9400} in container["ports"]
     assert {"name": "checkpoints", "mountPath": "/checkpoints"} in container["volumeMounts"]
     assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt"}} in pod["spec"][
         "volumes"

@@ -68,6 +68,7 @@ from sparsam_trainer.rng import rng_state, seed_everything, seed_step, set_rng_s
 from sparsam_trainer.schedule import warmup_cosine
 from sparsam_trainer.tasks import TASK_NAMES, Splits, get_task
 from sparsam_trainer.tasks import entrypoint as user_entrypoint
+from sparsam_trainer.telemetry import CheckpointMetrics
 
 log = logging.getLogger("sparsam_trainer.train")
 
@@ -285,6 +286,9 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * args.epochs
         self.checkpoint_dir: Path = args.checkpoint_dir or args.output_dir / "checkpoints"
         self.progress = ProgressWriter(args.progress_file if world.is_main else None)
+        self.telemetry = CheckpointMetrics.from_env()
+        if world.local_rank == 0:  # one endpoint per pod
+            self.telemetry.serve_from_env()
 
         if world.device.type == "cpu":
             # On CUDA this would also need CUBLAS_WORKSPACE_CONFIG; GPU runs are reproducible
@@ -352,6 +356,7 @@ class Trainer:
     def save(self, reason: str) -> None:
         if not self.world.is_main:
             return
+        started = time.monotonic()
         path = checkpoint.save_checkpoint(
             self.checkpoint_dir,
             {
@@ -370,8 +375,10 @@ class Trainer:
             self.position.step,
             self.args.keep_checkpoints,
         )
-        log.info("checkpoint %s (%s)", path.name, reason)
-        self.record("checkpoint", reason=reason)
+        seconds = time.monotonic() - started
+        self.telemetry.written(self.position.step, seconds, time.time())
+        log.info("checkpoint %s (%s) in %.3fs", path.name, reason, seconds)
+        self.record("checkpoint", reason=reason, write_seconds=round(seconds, 4))
 
     def record(self, event: str, **fields: Any) -> None:
         step = self.position.step

@@ -29,6 +29,7 @@ from sparsam.api import constants as c
 from sparsam.api.conditions import READY, find, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
+from sparsam.controllers.checkpoints import CheckpointReader
 from sparsam.controllers.costing import CostMeter
 from sparsam.controllers.locks import KeyedLocks
 from sparsam.controllers.results import Event, PassResult
@@ -64,6 +65,7 @@ from sparsam.kube.trainingjob import (
     service_manifest,
     worker_manifest,
 )
+from sparsam.providers.metrics import CheckpointFacts
 
 
 class Actuator(Protocol):
@@ -93,12 +95,15 @@ class TrainingController:
         placement: Placement | None = None,
         signals: InterruptionSignals | None = None,
         prices: PriceTable | None = None,
+        checkpoints: CheckpointReader | None = None,
     ) -> None:
         self._actuator = actuator
+        #: What the workers say of their checkpoints (None: no Prometheus configured).
+        self._checkpoints = checkpoints
         self.placement = placement or Placement()
         self._signals = signals or InterruptionSignals()
         self._cost = CostMeter(c.TRAINING_JOB.kind, prices)
-        self._checkpoints = CheckpointSettings()
+        self._cadence_settings = CheckpointSettings()
         self.memory = TrainingMemory()
         self._locks = KeyedLocks()
 
@@ -115,6 +120,9 @@ class TrainingController:
         prices) from the caches, and its namespace's effective CostPolicy."""
         workers = [p for p in pods if _role(p) != c.ROLE_COMPRESS]
         compress = next((p for p in pods if _role(p) == c.ROLE_COMPRESS), None)
+        # Outside the job's lock: a refresh may wait on Prometheus.
+        meta = job.metadata
+        facts = self._checkpoints.facts(meta.namespace, meta.name) if self._checkpoints else None
         with self._locks.of(job.metadata.uid):
             if job.status.phase == "Compressing":
                 # The compress pod's GPU time is the job's too.
@@ -125,7 +133,7 @@ class TrainingController:
                 )  # fmt: skip
                 cost = self._cost.status(job.metadata.uid, job.status.cost, accrual, now)
                 return self._deliver(job, compress, policy, now, {"cost": cost} if cost else {})
-            return self._pass(job, workers, compress, nodes, pools or {}, policy, now)
+            return self._pass(job, workers, compress, nodes, pools or {}, policy, now, facts)
 
     def _workers(
         self, job: TrainingJob, pods: Sequence[Body], nodes: Mapping[str, Body]
@@ -182,6 +190,7 @@ class TrainingController:
         pools: Mapping[str, Body],
         policy: CostPolicy | None,
         now: datetime,
+        facts: CheckpointFacts | None = None,
     ) -> PassResult:
         namespace = job.metadata.namespace
         if job.status.finished:
@@ -242,7 +251,7 @@ class TrainingController:
                 self._actuator.delete_pod(namespace, name, uid, force=name in orphans)
                 failpoints.hit("training.after-delete", namespace)
                 handled.add(uid)
-        cadence = self._cadence(job, accrual, policy)
+        cadence = self._cadence(job, accrual, policy, facts)
         if decision.create:
             self._actuator.apply_service(service_manifest(job))
             failpoints.hit("training.after-service", namespace)
@@ -255,6 +264,8 @@ class TrainingController:
                 self._actuator.create_pod(worker_manifest(job, index, placement, interval))
                 failpoints.hit("training.between-workers", namespace)
         status = self._status(job, decision, now)
+        if facts is not None and facts.step is not None and facts.time is not None:
+            status["lastCheckpoint"] = {"step": facts.step, "time": rfc3339(facts.time)}
         # None removes a list from status once it is empty.
         if counted or job.status.counted_pods:
             status["countedPods"] = counted or None
@@ -322,12 +333,16 @@ class TrainingController:
         return PassResult(out, tuple(Event(*e) for e in decision.events))
 
     def _cadence(
-        self, job: TrainingJob, accrual: Accrual, policy: CostPolicy | None
+        self,
+        job: TrainingJob,
+        accrual: Accrual,
+        policy: CostPolicy | None,
+        facts: CheckpointFacts | None,
     ) -> CheckpointInterval | None:
         """The checkpoint interval new workers get: the spec's, or Young/Daly from the
         preemptions this job has seen over the worker-hours it ran (the capacity type's prior
-        until there are enough of them). The checkpoint write time is not measured yet: the
-        default stands in, and status says so."""
+        until there are enough of them) and the checkpoint write time its workers measured
+        (the default until one has written a checkpoint; status says which)."""
         checkpoint = job.spec.checkpoint
         if checkpoint is None:
             return None
@@ -337,10 +352,11 @@ class TrainingController:
         bound = policy.spec.checkpoint if policy is not None else None
         return checkpoint_interval(
             workers=desired_workers(job),
-            hazard=estimate_hazard(capacity, observed, self._checkpoints),
+            hazard=estimate_hazard(capacity, observed, self._cadence_settings),
+            write_seconds=facts.write_seconds if facts is not None else None,
             fixed=checkpoint.interval_duration,
             max_lost_work_fraction=bound.max_lost_work_fraction if bound else None,
-            settings=self._checkpoints,
+            settings=self._cadence_settings,
         )
 
     def _budget(

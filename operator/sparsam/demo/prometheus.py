@@ -60,21 +60,38 @@ class ScrapeJob:
     labels: Mapping[str, str] | None = None
 
 
-def config_text(jobs: Sequence[ScrapeJob], scrape_interval: str) -> str:
+@dataclass(frozen=True)
+class FileScrapeJob:
+    """Targets listed in `targets_file` (Prometheus' file_sd JSON: a list of {"targets": [...],
+    "labels": {...}}), re-read every second, keeping the series' own labels (honor_labels, as
+    the chart's PodMonitor sets). For targets that come and go, such as pods: the test or demo
+    that runs them writes the file. (Debian's Prometheus has no Kubernetes discovery.)"""
+
+    name: str
+    targets_file: Path
+
+
+def _scrape_config(job: ScrapeJob | FileScrapeJob, scrape_interval: str) -> dict[str, Any]:
+    if isinstance(job, FileScrapeJob):
+        return {
+            "job_name": job.name,
+            "scrape_interval": scrape_interval,
+            "honor_labels": True,
+            "file_sd_configs": [{"files": [str(job.targets_file)], "refresh_interval": "1s"}],
+        }
+    return {
+        "job_name": job.name,
+        "metrics_path": job.metrics_path,
+        "scrape_interval": scrape_interval,
+        "static_configs": [{"targets": list(job.targets), "labels": dict(job.labels or {})}],
+    }
+
+
+def config_text(jobs: Sequence[ScrapeJob | FileScrapeJob], scrape_interval: str) -> str:
     """The prometheus.yml for `jobs`. JSON is valid YAML, so no YAML library is needed."""
     config = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "scrape_configs": [
-            {
-                "job_name": job.name,
-                "metrics_path": job.metrics_path,
-                "scrape_interval": scrape_interval,
-                "static_configs": [
-                    {"targets": list(job.targets), "labels": dict(job.labels or {})}
-                ],
-            }
-            for job in jobs
-        ],
+        "scrape_configs": [_scrape_config(job, scrape_interval) for job in jobs],
     }
     return json.dumps(config, indent=2)
 
@@ -127,7 +144,7 @@ class Prometheus:
 
 @contextmanager
 def running_prometheus(
-    jobs: Sequence[ScrapeJob],
+    jobs: Sequence[ScrapeJob | FileScrapeJob],
     directory: Path,
     *,
     scrape_interval: str = "1s",

@@ -31,6 +31,8 @@ from sparsam.kube.pods import (
 )
 
 RENDEZVOUS_PORT: Final = 29400
+#: Where each worker pod serves its checkpoint metrics (a PodMonitor scrapes port `metrics`).
+METRICS_PORT: Final = 9400
 #: Time the trainer has after SIGTERM to finish its step and write a checkpoint.
 TERMINATION_GRACE_SECONDS: Final = 120
 #: The command when spec.command is not set: the sparsam trainer.
@@ -108,7 +110,13 @@ def torchrun_command(job: TrainingJob) -> list[str]:
 
 def _env(job: TrainingJob, checkpoint_interval: str | None) -> list[dict[str, Any]]:
     env = [e.to_raw() for e in job.spec.env or ()]
-    ours: dict[str, str] = {"SPARSAM_JOB": job.metadata.name}
+    ours: dict[str, str] = {
+        "SPARSAM_JOB": job.metadata.name,
+        "SPARSAM_NAMESPACE": job.metadata.namespace,
+        # Where the worker exports its checkpoints' write time, step and time, which the
+        # operator reads back through Prometheus (sparsam_trainer.telemetry).
+        "SPARSAM_METRICS_PORT": str(METRICS_PORT),
+    }
     if job.spec.checkpoint is not None:
         directory = f"{job.spec.checkpoint.path.rstrip('/')}/{job.metadata.name}"
         ours["SPARSAM_CHECKPOINT_DIR"] = directory
@@ -153,7 +161,10 @@ def worker_manifest(
         "image": spec.image,
         "command": torchrun_command(job),
         "env": _env(job, checkpoint_interval),
-        "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}],
+        "ports": [
+            {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
         "resources": resources(spec.resources.gpus, spec.resources.cpu, spec.resources.memory),
         "volumeMounts": mounts,
         "securityContext": dict(RESTRICTED_CONTAINER),

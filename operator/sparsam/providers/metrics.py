@@ -1,4 +1,5 @@
-"""Traffic metrics of InferenceServices, read from Prometheus through prometheus-api-client.
+"""What the operator reads from Prometheus (through prometheus-api-client): the traffic of
+InferenceServices, and the checkpoints of TrainingJobs (`sparsam_trainer.telemetry`).
 
     source = PrometheusMetrics("http://prometheus.monitoring:9090")
     sample = source.sample(ServingQueries().rps.render("newsroom", "bbc-news"))
@@ -14,7 +15,9 @@ means.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final, Protocol
 
 import requests
@@ -95,3 +98,60 @@ class PrometheusMetrics:
                 return MetricSample(None, f"the value is {value}")
             total += value
         return MetricSample(total)
+
+    def by_job(self, query: str) -> dict[tuple[str, str], float]:
+        """A query grouped `by (namespace, trainingjob)`, as {(namespace, job): value}; series
+        that are not finite numbers are left out, and so is everything when Prometheus cannot
+        answer (missing data is not zero)."""
+        try:
+            result = self._client.custom_query(query)
+        except (requests.RequestException, PrometheusApiClientException):
+            return {}
+        found: dict[tuple[str, str], float] = {}
+        for series in result or ():
+            labels = series.get("metric") or {}
+            try:
+                value = float(series["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            key = (str(labels.get("namespace", "")), str(labels.get("trainingjob", "")))
+            if math.isfinite(value) and all(key):
+                found[key] = value
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointFacts:
+    """A job's last checkpoint as its workers report it; None where nothing says."""
+
+    write_seconds: float | None = None
+    step: int | None = None
+    time: datetime | None = None
+
+
+#: The trainer's series (`sparsam_trainer.telemetry`). The newest write wins across a job's
+#: pods: after an elastic restart another worker may be the one that writes.
+_BY_JOB: Final = "max by (namespace, trainingjob) ({metric})"
+CHECKPOINT_WRITE: Final = "sparsam_trainer_checkpoint_write_seconds"
+CHECKPOINT_STEP: Final = "sparsam_trainer_last_checkpoint_step"
+CHECKPOINT_TIME: Final = "sparsam_trainer_last_checkpoint_timestamp_seconds"
+
+
+class JobMetricsSource(Protocol):
+    def by_job(self, query: str) -> Mapping[tuple[str, str], float]: ...
+
+
+def checkpoint_facts(source: JobMetricsSource) -> dict[tuple[str, str], CheckpointFacts]:
+    """Every job's last checkpoint, in three queries whatever the number of jobs."""
+    write = source.by_job(_BY_JOB.format(metric=CHECKPOINT_WRITE))
+    step = source.by_job(_BY_JOB.format(metric=CHECKPOINT_STEP))
+    at = source.by_job(_BY_JOB.format(metric=CHECKPOINT_TIME))
+    facts: dict[tuple[str, str], CheckpointFacts] = {}
+    for key in write.keys() | step.keys() | at.keys():
+        when = at.get(key)
+        facts[key] = CheckpointFacts(
+            write_seconds=write.get(key),
+            step=int(step[key]) if key in step else None,
+            time=datetime.fromtimestamp(when, UTC) if when is not None else None,
+        )
+    return facts
