@@ -206,3 +206,19 @@ def test_bad_input_exits_2_with_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert "Traceback" not in err
+
+
+def test_an_export_only_spec_exports_the_model_as_trained(
+    tmp_path: Path, mnist_model: Path
+) -> None:
+    """What the operator asks for a job with spec.deploy and no spec.compression
+    (`kube.trainingjob.EXPORT_ONLY`): no stage runs, nothing is lost, and the model as trained
+    is exported in the format the model server loads."""
+    spec = {"quantization": {"mode": "none"}, "maxAccuracyDrop": 0}
+    code, report = run(tmp_path, mnist_model, spec, "--max-eval-samples", "200")
+    assert code == exitcodes.OK, report["decision"]
+    assert [(s["name"], s["status"]) for s in report["stages"]] == [("quantization", "skipped")]
+    assert report["decision"]["accepted"] is True
+    assert report["final"] == report["original"]
+    exported = load_exported(tmp_path / "out" / "model")
+    assert len(exported.predict([[0] * 784])) == 1

@@ -55,8 +55,16 @@ def job(**spec: Any) -> TrainingJob:
             id="failed",
         ),
         pytest.param(
-            {"compression": None}, None, "Succeeded", False, False,
-            ("Deployed", "False"), id="deploy-without-compression",
+            {"compression": None}, None, "Deploying", True, False, None,
+            id="deploy-without-compression-exports",
+        ),
+        pytest.param(
+            {"compression": None}, CompressPod("Running"), "Deploying", False, False, None,
+            id="deploy-without-compression-exporting",
+        ),
+        pytest.param(
+            {"compression": None}, CompressPod("Succeeded", 0, "{}"), "Succeeded", False, True,
+            ("Deployed", "True"), id="deploy-without-compression-deployed",
         ),
         pytest.param(
             {"checkpoint": None}, None, "Succeeded", False, False,
@@ -76,7 +84,7 @@ def test_decide_delivery(
     assert decision.phase == phase
     assert decision.create_pod is create
     assert (decision.deploy_uri is not None) is deploy
-    assert decision.finished is (phase != "Compressing")
+    assert decision.finished is (phase not in ("Compressing", "Deploying"))
     if condition is not None:
         found = {c.type: c.status for c in decision.conditions}
         assert found[condition[0]] == condition[1]
@@ -106,3 +114,14 @@ def test_model_uri_and_delivers() -> None:
     assert model_uri(job()) == "pvc://ckpt/tj/compressed/model"
     assert model_uri(job(checkpoint=None)) is None
     assert delivers(job()) and not delivers(job(compression=None, deploy=None))
+
+
+def test_a_model_deployed_as_trained_is_said_so_and_has_no_compression_status() -> None:
+    plain = job(compression=None)
+    decision = decide_delivery(
+        plain, CompressPod("Succeeded", 0, '{"compression":{"accepted":true}}')
+    )
+    assert decision.deploy_uri == model_uri(plain) == "pvc://ckpt/tj/exported/model"
+    assert decision.compression is None
+    (deployed,) = decision.conditions  # no CompressionRejected: nothing was compressed
+    assert deployed.type == "Deployed" and "no spec.compression" in deployed.message

@@ -3,6 +3,7 @@ and that a lost worker is counted once, whether its pod failed, lingers or vanis
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -483,6 +484,65 @@ def test_a_succeeded_job_compresses_then_deploys_its_inference_service() -> None
     assert service["metadata"]["name"] == "clf" and service["spec"]["model"]["uri"] == uri
     assert service["spec"]["replicas"] == {"min": 0, "max": 2}
     assert [e.reason for e in ended.events] == ["Deployed"]
+
+
+def test_a_job_without_compression_exports_and_deploys_its_model_as_trained() -> None:
+    ctl, act = controller()
+    body = {
+        "metadata": {"name": "tj", "namespace": "ml", "uid": "job-uid", "generation": 1},
+        "spec": {
+            "image": "t:1",
+            "workers": {"min": 1, "max": 1},
+            "checkpoint": {"volumeClaim": "ckpt", "path": "/ckpt"},
+            "deploy": {"inferenceService": "clf"},
+        },
+    }
+    done = ctl.reconcile(
+        TrainingJob.from_body(body), [pod(0, phase="Succeeded")], {"n1": NODE}, NOW
+    )
+    assert done.status["phase"] == "Deploying"
+    (container,) = act.manifests[-1]["spec"]["containers"]
+    assert container["command"][-1] == "--output-dir=/ckpt/tj/exported"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert json.loads(env["SPARSAM_COMPRESSION"]) == {
+        "maxAccuracyDrop": 0.0,
+        "quantization": {"mode": "none"},
+    }
+    ended = ctl.reconcile(
+        TrainingJob.from_body({**body, "status": done.status}),
+        [compress_pod(0, REPORT)],
+        {"n1": NODE},
+        NOW,
+    )
+    assert ended.status["phase"] == "Succeeded" and "compression" not in ended.status
+    assert ended.status["model"] == {"uri": "pvc://ckpt/tj/exported/model"}
+    (service,) = act.services_applied
+    assert service["spec"]["model"]["uri"] == "pvc://ckpt/tj/exported/model"
+
+
+def test_a_policy_requiring_compression_keeps_a_job_without_it_from_starting() -> None:
+    ctl, act = controller()
+    policy = costpolicy(compression={"required": True})
+    held = ctl.reconcile(job(), [], {"n1": NODE}, NOW, {}, policy)
+    assert act.created == [] and held.status["phase"] == "Pending"
+    (ready,) = held.status["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "CompressionRequired")
+    assert "CostPolicy team requires spec.compression" in ready["message"]
+    # A job that sets spec.compression starts; one that runs already goes on.
+    ctl.reconcile(delivering_job(), [], {"n1": NODE}, NOW, {}, policy)
+    assert act.created == ["tj-worker-0"]
+    started = {"startTime": "2026-11-22T11:00:00Z", "phase": "Running"}
+    running = ctl.reconcile(job(started), [pod(0), pod(1)], {"n1": NODE}, NOW, {}, policy)
+    assert running.status["phase"] == "Running"
+
+
+def test_the_policys_accuracy_budget_caps_the_jobs() -> None:
+    ctl, act = controller()
+    policy = costpolicy(compression={"maxAccuracyDrop": 0.005})
+    ctl.reconcile(delivering_job(), [pod(0, phase="Succeeded")], {"n1": NODE}, NOW, {}, policy)
+    (container,) = act.manifests[-1]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert json.loads(env["SPARSAM_COMPRESSION"])["maxAccuracyDrop"] == 0.005  # job said 0.02
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,7 @@ class TrainingController:
         meta = job.metadata
         facts = self._checkpoints.facts(meta.namespace, meta.name) if self._checkpoints else None
         with self._locks.of(job.metadata.uid):
-            if job.status.phase == "Compressing":
+            if job.status.phase in ("Compressing", "Deploying"):
                 # The compress pod's GPU time is the job's too.
                 pods_now = [compress] if compress is not None else []
                 accrual = self._cost.accrue(
@@ -205,7 +205,7 @@ class TrainingController:
             job.metadata, job.status.cost, pods, job.spec.resources.gpus, nodes, pools, now
         )
         budget_events, stop = self._budget(job, accrual)
-        stop = stop or policy_stop(policy)
+        stop = stop or policy_stop(policy) or compression_stop(job, policy)
         workers, uids = self._workers(job, pods, nodes)
         handled = self.memory.handled[job.metadata.uid]
         decision = decide_workers(job, workers, now, stop)
@@ -305,7 +305,9 @@ class TrainingController:
                 self.placement,
                 allowed_gpu_types=policy.spec.allowed_gpu_types if policy else None,
             )
-            self._actuator.create_pod(compress_manifest(job, placement))
+            rule = policy.spec.compression if policy is not None else None
+            cap = rule.max_accuracy_drop if rule is not None else None
+            self._actuator.create_pod(compress_manifest(job, placement, cap))
             failpoints.hit("training.after-compress-pod", job.metadata.namespace)
         if decision.deploy_uri is not None:
             self._actuator.apply_inference_service(
@@ -463,6 +465,19 @@ def policy_stop(policy: CostPolicy | None) -> BudgetStop | None:
     if exceeded is None or exceeded.status != "True" or action == "Alert":
         return None
     return BudgetStop(action, f"CostPolicy {policy.metadata.name}: {exceeded.message}")
+
+
+def compression_stop(job: TrainingJob, policy: CostPolicy | None) -> BudgetStop | None:
+    """A CostPolicy with compression.required keeps a job without spec.compression from
+    starting (one that runs already goes on)."""
+    rule = policy.spec.compression if policy is not None else None
+    if policy is None or rule is None or not rule.required or job.spec.compression is not None:
+        return None
+    message = (
+        f"CostPolicy {policy.metadata.name} requires spec.compression (compression.required): "
+        "the job does not start without it"
+    )
+    return BudgetStop("BlockNew", message, reason="CompressionRequired")
 
 
 def _count(job: TrainingJob, decision: WorkerDecision) -> None:

@@ -19,10 +19,11 @@ decision out. The flow, for a job whose training succeeded and that has `spec.de
    already serving is left as it is.
 4. Any other failure: **Failed**, reason `CompressionFailed`, with the pod's own message.
 
-Without `spec.compression`, `spec.deploy` cannot be carried out: the trainer exports a servable
-model only in its compress step. The job then ends Succeeded with `Deployed=False`, reason
-`CompressionRequired` (a gap of this version, said in the condition); without
-`spec.checkpoint` there is no volume for the model, reason `CheckpointRequired`.
+Without `spec.compression`, `spec.deploy` deploys the model as trained: the same pod runs the
+same step with no stage (`EXPORT_ONLY`: nothing is lost, so it is accepted), which exports a
+servable model to `<job>/exported/model`; the phase meanwhile is **Deploying**, and
+`status.compression` stays empty (nothing was compressed). Without `spec.checkpoint` there is
+no volume for the model: `Deployed=False`, reason `CheckpointRequired`.
 """
 
 from __future__ import annotations
@@ -31,16 +32,21 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from sparsam.api.trainingjob import Phase, TrainingJob
+from sparsam.api.trainingjob import Compression, Phase, Quantization, TrainingJob
 
 #: The trainer's exit code for "the compressed model misses the accuracy budget".
 EXIT_REJECTED: Final = 76
 #: Condition types.
 COMPRESSION_REJECTED: Final = "CompressionRejected"
 DEPLOYED: Final = "Deployed"
-#: Where the compressed model is, inside the job's directory on the checkpoint volume.
+#: Where the compress pod writes, inside the job's directory on the checkpoint volume: the
+#: compressed model, or (without spec.compression) the model as trained.
 COMPRESSED_DIR: Final = "compressed"
+EXPORTED_DIR: Final = "exported"
 MODEL_SUBDIR: Final = "model"
+#: What the compress pod is given for a job without spec.compression: no stage runs, and the
+#: model is exported as trained (the trainer exports servable models in that step only).
+EXPORT_ONLY: Final = Compression(quantization=Quantization("none"), max_accuracy_drop=0.0)
 
 PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 
@@ -83,46 +89,53 @@ def delivers(job: TrainingJob) -> bool:
     return job.spec.compression is not None or job.spec.deploy is not None
 
 
+def output_dir(job: TrainingJob) -> str:
+    """The compress pod's output folder, inside the job's directory."""
+    return COMPRESSED_DIR if job.spec.compression is not None else EXPORTED_DIR
+
+
 def model_uri(job: TrainingJob) -> str | None:
-    """Where the compressed model lands: `pvc://<claim>/<job>/compressed/model` (the worker
-    mounts the claim's root at spec.checkpoint.path and writes under `<path>/<job>`)."""
+    """Where the model to serve lands: `pvc://<claim>/<job>/compressed/model`, or
+    `.../exported/model` without spec.compression (the worker mounts the claim's root at
+    spec.checkpoint.path and writes under `<path>/<job>`)."""
     checkpoint = job.spec.checkpoint
     if checkpoint is None:
         return None
     name = job.metadata.name
-    return f"pvc://{checkpoint.volume_claim}/{name}/{COMPRESSED_DIR}/{MODEL_SUBDIR}"
+    return f"pvc://{checkpoint.volume_claim}/{name}/{output_dir(job)}/{MODEL_SUBDIR}"
 
 
 def decide_delivery(job: TrainingJob, pod: CompressPod | None) -> DeliveryDecision:
     """The next step after training succeeded (see the module docstring)."""
-    if job.spec.compression is None:
-        return _undeliverable(
-            "CompressionRequired",
-            "spec.deploy needs spec.compression: the trainer exports a servable model in its"
-            " compress step, and deploying the model as trained is not supported yet",
-        )
     if job.spec.checkpoint is None:
+        field = "spec.compression" if job.spec.compression is not None else "spec.deploy"
         return _undeliverable(
             "CheckpointRequired",
-            "spec.compression needs spec.checkpoint: the trained model is stored on its volume,"
+            f"{field} needs spec.checkpoint: the trained model is stored on its volume,"
             " where the compress pod reads it",
         )
+    phase: Phase = "Compressing" if job.spec.compression is not None else "Deploying"
+    doing = (
+        "compressing the trained model"
+        if job.spec.compression is not None
+        else "exporting the model as trained (no spec.compression)"
+    )
     if pod is None:
         return DeliveryDecision(
-            "Compressing",
+            phase,
             create_pod=True,
-            ready=("True", "Compressing", "compressing the trained model"),
-            events=(("Normal", "Compressing", "started the compress pod"),),
+            ready=("True", phase, doing),
+            events=(("Normal", phase, f"started the compress pod: {doing}"),),
         )
     if pod.phase not in ("Succeeded", "Failed"):
-        return DeliveryDecision(
-            "Compressing", ready=("True", "Compressing", "compressing the trained model")
-        )
+        return DeliveryDecision(phase, ready=("True", phase, doing))
     report = _report(pod.message)
     compression = report.get("compression") if isinstance(report, dict) else None
     reason = str(report.get("reason", "")) if isinstance(report, dict) else ""
     code = pod.exit_code if pod.exit_code is not None else (0 if pod.phase == "Succeeded" else 1)
     if code == 0:
+        if job.spec.compression is None:
+            return _accepted(job, None, "")
         return _accepted(job, compression, reason)
     if code == EXIT_REJECTED:
         figures = _figures(compression)
@@ -158,22 +171,29 @@ def _undeliverable(reason: str, message: str) -> DeliveryDecision:
 def _accepted(
     job: TrainingJob, compression: dict[str, Any] | None, reason: str
 ) -> DeliveryDecision:
-    accepted = Condition(COMPRESSION_REJECTED, "False", "Accepted", reason or "within budget")
+    # Without spec.compression nothing was compressed, so there is nothing to accept.
+    accepted = (
+        ()
+        if job.spec.compression is None
+        else (Condition(COMPRESSION_REJECTED, "False", "Accepted", reason or "within budget"),)
+    )
     deploy, uri = job.spec.deploy, model_uri(job)
     if deploy is None or uri is None:
         return DeliveryDecision(
             "Succeeded",
             compression=compression,
-            conditions=(accepted,),
+            conditions=accepted,
             ready=("True", "Succeeded", "training finished; the model is compressed"),
             finished=True,
         )
     message = f"InferenceService {deploy.inference_service} serves {uri}"
+    if job.spec.compression is None:
+        message += " (the model as trained: no spec.compression)"
     return DeliveryDecision(
         "Succeeded",
         deploy_uri=uri,
         compression=compression,
-        conditions=(accepted, Condition(DEPLOYED, "True", "Deployed", message)),
+        conditions=(*accepted, Condition(DEPLOYED, "True", "Deployed", message)),
         ready=("True", "Succeeded", f"training finished; {message}"),
         events=(("Normal", "Deployed", message),),
         finished=True,

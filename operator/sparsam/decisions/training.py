@@ -92,6 +92,9 @@ class BudgetStop:
 
     action: Literal["Suspend", "Fail", "BlockNew"]
     message: str
+    #: The Ready condition's reason; a CostPolicy that requires compression blocks a job
+    #: without spec.compression from starting the same way (CompressionRequired).
+    reason: str = "BudgetExceeded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +188,7 @@ def decide_workers(
         return _stop("Failed", counts, workers, "DeadlineExceeded", message, events)
     if budget is not None and budget.action in ("Suspend", "Fail"):
         phase: Phase = "Failed" if budget.action == "Fail" else "Suspended"
-        return _stop(phase, counts, workers, "BudgetExceeded", budget.message, events)
+        return _stop(phase, counts, workers, budget.reason, budget.message, events)
     blocked = budget is not None and job.status.start_time is None and not live
     if job.spec.run_policy.suspend:
         return _stop("Suspended", counts, workers, "Suspended", "runPolicy.suspend is true", events)
@@ -201,7 +204,7 @@ def decide_workers(
             counted=tuple(counted),
             preemptions=preemptions,
             restarts=restarts,
-            ready=("False", "BudgetExceeded", budget.message),
+            ready=("False", budget.reason, budget.message),
             events=tuple(events),
         )
     if running >= minimum:

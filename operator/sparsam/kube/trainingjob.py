@@ -18,10 +18,12 @@ by the spot policy and the CostPolicy's allowedGPUTypes (`kube.pods.Placement`).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Final
 
 from sparsam.api import constants as c
 from sparsam.api.trainingjob import TrainingJob
+from sparsam.decisions.delivery import EXPORT_ONLY, output_dir
 from sparsam.kube.pods import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
@@ -200,14 +202,21 @@ def compress_name(job: str) -> str:
     return f"{job}-compress"
 
 
-def compress_manifest(job: TrainingJob, placement: Placement | None = None) -> dict[str, Any]:
+def compress_manifest(
+    job: TrainingJob, placement: Placement | None = None, accuracy_cap: float | None = None
+) -> dict[str, Any]:
     """The pod that compresses the trained model (`python -m sparsam_trainer compress`): a
     worker's pod (image, resources, volumes, placement, Pod Security) with the compress command
     on `<checkpoint dir>/model.pt`, writing `<checkpoint dir>/compressed/`, spec.compression in
-    $SPARSAM_COMPRESSION, and the report's summary as its termination message."""
-    compression, checkpoint = job.spec.compression, job.spec.checkpoint
-    if compression is None or checkpoint is None:
-        raise ValueError("a compress pod needs spec.compression and spec.checkpoint")
+    $SPARSAM_COMPRESSION, and the report's summary as its termination message. Without
+    spec.compression: `EXPORT_ONLY` into `<checkpoint dir>/exported/` (decisions.delivery).
+    `accuracy_cap`: the effective CostPolicy's compression.maxAccuracyDrop, which the job's
+    own cannot exceed."""
+    compression, checkpoint = job.spec.compression or EXPORT_ONLY, job.spec.checkpoint
+    if accuracy_cap is not None and accuracy_cap < compression.max_accuracy_drop:
+        compression = replace(compression, max_accuracy_drop=accuracy_cap)
+    if checkpoint is None:
+        raise ValueError("a compress pod needs spec.checkpoint")
     pod = worker_manifest(job, 0, placement)
     pod["metadata"]["name"] = compress_name(job.metadata.name)
     labels = pod["metadata"]["labels"]
@@ -225,7 +234,7 @@ def compress_manifest(job: TrainingJob, placement: Placement | None = None) -> d
         "sparsam_trainer",
         "compress",
         f"--model={directory}/model.pt",
-        f"--output-dir={directory}/compressed",
+        f"--output-dir={directory}/{output_dir(job)}",
     ]
     spec_json = json.dumps(compression.to_raw())
     container["env"].append({"name": "SPARSAM_COMPRESSION", "value": spec_json})
