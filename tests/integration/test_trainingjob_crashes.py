@@ -261,15 +261,21 @@ def count_at_crash(crash: Crash) -> None:
     assert found["countedPods"] == [crash.notes["tj-worker-1"]]
 
 
-def replaced_and_counted_once(crash: Crash) -> None:
-    """Worker 1 replaced under its own name, worker 0 kept, the failure counted exactly once
-    and status.countedPods empty again once the pod is gone."""
+def worker_one_replaced(crash: Crash) -> dict[str, Any]:
+    """Both workers run again: worker 1 replaced under its own name, worker 0 kept (uids as
+    noted before the crash), nothing else churning. Returns the job's status."""
     found = running_with_two(crash)
     uids = only_workers(crash, WORKERS)
     assert uids["tj-worker-0"] == crash.notes["tj-worker-0"]
     assert uids["tj-worker-1"] != crash.notes["tj-worker-1"]
     assert settled(crash) == uids
-    counted(found, restarts=1)
+    return found
+
+
+def replaced_and_counted_once(crash: Crash) -> None:
+    """Worker 1 replaced, the failure counted exactly once and status.countedPods empty again
+    once the pod is gone."""
+    counted(worker_one_replaced(crash), restarts=1)
     eventually("countedPods cleared", lambda: "countedPods" not in crash.status(), crash.operator)
     # The WorkerFailed Event was the dead pass's to post: Events are best effort (as in
     # Kubernetes itself), the count in status is the record. Never posted twice.
@@ -507,10 +513,5 @@ def test_a_worker_lost_while_the_operator_is_down_is_counted_and_replaced(crash:
     eventually("the pod gone", lambda: "tj-worker-1" not in crash.pods(), None)
 
     restarted = crash.start("restarted.log")
-    found = running_with_two(crash)
-    uids = only_workers(crash, WORKERS)
-    assert uids["tj-worker-0"] == crash.notes["tj-worker-0"]
-    assert uids["tj-worker-1"] != crash.notes["tj-worker-1"]
-    assert settled(crash) == uids
-    counted(found, preemptions=1)
+    counted(worker_one_replaced(crash), preemptions=1)
     assert restarted.process is not None and restarted.process.poll() is None
