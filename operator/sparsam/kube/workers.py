@@ -8,48 +8,56 @@ as a precondition, so a newer pod that took the name is never deleted by mistake
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from sparsam.api import constants as c
 from sparsam.kube.errors import refused
+from sparsam.kube.rest import APPLY_PATCH, MERGE_PATCH, Rest, path
+
+
+def _core(namespace: str, plural: str, *rest: str) -> str:
+    return path("api", "v1", "namespaces", namespace, plural, *rest)
+
+
+def _ours(namespace: str, plural: str, *rest: str) -> str:
+    return path("apis", c.GROUP, c.VERSION, "namespaces", namespace, plural, *rest)
+
+
+_APPLY: dict[str, str] = {"fieldManager": c.FIELD_MANAGER, "force": "true"}
+_MANAGER: dict[str, str] = {"fieldManager": c.FIELD_MANAGER}
 
 
 class WorkerActuator:
-    """Sync calls; the controller runs them in a thread. Refusals raise ApiRefused."""
+    """Sync calls (`kube.rest`: a pass makes several per worker, so no typed models); the
+    controller runs them in a thread. Refusals raise ApiRefused."""
 
     def __init__(self, api: ApiClient) -> None:
-        self._core = CoreV1Api(api)
-        self._custom = CustomObjectsApi(api)
+        self._rest = Rest(api)
 
     def apply_service(self, manifest: dict[str, Any]) -> None:
         meta = manifest["metadata"]
         try:
-            self._core.patch_namespaced_service(
-                meta["name"],
-                meta["namespace"],
-                cast(Any, manifest),
-                field_manager=c.FIELD_MANAGER,
-                force=True,
-                _content_type="application/apply-patch+yaml",
+            self._rest.call(
+                "PATCH",
+                _core(meta["namespace"], "services", meta["name"]),
+                manifest,
+                query=_APPLY,
+                content_type=APPLY_PATCH,
             )
         except ApiException as exc:
             raise refused(f"applying service {meta['namespace']}/{meta['name']}", exc) from exc
 
     def create_pod(self, manifest: dict[str, Any]) -> bool:
         """True when created, False when a pod of that name exists already."""
+        meta = manifest["metadata"]
         try:
-            self._core.create_namespaced_pod(
-                manifest["metadata"]["namespace"],
-                cast(Any, manifest),
-                field_manager=c.FIELD_MANAGER,
-            )
+            self._rest.call("POST", _core(meta["namespace"], "pods"), manifest, query=_MANAGER)
         except ApiException as exc:
             if exc.status == 409:
                 return False
-            meta = manifest["metadata"]
             raise refused(f"creating pod {meta['namespace']}/{meta['name']}", exc) from exc
         return True
 
@@ -60,7 +68,7 @@ class WorkerActuator:
         if force:
             body["gracePeriodSeconds"] = 0
         try:
-            self._core.delete_namespaced_pod(name, namespace, body=cast(Any, body))
+            self._rest.call("DELETE", _core(namespace, "pods", name), body)
         except ApiException as exc:
             if exc.status not in (404, 409):  # gone, or another pod has the name now
                 raise refused(f"deleting pod {namespace}/{name}", exc) from exc
@@ -69,15 +77,12 @@ class WorkerActuator:
         """Merge `status` into the TrainingJob's status (the counts a pass must make durable
         before it acts on them)."""
         try:
-            self._custom.patch_namespaced_custom_object_status(
-                c.GROUP,
-                c.VERSION,
-                namespace,
-                c.TRAINING_JOB.plural,
-                name,
-                cast(Any, {"status": status}),
-                field_manager=c.FIELD_MANAGER,
-                _content_type="application/merge-patch+json",
+            self._rest.call(
+                "PATCH",
+                _ours(namespace, c.TRAINING_JOB.plural, name, "status"),
+                {"status": status},
+                query=_MANAGER,
+                content_type=MERGE_PATCH,
             )
         except ApiException as exc:
             raise refused(f"writing the status of trainingjob {namespace}/{name}", exc) from exc
@@ -86,16 +91,12 @@ class WorkerActuator:
         """Create or update the InferenceService a job deploys (server-side apply)."""
         meta = manifest["metadata"]
         try:
-            self._custom.patch_namespaced_custom_object(
-                c.GROUP,
-                c.VERSION,
-                meta["namespace"],
-                c.INFERENCE_SERVICE.plural,
-                meta["name"],
-                cast(Any, manifest),
-                field_manager=c.FIELD_MANAGER,
-                force=True,
-                _content_type="application/apply-patch+yaml",
+            self._rest.call(
+                "PATCH",
+                _ours(meta["namespace"], c.INFERENCE_SERVICE.plural, meta["name"]),
+                manifest,
+                query=_APPLY,
+                content_type=APPLY_PATCH,
             )
         except ApiException as exc:
             what = f"applying inferenceservice {meta['namespace']}/{meta['name']}"
@@ -104,13 +105,10 @@ class WorkerActuator:
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         """Delete the TrainingJob itself (runPolicy.ttlSecondsAfterFinished)."""
         try:
-            self._custom.delete_namespaced_custom_object(
-                c.GROUP,
-                c.VERSION,
-                namespace,
-                c.TRAINING_JOB.plural,
-                name,
-                body=cast(Any, {"preconditions": {"uid": uid}}),
+            self._rest.call(
+                "DELETE",
+                _ours(namespace, c.TRAINING_JOB.plural, name),
+                {"preconditions": {"uid": uid}},
             )
         except ApiException as exc:
             if exc.status not in (404, 409):
