@@ -104,6 +104,26 @@ def test_a_new_job_gets_its_service_and_workers_and_a_status() -> None:
     assert act.created == ["tj-worker-0", "tj-worker-1"]  # nothing more
 
 
+def test_workers_the_cache_does_not_show_yet_are_not_created_again() -> None:
+    ctl, act = controller()
+    ctl.reconcile(job(), [], {"n1": NODE}, NOW)
+    # The watch lags the creates: the next passes see no pods, and post nothing again.
+    for seconds in (5, 30, 55):
+        ctl.reconcile(job(), [], {"n1": NODE}, NOW + timedelta(seconds=seconds))
+    assert act.services == 1 and act.created == ["tj-worker-0", "tj-worker-1"]
+    # Past CREATE_PATIENCE they are taken for lost (e.g. deleted before the cache saw them).
+    ctl.reconcile(job(), [pod(0)], {"n1": NODE}, NOW + timedelta(seconds=61))
+    assert act.services == 2 and act.created[2:] == ["tj-worker-1"]
+
+
+def test_a_worker_the_cache_showed_is_replaced_at_once_when_it_vanishes() -> None:
+    ctl, act = controller()
+    ctl.reconcile(job(), [], {"n1": NODE}, NOW)
+    first = ctl.reconcile(job(), [pod(0), pod(1)], {"n1": NODE}, NOW + timedelta(seconds=5))
+    ctl.reconcile(job(first.status), [pod(0)], {"n1": NODE}, NOW + timedelta(seconds=10))
+    assert act.created == ["tj-worker-0", "tj-worker-1", "tj-worker-1"]
+
+
 def test_a_failed_worker_is_counted_once_even_while_it_lingers_in_the_cache() -> None:
     ctl, act = controller()
     failed = pod(1, phase="Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])

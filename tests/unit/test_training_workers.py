@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sparsam.api.trainingjob import TrainingJob
-from sparsam.decisions.training import Worker, decide_workers, outcome
+from sparsam.decisions.training import CREATE_PATIENCE, Worker, awaited, decide_workers, outcome
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -188,3 +188,9 @@ def test_suspend_removes_the_workers_and_is_not_final() -> None:
     assert decision.delete == ("tj-worker-0", "tj-worker-1") and decision.create == ()
     resumed = decide_workers(job(), [], NOW)
     assert resumed.create == (0, 1, 2)
+
+
+def test_a_created_worker_is_awaited_until_the_cache_shows_it_or_patience_runs_out() -> None:
+    created = {"tj-worker-0": NOW, "tj-worker-1": NOW, "tj-worker-2": NOW - CREATE_PATIENCE}
+    assert awaited(created, {"tj-worker-0"}, NOW) == {"tj-worker-1": NOW}
+    assert awaited(created, set(), NOW + CREATE_PATIENCE) == {}

@@ -52,6 +52,7 @@ from sparsam.decisions.training import (
     BudgetStop,
     Worker,
     WorkerDecision,
+    awaited,
     decide_workers,
     desired_workers,
     expired,
@@ -64,6 +65,7 @@ from sparsam.kube.trainingjob import (
     selector,
     service_manifest,
     worker_manifest,
+    worker_name,
 )
 from sparsam.providers.metrics import CheckpointFacts
 
@@ -84,6 +86,8 @@ class TrainingMemory:
     #: Job uid -> uids of its pods deleted by us (or counted as vanished), kept while a
     #: cache or a status may still show them.
     handled: dict[str, set[str]] = field(default_factory=dict)
+    #: Job uid -> worker pods created by us (name -> when) the cache does not show yet.
+    created: dict[str, dict[str, datetime]] = field(default_factory=dict)
     #: Job uids whose budget Alert has been posted.
     alerted: set[str] = field(default_factory=set)
 
@@ -252,7 +256,11 @@ class TrainingController:
                 failpoints.hit("training.after-delete", namespace)
                 handled.add(uid)
         cadence = self._cadence(job, accrual, policy, facts)
-        if decision.create:
+        created = self.memory.created[job.metadata.uid] = awaited(
+            self.memory.created.get(job.metadata.uid, {}), placed, now
+        )
+        create = [i for i in decision.create if worker_name(job.metadata.name, i) not in created]
+        if create:
             self._actuator.apply_service(service_manifest(job))
             failpoints.hit("training.after-service", namespace)
             placement = replace(
@@ -260,8 +268,9 @@ class TrainingController:
                 allowed_gpu_types=policy.spec.allowed_gpu_types if policy else None,
             )
             interval = None if cadence is None else f"{max(1, round(cadence.seconds))}s"
-            for index in decision.create:
+            for index in create:
                 self._actuator.create_pod(worker_manifest(job, index, placement, interval))
+                created[worker_name(job.metadata.name, index)] = now
                 failpoints.hit("training.between-workers", namespace)
         status = self._status(job, decision, now)
         if facts is not None and facts.step is not None and facts.time is not None:
@@ -274,7 +283,7 @@ class TrainingController:
         if left or job.status.worker_pods:
             status["workerPods"] = left or None
         # The interval the workers created now were given (their env is fixed at creation).
-        if cadence is not None and (decision.create or job.status.checkpoint_interval is None):
+        if cadence is not None and (create or job.status.checkpoint_interval is None):
             status["checkpointInterval"] = _raw_interval(cadence)
         # At most every 30 s while it runs, and with every change of phase, so that a
         # suspended or finished job shows what it cost.
@@ -419,6 +428,7 @@ class TrainingController:
         with self._locks.of(job_uid):
             self._cost.forget(job_uid)
             self.memory.handled.pop(job_uid, None)
+            self.memory.created.pop(job_uid, None)
             self.memory.alerted.discard(job_uid)
         self._locks.drop(job_uid)
 

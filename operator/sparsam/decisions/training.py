@@ -30,9 +30,9 @@ phase Pending with a reason that says why, and never fails for lack of capacity.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from sparsam.api.conditions import parse_rfc3339
@@ -42,6 +42,9 @@ from sparsam.api.trainingjob import Phase, TrainingJob
 EXIT_PREEMPTED: Final = 75
 #: 128 + SIGKILL: what an OOM kill looks like, told apart by the container's reason.
 OOM_KILLED: Final = "OOMKilled"
+#: How long a worker created by the controller is taken to exist though the watch cache does
+#: not show it yet (see `awaited`); after that it is created again (a 409 if it does exist).
+CREATE_PATIENCE: Final = timedelta(seconds=60)
 
 PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 Outcome = Literal["active", "succeeded", "preempted", "failed"]
@@ -244,6 +247,21 @@ class Counts:
     preemptions: int
     restarts: int
     counted: tuple[str, ...]
+
+
+def awaited(
+    created: Mapping[str, datetime],
+    shown: Collection[str],
+    now: datetime,
+    patience: timedelta = CREATE_PATIENCE,
+) -> dict[str, datetime]:
+    """Of the worker pods created (name -> when), those the cache does not show yet and that
+    are younger than `patience`: a pass must not create them again. Under load the watch lags
+    the creates by seconds, longer than a pass interval; without this every pass in between
+    would post the same pods and Service again, only to be told 409 (Kubernetes' controllers
+    keep the same "expectations"). A pod the cache shows, or one deleted before it ever showed,
+    is no longer awaited, at the latest after `patience`."""
+    return {name: at for name, at in created.items() if name not in shown and now - at < patience}
 
 
 def expired(job: TrainingJob, now: datetime) -> bool:
