@@ -4,6 +4,10 @@ Kopf starts no other handler until every index has listed its objects, which is 
 "decide only after the caches have synced" hold for every controller. Each index keeps only
 what the controllers read (a Node's view, a Pod as the planner sees it, a worker pod's raw
 body), not whole objects.
+
+The index functions are `async` though they await nothing: Kopf runs a sync handler in its
+thread pool, a hop (a thread handoff, a copied context, a shielded future) that cost more than
+the function itself, once per index on every pod and node event.
 """
 
 from __future__ import annotations
@@ -61,11 +65,11 @@ def _spender(body: kopf.Body) -> dict[str, dict[str, Any]]:
 
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.index("", "v1", "nodes", id="node_index", registry=registry)
-    def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    async def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
         return {name: _node_view(body)}
 
     @kopf.index("", "v1", "pods", id="pod_index", registry=registry)
-    def pod_index(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[Any, Pod] | None:
+    async def pod_index(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[Any, Pod] | None:
         node = spec.get("nodeName")
         if node:
             return {node: pod_from_body(body)} if holds_room(body) else None
@@ -79,7 +83,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         id="worker_index",
         registry=registry,
     )
-    def worker_index(
+    async def worker_index(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[tuple[str, str], dict[str, Any]]:
         return {(namespace or "", labels[c.LABEL_JOB]): _pod_view(body)}
@@ -92,7 +96,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         id="replica_index",
         registry=registry,
     )
-    def replica_index(
+    async def replica_index(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[tuple[str, str], dict[str, Any]]:
         return {(namespace or "", labels[c.LABEL_INFERENCE_SERVICE]): _pod_view(body)}
@@ -105,7 +109,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         id="deployment_index",
         registry=registry,
     )
-    def deployment_index(
+    async def deployment_index(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[tuple[str, str], dict[str, Any]]:
         meta = body.get("metadata") or {}
@@ -117,11 +121,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
         return {(namespace or "", labels[c.LABEL_INFERENCE_SERVICE]): view}
 
     @kopf.index(c.GROUP, c.VERSION, c.GPU_NODE_POOL.plural, id="pool_index", registry=registry)
-    def pool_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    async def pool_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
         return {name: dict(body)}
 
     @kopf.index(c.GROUP, c.VERSION, c.COST_POLICY.plural, id="policy_index", registry=registry)
-    def policy_index(body: kopf.Body, **_: Any) -> dict[str, CostPolicy] | None:
+    async def policy_index(body: kopf.Body, **_: Any) -> dict[str, CostPolicy] | None:
         try:
             policy = CostPolicy.from_body(body)
         except InvalidSpec:
@@ -129,17 +133,19 @@ def register(registry: kopf.OperatorRegistry) -> None:
         return {policy.metadata.name: policy}
 
     @kopf.index(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="job_index", registry=registry)
-    def job_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    async def job_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         return _spender(body)
 
     @kopf.index(
         c.GROUP, c.VERSION, c.INFERENCE_SERVICE.plural, id="service_index", registry=registry
     )
-    def service_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    async def service_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         return _spender(body)
 
     @kopf.index("", "v1", "namespaces", id="namespace_index", registry=registry)
-    def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+    async def namespace_index(
+        name: str, labels: kopf.Labels, **_: Any
+    ) -> dict[str, dict[str, str]]:
         return {name: dict(labels)}
 
 

@@ -66,14 +66,16 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
         report(body, patch, result)
 
     @kopf.on.event(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="forget", registry=registry)
-    def forget(
+    async def forget(
         type: str, uid: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
     ) -> None:
         """Workers go with the job (owner references); only the memory needs clearing. A
         watching handler rather than on.delete: a changing handler would have Kopf compute a
-        diff of every job on each of its (frequent) status writes."""
+        diff of every job on each of its (frequent) status writes. Async, so that the other
+        events cost no thread hop; the forgetting waits for a pass of the job to end, in a
+        thread."""
         if type != "DELETED":
             return
         controller: TrainingController = memo.training
         phase = (body.get("status") or {}).get("phase")
-        controller.forget(uid, namespace or "", name, phase)
+        await asyncio.to_thread(controller.forget, uid, namespace or "", name, phase)
