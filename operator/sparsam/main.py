@@ -40,7 +40,7 @@ from sparsam.controllers.training import TrainingController
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.scaling import ScalingSettings
 from sparsam.handlers import costpolicy, gpunodepool, indexes, inferenceservice, trainingjob
-from sparsam.handlers.diffbase import LeanDiffBaseStorage
+from sparsam.handlers.diffbase import DIFFED, LeanDiffBaseStorage
 from sparsam.kube.client import CONNECTIONS, api_client
 from sparsam.kube.drain import NodeDrainer
 from sparsam.kube.inferenceservice import ServerSettings
@@ -163,7 +163,7 @@ def settings() -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
     s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.ANNOTATION_PREFIX)
     s.persistence.diffbase_storage = LeanDiffBaseStorage(
-        prefix=c.ANNOTATION_PREFIX, key="last-handled-configuration"
+        diffed=DIFFED, prefix=c.ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     s.persistence.finalizer = c.FINALIZER
     # Events and status are written by us; Kopf's own per-handler events are noise to users.
