@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any
 
 
@@ -28,6 +29,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class RoutineSuccess(logging.Filter):
+    """Drops Kopf's "Timer 'workers' succeeded." and "Handler 'forget' succeeded." at INFO: the
+    periodic passes and the event handlers run for every object every few seconds, so these
+    were most of the log (100 lines a second with 500 TrainingJobs), and told nothing that
+    status does not. Failures and retries are WARNING and ERROR, and stay; at DEBUG all do."""
+
+    _MESSAGE = re.compile(r"(Timer|Handler) '[^']*' succeeded\.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and record.name == "kopf.objects"
+            and self._MESSAGE.fullmatch(record.getMessage()) is not None
+        )
+
+
 def configure(log_format: str) -> None:
     """Root logging for a process: "text" or "json", at $SPARSAM_LOG_LEVEL (default INFO)."""
     handler = logging.StreamHandler()
@@ -36,6 +53,7 @@ def configure(log_format: str) -> None:
         if log_format == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
-    logging.basicConfig(
-        level=os.environ.get("SPARSAM_LOG_LEVEL", "INFO"), handlers=[handler], force=True
-    )
+    level = os.environ.get("SPARSAM_LOG_LEVEL", "INFO")
+    if logging.getLevelName(level) != logging.DEBUG:
+        handler.addFilter(RoutineSuccess())
+    logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sparsam.logs import JsonFormatter
+from sparsam.logs import JsonFormatter, RoutineSuccess
 
 
 def _sparsam(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -52,6 +52,18 @@ def test_json_log_records_name_the_object() -> None:
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "Timer ok" and entry["level"] == "INFO"
     assert entry["object"] == {"kind": "TrainingJob", "namespace": "ml", "name": "bbc"}
+
+
+def test_only_kopfs_routine_successes_are_dropped_from_the_log() -> None:
+    def record(name: str, level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, message, (), None)
+
+    keep = RoutineSuccess().filter
+    assert not keep(record("kopf.objects", logging.INFO, "Timer 'workers' succeeded."))
+    assert not keep(record("kopf.objects", logging.INFO, "Handler 'forget' succeeded."))
+    assert keep(record("kopf.objects", logging.ERROR, "Timer 'workers' failed with an exception."))
+    assert keep(record("kopf.objects", logging.INFO, "Handler 'retire' succeeded after 2 tries."))
+    assert keep(record("sparsam.capacity", logging.INFO, "Handler 'x' succeeded."))
 
 
 def test_peering_is_off_unless_named() -> None:
