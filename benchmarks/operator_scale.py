@@ -38,6 +38,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -96,6 +98,38 @@ def machine_busy_s() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+_LABEL: Final = re.compile(r'(\w+)="([^"]*)"')
+
+
+def apiserver_requests(api: ApiClient) -> Counter[str]:
+    """The apiserver's `apiserver_request_total` so far, by "VERB resource[/subresource]"
+    (requests it answered, whatever the code; a WATCH counts once, when it opens)."""
+    method, url, headers, _, _ = api.param_serialize(
+        "GET", "/metrics", header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"]
+    )
+    text = api.rest_client.request(method, url, headers=headers).read().decode()  # type: ignore[no-untyped-call]
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, _, value = line.rpartition(" ")
+        labels = dict(_LABEL.findall(labels_text))
+        if not labels.get("resource"):
+            continue
+        sub = labels.get("subresource")
+        counts[f"{labels['verb']} {labels['resource']}{'/' + sub if sub else ''}"] += int(
+            float(value)
+        )
+    return counts
+
+
+def per_job(before: Counter[str], after: Counter[str], jobs: int) -> dict[str, float]:
+    """Requests per job between two `apiserver_requests`, those at 0.05 a job or more."""
+    delta = after - before
+    rows = {key: round(n / jobs, 2) for key, n in delta.most_common() if n >= 0.05 * jobs}
+    return {"total": round(sum(delta.values()) / jobs, 2), **rows}
 
 
 def say(text: str) -> None:
@@ -520,6 +554,10 @@ class Direct:
     latency: list[float]  # job create returned -> all its workers seen
     workers_per_s: float | None
     errors: int
+    #: The whole machine's busy cores from the first create to the last worker seen: what
+    #: the control plane alone takes for this load, the room an operator has beside it.
+    machine_busy_cores: float
+    apiserver_requests_per_job: dict[str, float]
 
 
 def measure_direct(
@@ -548,6 +586,8 @@ def measure_direct(
         for index in range(desired_workers(job)):
             actuator.create_pod(worker_manifest(job, index))
 
+    started, busy_before = time.monotonic(), machine_busy_s()
+    requests_before = apiserver_requests(api)
     created = paced(len(max_workers), rate, one)
     keys = {
         i: [f"{ns}/{name}-worker-{w}" for w in range(max_workers[i])]
@@ -558,6 +598,8 @@ def measure_direct(
         lambda: all(watch.first_seen(k) for ks in keys.values() for k in ks),
         120,
     )
+    busy_cores = (machine_busy_s() - busy_before) / (time.monotonic() - started)
+    requests = per_job(requests_before, apiserver_requests(api), len(max_workers))
     watch.stop()
     latency = []
     for i, ks in keys.items():
@@ -570,6 +612,8 @@ def measure_direct(
         latency,
         round((len(times) - 1) / span, 1) if span > 0 else None,
         sum(1 for m in created if m.error),
+        round(busy_cores, 3),
+        requests,
     )
 
 
@@ -671,6 +715,7 @@ def main() -> int:
         time.sleep(2)
         cpu_before_jobs = sampler.cpu_s
         busy_before_jobs = machine_busy_s()
+        requests_before_jobs = apiserver_requests(api)
         rss_before_jobs = sampler.rss_mib
 
         say(f"creating {args.jobs} TrainingJobs at {args.rate:g}/s ...")
@@ -718,6 +763,7 @@ def main() -> int:
         cpu_jobs = sampler.cpu_s - cpu_before_jobs
         jobs_wall = all_done - jobs_started
         busy_jobs = machine_busy_s() - busy_before_jobs
+        requests_jobs = per_job(requests_before_jobs, apiserver_requests(api), args.jobs)
         by_decile = [
             percentiles([v for i, v in done_by_index.items() if i * 10 // args.jobs == d])["p50"]
             for d in range(10)
@@ -795,6 +841,9 @@ def main() -> int:
                 **percentiles(direct.latency),
             },
             "baseline_direct_workers_seen_per_s": None if direct is None else direct.workers_per_s,
+            "baseline_direct_machine_busy_cores": None
+            if direct is None
+            else direct.machine_busy_cores,
             "p99_ratio_operator_to_direct": None
             if direct is None or not direct.latency or lat["p99"] is None
             else round(lat["p99"] / max(1e-3, percentiles(direct.latency)["p99"] or 0.0), 2),
@@ -810,6 +859,10 @@ def main() -> int:
             "operator_cpu_s_per_job": round(cpu_jobs / max(1, len(latency)), 4),
             "operator_cpu_cores_jobs_phase": round(cpu_jobs / jobs_wall, 3),
             "machine_busy_cores_jobs_phase": round(busy_jobs / jobs_wall, 3),
+            "apiserver_requests_per_job": requests_jobs,
+            "baseline_direct_apiserver_requests_per_job": None
+            if direct is None
+            else direct.apiserver_requests_per_job,
             "operator_steady_cpu_cores": round(steady_cores, 3) if steady_cores else None,
             "operator_rss_mib_before_jobs": round(rss_before_jobs, 1),
             "operator_peak_rss_mib": round(sampler.peak_rss_mib, 1),
@@ -908,6 +961,10 @@ def print_table(r: dict[str, Any], examples: list[str]) -> None:
         (
             "CPU cores busy in jobs phase: operator / machine",
             f"{r['operator_cpu_cores_jobs_phase']} / {r['machine_busy_cores_jobs_phase']}",
+        ),
+        (
+            "machine busy cores, baseline with no operator",
+            f"{r['baseline_direct_machine_busy_cores']}",
         ),
         ("operator steady CPU with all jobs (cores)", f"{r['operator_steady_cpu_cores']}"),
         ("worker pods seen per second (jobs phase)", f"{r['workers_seen_per_s']}"),
