@@ -48,14 +48,15 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
             return
         controller: ServingController = memo.serving
         namespace, name = svc.metadata.namespace, svc.metadata.name
+        pods = indexes.replicas(kwargs, namespace, name)
         try:
             result = await asyncio.to_thread(
                 controller.reconcile,
                 svc,
                 _wake_at(body),
                 indexes.deployments(kwargs, namespace, name),
-                indexes.replicas(kwargs, namespace, name),
-                indexes.nodes(kwargs),
+                pods,
+                indexes.nodes_of(kwargs, pods),
                 indexes.pools(kwargs),
                 effective_policy(
                     indexes.policies(kwargs), indexes.namespaces(kwargs).get(namespace, {})

@@ -20,11 +20,13 @@ from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
 from sparsam.controllers.training import TrainingController
 from sparsam.decisions.policy import effective_policy
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import read, report
+from sparsam.handlers.reporting import LastParsed, read, report
 from sparsam.kube.errors import ApiRefused
 
 
 def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[], datetime]) -> None:
+    parse = LastParsed(TrainingJob.from_body)
+
     @kopf.timer(
         c.GROUP,
         c.VERSION,
@@ -42,16 +44,17 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
         **kwargs: Any,
     ) -> None:
         moment = now()
-        job = read(body, patch, TrainingJob.from_body, TrainingJobStatus, moment)
+        job = read(body, patch, parse, TrainingJobStatus, moment)
         if job is None:
             return
         controller: TrainingController = memo.training
+        pods = indexes.workers(kwargs, namespace or "", name)
         try:
             result = await asyncio.to_thread(
                 controller.reconcile,
                 job,
-                indexes.workers(kwargs, namespace or "", name),
-                indexes.nodes(kwargs),
+                pods,
+                indexes.nodes_of(kwargs, pods),
                 moment,
                 indexes.pools(kwargs),
                 effective_policy(
@@ -76,6 +79,7 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
         thread."""
         if type != "DELETED":
             return
+        parse.forget(uid)
         controller: TrainingController = memo.training
         phase = (body.get("status") or {}).get("phase")
         await asyncio.to_thread(controller.forget, uid, namespace or "", name, phase)

@@ -1,0 +1,47 @@
+"""What the handlers read before a pass: the typed object (parsed once per resourceVersion)
+and the nodes its pods are on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from sparsam.handlers import indexes
+from sparsam.handlers.reporting import LastParsed
+
+
+def _body(version: str | None, image: str) -> kopf.Body:
+    meta: dict[str, Any] = {"name": "tj", "uid": "u-1"}
+    if version is not None:
+        meta["resourceVersion"] = version
+    return kopf.Body({"metadata": meta, "spec": {"image": image}})
+
+
+def test_an_object_is_parsed_again_only_when_its_resource_version_changed() -> None:
+    calls: list[str] = []
+
+    def model(body: kopf.Body) -> str:
+        calls.append(body["spec"]["image"])
+        return str(body["spec"]["image"])
+
+    parse = LastParsed(model)
+    assert parse(_body("1", "a")) == "a"
+    assert parse(_body("1", "ignored")) == "a"  # same version: the same object
+    assert parse(_body("2", "b")) == "b"
+    assert parse(_body(None, "c")) == "c" and parse(_body(None, "d")) == "d"  # no version
+    parse.forget("u-1")
+    assert parse(_body("2", "e")) == "e"
+    assert calls == ["a", "b", "c", "d", "e"]
+
+
+def test_a_pass_gets_the_nodes_its_pods_are_on_and_no_others() -> None:
+    views = {name: {"metadata": {"name": name}} for name in ("n1", "n2", "n3")}
+    kwargs = {"node_index": {name: [view] for name, view in views.items()}}
+    pods = [
+        {"spec": {"nodeName": "n1"}},
+        {"spec": {"nodeName": "gone"}},  # its node was deleted: absent, as from the cache
+        {"spec": {}},  # not scheduled yet
+        {"metadata": {"name": "no-spec"}},
+    ]
+    assert indexes.nodes_of(kwargs, pods) == {"n1": views["n1"]}
