@@ -637,8 +637,9 @@ def main() -> int:
     parser.add_argument(
         "--settle",
         type=float,
-        default=20,
-        help="seconds the operator keeps running after the last worker, for its steady CPU",
+        default=40,
+        help="seconds the operator keeps running after the last worker; its steady CPU is that "
+        "of the second half",
     )
     parser.add_argument("--log", type=Path, default=None, help="operator log (default: temp)")
     parser.add_argument("--dump", type=Path, default=None, help="per-job JSON lines here")
@@ -786,10 +787,14 @@ def main() -> int:
                     out.write(json.dumps(row) + "\n")
 
         say(f"  {len(latency)} jobs done; letting the operator run {args.settle:.0f}s more ...")
-        settle_cpu = sampler.cpu_s
-        time.sleep(args.settle)
+        # Steady: the second half only, once the workers' start-up (scheduling, Running, the
+        # status writes it causes) is behind.
+        time.sleep(args.settle / 2)
         sampler.sample()
-        steady_cores = (sampler.cpu_s - settle_cpu) / args.settle if args.settle else None
+        settle_cpu = sampler.cpu_s
+        time.sleep(args.settle / 2)
+        sampler.sample()
+        steady_cores = (sampler.cpu_s - settle_cpu) / (args.settle / 2) if args.settle else None
         watch.stop()
         sampler.stop()
         operator.stop()
