@@ -25,7 +25,10 @@ operator: each creating thread posts the TrainingJob and at once its rendezvous 
 workers, with the controller's own manifests and calls (`kube.trainingjob`, `kube.workers`),
 which is what an operator with no latency of its own would do. What separates the operator
 from it is the operator's own cost (watching, Kopf, passes, status writes); what separates it
-from the target is the control plane on two cores.
+from the target is the control plane on two cores. Both runs report the whole machine's busy
+cores (/proc/stat) and the apiserver's requests per job by verb and resource (the difference of
+its `apiserver_request_total` across the run): how much room the control plane leaves an
+operator, and what the operator adds to its load.
 
 Targets (issue 4): p99 create -> all workers < 5 s at 50 creates/s on 2 cores; RSS < 300 MB.
 Prints a table, then one JSON line last. Asserts nothing.
