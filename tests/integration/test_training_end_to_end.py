@@ -71,8 +71,6 @@ class HostTrainer:
         self.processes: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
         self.exits: dict[str, int] = {}
         self._lost: set[str] = set()
-        #: Start processes for new worker pods (switched off to keep a replacement out).
-        self.start_workers = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -115,9 +113,7 @@ class HostTrainer:
                 continue
             if uid in self.processes or not status.get("pod_ip") or not host_ip:
                 continue
-            compress = pod["metadata"]["name"].endswith("-compress")
-            if compress or self.start_workers:
-                self._start(uid, pod, host_ip)
+            self._start(uid, pod, host_ip)
         for uid, (name, process) in list(self.processes.items()):
             gone = uid not in pods or pods[uid]["metadata"].get("deletion_timestamp")
             if gone and process.poll() is None:
@@ -279,6 +275,9 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
     def records() -> list[dict[str, Any]]:
         return read_progress(progress) if progress.exists() else []
 
+    def starts() -> list[dict[str, Any]]:
+        return [r for r in records() if r["event"] == "start"]
+
     def status() -> dict[str, Any]:
         found: dict[str, Any] = get(kubectl, "trainingjob", "tj", "-n", namespace)
         return found.get("status") or {}
@@ -316,27 +315,15 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
 
             # 2. Worker 1's spot node is reclaimed: its processes die and the node goes.
             node = get(kubectl, "pod", "tj-worker-1", "-n", namespace)["spec"]["nodeName"]
-            # The replacement the operator creates gets a node (KWOK runs it) but no process
-            # here: the survivor finishes alone, deterministically. A replacement joining a
-            # running rendezvous is tests/trainer/test_elastic.py's and the TrainingJob
-            # controller tests' subject.
-            trainer.start_workers = False
+            before = len(starts())
             trainer.kill("tj-worker-1")
             kubectl("delete", "node", node, "--wait=false")
             eventually("the preemption counted", lambda: status().get("preemptions") == 1, operator)
             assert status().get("phase") == "Running"
-            eventually(
-                "the survivor training alone from a checkpoint",
-                lambda: any(
-                    r["event"] == "start" and r["world_size"] == 1 and r.get("resumed_from")
-                    for r in records()
-                ),
-                operator,
-                120,
-            )
 
-            # 3. A replacement appears on a new node; training finishes on the survivor, and
-            # the model is compressed and deployed.
+            # 3. A replacement appears on a new node and joins the survivor in the next
+            # rendezvous round; the two finish training from a checkpoint, and the model is
+            # compressed and deployed.
             def replaced() -> bool:
                 pods = get(kubectl, "pods", "-n", namespace, "-l", "sparsam.dev/role=worker")
                 return any(
@@ -346,6 +333,12 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
                 )
 
             eventually("a replacement on a new node", replaced, operator)
+            eventually(
+                "the replacement training with the survivor",
+                lambda: any(s["world_size"] == 2 for s in starts()[before:]),
+                operator,
+                120,
+            )
             # The replacement was given an interval computed from the measured write time.
             cadence = status()["checkpointInterval"]
             assert "not yet measured" not in cadence["message"], cadence
@@ -368,16 +361,16 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
         operator.stop()
         prometheus_stack.close()
 
-    starts = [r for r in records() if r["event"] == "start"]
-    # Two workers trained together; after the loss the survivor resumed from a checkpoint at
-    # world size 1 and finished alone.
-    together = [s["world_size"] for s in starts].index(2)
-    alone = starts[-1]
-    assert alone["world_size"] == 1 and starts.index(alone) > together, starts
-    saved_before = [r["step"] for r in records() if r["event"] == "checkpoint"]
-    assert alone["resumed_from"] in saved_before, (alone, saved_before)
+    # Two workers trained together; after the loss every round (the survivor's alone, if
+    # it closed before the replacement came, then both) resumed from a checkpoint, and the
+    # two finished together.
+    assert starts()[before - 1]["world_size"] == 2
+    saved = {r["step"] for r in records() if r["event"] == "checkpoint"}
+    after_loss = starts()[before:]
+    assert all(s["resumed_from"] in saved for s in after_loss), (after_loss, saved)
+    assert after_loss[-1]["world_size"] == 2, after_loss
     done = records()[-1]
-    assert done["event"] == "done" and done["world_size"] == 1
+    assert done["event"] == "done" and done["world_size"] == 2
     assert final["preemptions"] == 1 and final["restarts"] == 0
     assert final["compression"]["accepted"] is True
     assert final["model"] == {"uri": f"pvc://{CLAIM}/tj/compressed/model"}

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from sparsam.kube.trainingjob import TORCHRUN_ENV
 from sparsam_trainer import checkpoint, exitcodes
 from sparsam_trainer.progress import read_progress
 
@@ -212,85 +213,108 @@ def test_resume_skips_a_truncated_checkpoint(
     assert _records(progress)[-1]["step"] == 40
 
 
-def test_survivor_continues_at_world_size_1_after_the_other_node_is_killed(
-    tmp_path: Path,
-    trainer_env: dict[str, str],
-    train_command: Callable[..., list[str]],
-    free_port: int,
-) -> None:
-    """Two torchrun agents with one worker each, like two pods, share a checkpoint volume.
+class Agents:
+    """torchrun agents with one worker each, like the pods of one TrainingJob: c10d rendezvous
+    at one endpoint, one checkpoint volume (`out`), and the environment the operator gives its
+    worker pods (`kube.trainingjob.TORCHRUN_ENV`).
 
     With c10d rendezvous one agent hosts the rendezvous store (by default the one whose address
-    matches the endpoint; both do here, so it is pinned with ``is_host``). Killing that agent
-    would take the store with it, so the test SIGKILLs the OTHER agent's whole process group,
-    and its worker (torchrun gives each worker a session of its own), as a reclaimed spot node
-    would vanish. The host's worker fails its next collective, its
-    agent restarts it (``--max-restarts``), the next rendezvous round closes with one node, and
-    training continues from the last checkpoint at world size 1 and finishes.
+    matches the endpoint; all do here, so it is pinned with ``is_host``). Heartbeats every
+    second, a node missing 3 is dead (default 5 s x 3), so that rounds close sooner.
     """
-    out = tmp_path / "shared"
-    progress = out / "progress.jsonl"
-    # Long enough (109 steps an epoch) that the kill lands mid-run even on a loaded machine.
-    epochs = 4
 
-    def agent(is_host: bool, name: str) -> subprocess.Popen[str]:
-        command = train_command(
+    def __init__(
+        self,
+        tmp_path: Path,
+        env: dict[str, str],
+        train_command: Callable[..., list[str]],
+        port: int,
+        epochs: int,
+    ) -> None:
+        self.logs = tmp_path
+        self.out = tmp_path / "shared"
+        self.progress = self.out / "progress.jsonl"
+        self._env = {**env, **TORCHRUN_ENV}
+        self._command, self._port, self._epochs = train_command, port, epochs
+        self.started: list[subprocess.Popen[str]] = []
+
+    def start(self, name: str, is_host: bool) -> subprocess.Popen[str]:
+        command = self._command(
             "--task=mnist-cnn",
             "--batch-size=32",
-            f"--epochs={epochs}",
+            f"--epochs={self._epochs}",
             "--checkpoint-interval=5steps",
             "--progress-every=1",
             "--collective-timeout=30",
-            f"--output-dir={out}",
-            f"--progress-file={progress}",
+            f"--output-dir={self.out}",
+            f"--progress-file={self.progress}",
             torchrun=[
                 "--nnodes=1:2",
                 "--nproc-per-node=1",
                 "--rdzv-backend=c10d",
-                f"--rdzv-endpoint=127.0.0.1:{free_port}",
-                f"--rdzv-id=elastic-{free_port}",
-                # Heartbeats every second, a node missing 3 is dead (default 5 s x 3): the
-                # survivor's next round closes that much sooner.
+                f"--rdzv-endpoint=127.0.0.1:{self._port}",
+                f"--rdzv-id=elastic-{self._port}",
                 "--rdzv-conf=join_timeout=60,last_call_timeout=2,keep_alive_interval=1,"
                 f"keep_alive_max_attempt=3,is_host={int(is_host)}",
                 "--max-restarts=3",
                 "--monitor-interval=0.5",
             ],
         )
-        log = (tmp_path / f"{name}.log").open("w")
-        return subprocess.Popen(
+        process = subprocess.Popen(
             command,
-            env=trainer_env,
-            stdout=log,
+            env=self._env,
+            stdout=(self.logs / f"{name}.log").open("w"),
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # its own process group, like a pod
         )
+        self.started.append(process)
+        return process
 
-    host = agent(is_host=True, name="host")
-    other = agent(is_host=False, name="other")
-    try:
+    def running_as_two(self) -> bool:
+        records = _records(self.progress)
+        two = [r for r in records if r["world_size"] == 2 and r["event"] == "step"]
+        saved = checkpoint.list_checkpoints(self.out / "checkpoints")
+        return len(two) > 0 and two[-1]["step"] >= 10 and len(saved) > 0
 
-        def running_as_two() -> bool:
-            records = _records(progress)
-            two = [r for r in records if r["world_size"] == 2 and r["event"] == "step"]
-            saved = checkpoint.list_checkpoints(out / "checkpoints")
-            return len(two) > 0 and two[-1]["step"] >= 10 and len(saved) > 0
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()[-4000:]
 
-        _wait_for(running_as_two, host, 120, "two workers training and a checkpoint")
-        _kill_pod(other.pid)
-        other.wait(timeout=30)
-        killed_at = _last_step(progress)
-        host.wait(timeout=180)
-    finally:
-        for process in (host, other):
+    def stop(self) -> None:
+        for process in self.started:
             if process.poll() is None:
                 _kill_pod(process.pid)
                 process.wait()
-    host_log = (tmp_path / "host.log").read_text()
-    assert host.returncode == exitcodes.OK, host_log[-4000:]
 
-    records = _records(progress)
+
+def test_survivor_continues_at_world_size_1_after_the_other_node_is_killed(
+    tmp_path: Path,
+    trainer_env: dict[str, str],
+    train_command: Callable[..., list[str]],
+    free_port: int,
+) -> None:
+    """Killing the store's host would take the store with it, so the test SIGKILLs the OTHER
+    agent's whole process group, and its worker (torchrun gives each worker a session of its
+    own), as a reclaimed spot node would vanish. The host's worker fails its next collective,
+    its agent restarts it (``--max-restarts``), the next rendezvous round closes with one node,
+    and training continues from the last checkpoint at world size 1 and finishes.
+    """
+    # Long enough (109 steps an epoch) that the kill lands mid-run even on a loaded machine.
+    epochs = 4
+    agents = Agents(tmp_path, trainer_env, train_command, free_port, epochs)
+    try:
+        host = agents.start("host", is_host=True)
+        other = agents.start("other", is_host=False)
+        _wait_for(agents.running_as_two, host, 120, "two workers training and a checkpoint")
+        _kill_pod(other.pid)
+        other.wait(timeout=30)
+        killed_at = _last_step(agents.progress)
+        host.wait(timeout=180)
+    finally:
+        agents.stop()
+    assert host.returncode == exitcodes.OK, agents.log("host")
+
+    records = _records(agents.progress)
     starts = [r for r in records if r["event"] == "start"]
     assert starts[0]["world_size"] == 2
     restart = starts[-1]
@@ -300,4 +324,47 @@ def test_survivor_continues_at_world_size_1_after_the_other_node_is_killed(
     assert {r["world_size"] for r in after} == {1}
     assert after[-1]["event"] == "done"
     assert after[-1]["step"] == epochs * (3500 // 32)
-    assert (out / "model.pt").exists()
+    assert (agents.out / "model.pt").exists()
+
+
+def test_a_replacement_joins_seconds_after_the_loss_and_training_goes_on_as_two(
+    tmp_path: Path,
+    trainer_env: dict[str, str],
+    train_command: Callable[..., list[str]],
+    free_port: int,
+) -> None:
+    """What a TrainingJob's replacement worker does: it starts two seconds after its
+    predecessor was killed, while the survivor's agent is still closing its round without it,
+    and joins the next round below rank 0 (ranks follow host name, then pid). With the
+    pods' TORCHRUN_ENV the two train on together from the last checkpoint and finish; without
+    it both agents wait on each other's keys in the store until they time out (60 s)."""
+    epochs = 15  # about 1,600 steps: the replacement joins long before the end
+    agents = Agents(tmp_path, trainer_env, train_command, free_port, epochs)
+    try:
+        host = agents.start("host", is_host=True)
+        other = agents.start("other", is_host=False)
+        _wait_for(agents.running_as_two, host, 120, "two workers training and a checkpoint")
+        _kill_pod(other.pid)
+        other.wait(timeout=30)
+        before = len([r for r in _records(agents.progress) if r["event"] == "start"])
+        time.sleep(2)
+        replacement = agents.start("replacement", is_host=False)
+        host.wait(timeout=240)
+        replacement.wait(timeout=60)
+    finally:
+        agents.stop()
+    assert host.returncode == exitcodes.OK, agents.log("host")
+    assert replacement.returncode == exitcodes.OK, agents.log("replacement")
+
+    records = _records(agents.progress)
+    starts = [r for r in records if r["event"] == "start"]
+    # After the loss: perhaps a round alone, then the replacement's, both from checkpoints.
+    after_loss = starts[before:]
+    assert after_loss, starts
+    assert all(s["resumed_from"] for s in after_loss), after_loss
+    joined = after_loss[-1]
+    assert joined["world_size"] == 2, after_loss
+    tail = records[records.index(joined) :]
+    assert {r["world_size"] for r in tail} == {2}
+    assert tail[-1]["event"] == "done"
+    assert tail[-1]["step"] == epochs * (3500 // 32)

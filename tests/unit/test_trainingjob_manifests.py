@@ -100,6 +100,8 @@ def test_checkpoint_volume_and_environment() -> None:
         # Checkpoint metrics, read back by the operator through Prometheus.
         "SPARSAM_NAMESPACE": "ml",
         "SPARSAM_METRICS_PORT": "9400",
+        # A replacement can join a running rendezvous (kube.trainingjob.TORCHRUN_ENV).
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
     }
     assert {"name": "metrics", "containerPort": 9400} in container["ports"]
     assert {"name": "checkpoints", "mountPath": "/checkpoints"} in container["volumeMounts"]

@@ -39,6 +39,15 @@ METRICS_PORT: Final = 9400
 TERMINATION_GRACE_SECONDS: Final = 120
 #: The command when spec.command is not set: the sparsam trainer.
 DEFAULT_COMMAND: Final = ("python", "-m", "sparsam_trainer", "train")
+#: torchrun's environment in every worker. By default (torch >= 2.4) the agents share the c10d
+#: rendezvous store with the workers, and each agent learns MASTER_ADDR once, in its first
+#: round: rank 0 publishes it under that round's keys only. A replacement that joins a later
+#: round below rank 0 (ranks follow the sorted host names, so the replacement of any worker
+#: but worker 0) then waits for a MASTER_ADDR that is never written there, while rank 0 waits
+#: for the replacement's rank info; both time out after 60 s and the round is lost. Opting
+#: out has rank 0 publish a fresh address and port in every round; tests/trainer/
+#: test_elastic.py has a replacement join seconds after a loss.
+TORCHRUN_ENV: Final = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
 def worker_name(job: str, index: int) -> str:
@@ -118,6 +127,7 @@ def _env(job: TrainingJob, checkpoint_interval: str | None) -> list[dict[str, An
         # Where the worker exports its checkpoints' write time, step and time, which the
         # operator reads back through Prometheus (sparsam_trainer.telemetry).
         "SPARSAM_METRICS_PORT": str(METRICS_PORT),
+        **TORCHRUN_ENV,
     }
     if job.spec.checkpoint is not None:
         directory = f"{job.spec.checkpoint.path.rstrip('/')}/{job.metadata.name}"
