@@ -27,7 +27,8 @@ class FakeActuator:
     forced: list[str] = field(default_factory=list)
     services: int = 0
     services_applied: list[dict[str, Any]] = field(default_factory=list)
-    #: Status writes of the pass itself, and "delete <pod>", in the order they happened.
+    #: Status writes of the pass itself, "delete <pod>" and "create <pod>", in the order
+    #: they happened.
     writes: list[dict[str, Any]] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
 
@@ -43,6 +44,7 @@ class FakeActuator:
 
     def create_pod(self, manifest: dict[str, Any]) -> bool:
         self.created.append(manifest["metadata"]["name"])
+        self.order.append(f"create {manifest['metadata']['name']}")
         self.manifests.append(manifest)
         return True
 
@@ -138,7 +140,7 @@ def test_a_count_is_made_durable_before_the_pod_it_counts_is_deleted() -> None:
     ctl, act = controller()
     failed = pod(1, phase="Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])
     first = ctl.reconcile(job(), [pod(0), failed], {"n1": NODE}, NOW)
-    assert act.order == ["status", "delete tj-worker-1"]
+    assert act.order[:2] == ["status", "delete tj-worker-1"]
     assert act.writes == [
         {
             "preemptions": 0,
@@ -172,9 +174,13 @@ def test_a_worker_whose_pod_vanished_between_passes_is_a_preemption() -> None:
     ctl, act = controller()
     first = ctl.reconcile(job(), [pod(0), pod(1)], {"n1": NODE}, NOW)
     # Evicted by a drain and gone before the next pass saw it terminating.
+    act.order.clear()
     second = ctl.reconcile(job(first.status), [pod(0)], {"n1": NODE}, NOW + timedelta(seconds=5))
     assert second.status["preemptions"] == 1
-    assert act.created[-1] == "tj-worker-1"
+    # The count is durable before its replacement exists: nobody sees the one without the other.
+    assert act.order == ["status", "create tj-worker-1"]
+    assert act.writes[-1]["preemptions"] == 1
+    assert act.writes[-1]["workerPods"] == [{"name": "tj-worker-0", "uid": "pod-0"}]
     assert [e.reason for e in second.events] == ["WorkerPreempted"]
     third = ctl.reconcile(job(second.status), [pod(0)], {"n1": NODE}, NOW + timedelta(seconds=9))
     assert third.status["preemptions"] == 1

@@ -235,9 +235,15 @@ class TrainingController:
             for name, uid in sorted(uids.items())
             if uid not in handled and name not in decision.delete
         ]
-        if set(counted) - set(job.status.counted_pods):
+        recounted = (decision.preemptions, decision.restarts) != (
+            job.status.preemptions,
+            job.status.restarts,
+        )
+        if recounted or set(counted) - set(job.status.counted_pods):
             # The counts first, with the pods they count: a crash after this write leaves
             # the pods to delete, not to count; one before it leaves everything to do again.
+            # A worker whose pod is already gone (evicted by a drain) is counted here too,
+            # so that no replacement is ever seen before the loss it replaces.
             self._actuator.write_status(
                 namespace,
                 job.metadata.name,
