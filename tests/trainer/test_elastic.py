@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from sparsam.decisions.training import STORE_LOST
 from sparsam.kube.trainingjob import TORCHRUN_ENV
 from sparsam_trainer import checkpoint, exitcodes
 from sparsam_trainer.progress import read_progress
@@ -368,3 +369,29 @@ def test_a_replacement_joins_seconds_after_the_loss_and_training_goes_on_as_two(
     assert {r["world_size"] for r in tail} == {2}
     assert tail[-1]["event"] == "done"
     assert tail[-1]["step"] == epochs * (3500 // 32)
+
+
+def test_losing_the_store_host_ends_the_other_agent_with_the_error_the_operator_reads(
+    tmp_path: Path,
+    trainer_env: dict[str, str],
+    train_command: Callable[..., list[str]],
+    free_port: int,
+) -> None:
+    """Worker 0's agent hosts the rendezvous store; killed, it takes the store with it, and
+    the other agent does not survive that: it exits 1 with a RendezvousConnectionError. The
+    operator reads that error in the pod's termination message (the end of the log, by
+    `terminationMessagePolicy: FallbackToLogsOnError`: at most 80 lines and 2,048 bytes) and
+    counts the loss as a preemption (`decisions.training.lost_its_store`)."""
+    agents = Agents(tmp_path, trainer_env, train_command, free_port, epochs=4)
+    try:
+        host = agents.start("host", is_host=True)
+        other = agents.start("other", is_host=False)
+        _wait_for(agents.running_as_two, host, 120, "two workers training and a checkpoint")
+        _kill_pod(host.pid)
+        host.wait(timeout=30)
+        other.wait(timeout=90)
+    finally:
+        agents.stop()
+    assert other.returncode == 1, agents.log("other")
+    kept = "\n".join((tmp_path / "other.log").read_text().splitlines()[-80:])[-2048:]
+    assert STORE_LOST in kept, kept

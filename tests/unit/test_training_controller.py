@@ -186,6 +186,31 @@ def test_a_worker_whose_pod_vanished_between_passes_is_a_preemption() -> None:
     assert third.status["preemptions"] == 1
 
 
+def test_a_worker_that_lost_its_rendezvous_store_with_worker_0_is_a_preemption() -> None:
+    # Worker 0 was lost and counted in an earlier pass; its replacement is new. Worker 1's
+    # agent then died of the store's loss: its termination message is the end of its log.
+    ended = {
+        "exitCode": 1,
+        "reason": "Error",
+        "startedAt": "2026-11-22T11:00:00Z",
+        "message": "...\ntorch.distributed.elastic.rendezvous.api.RendezvousConnectionError: "
+        "The connection to the C10d store has failed. See inner exception for details.\n",
+    }
+    survivor = pod(1, phase="Failed", containerStatuses=[{"state": {"terminated": ended}}])
+    replacement = pod(0, phase="Pending")
+    replacement["metadata"]["creationTimestamp"] = "2026-11-22T11:59:58Z"
+    ctl, act = controller()
+    result = ctl.reconcile(job({"preemptions": 1}), [replacement, survivor], {"n1": NODE}, NOW)
+    assert (result.status["preemptions"], result.status["restarts"]) == (2, 0)
+    assert act.deleted == ["tj-worker-1"]
+    # The same error while the worker 0 it joined runs on is the program's failure.
+    replacement["metadata"]["creationTimestamp"] = "2026-11-22T10:59:00Z"
+    replacement["status"]["phase"] = "Running"
+    ctl, act = controller()
+    result = ctl.reconcile(job({"preemptions": 1}), [replacement, survivor], {"n1": NODE}, NOW)
+    assert (result.status["preemptions"], result.status["restarts"]) == (1, 1)
+
+
 def test_a_worker_that_vanished_while_the_operator_was_down_is_a_preemption() -> None:
     # status.workerPods is what the last pass of the previous operator left running.
     before = {

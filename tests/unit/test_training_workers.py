@@ -163,6 +163,65 @@ def test_preemptions_never_fail_the_job() -> None:
     assert decision.phase == "Pending" and decision.preemptions == 103
 
 
+STARTED = NOW - timedelta(hours=1)
+#: What torchrun's agent leaves as a worker's termination message when worker 0 is gone.
+STORE_ERROR = (
+    "torch.distributed.elastic.rendezvous.api.RendezvousConnectionError: "
+    "The connection to the C10d store has failed. See inner exception for details."
+)
+
+
+def survivor(message: str = STORE_ERROR, started: datetime | None = STARTED) -> Worker:
+    return worker(1, "Failed", exit_code=1, reason="Error", message=message, started=started)
+
+
+def first(phase: str = "Running", created: datetime = STARTED, **kw: Any) -> Worker:
+    return worker(0, phase, created=created, **kw)
+
+
+@pytest.mark.parametrize(
+    ("others", "failed", "counted_as"),
+    [
+        ([], survivor(), "preemption"),
+        ([first(node_lost="node n1 is gone")], survivor(), "preemption"),
+        ([first("Failed", exit_code=1)], survivor(), "preemption"),
+        ([first("Pending", created=NOW)], survivor(), "preemption"),
+        ([first()], survivor(), "restart"),
+        ([first(created=STARTED - timedelta(seconds=30))], survivor(), "restart"),
+        ([first(deleting=True)], survivor(), "preemption"),
+        ([], survivor(message="ValueError: bad learning rate"), "restart"),
+        ([], survivor(started=None), "restart"),
+    ],
+    ids=[
+        "worker-0-gone",
+        "worker-0-on-a-lost-node",
+        "worker-0-failed",
+        "worker-0-replaced-since",
+        "worker-0-it-joined-still-runs",
+        "worker-0-older-still-runs",
+        "worker-0-on-its-way-out",
+        "another-error",
+        "no-start-time",
+    ],
+)
+def test_a_worker_whose_rendezvous_store_went_with_worker_0_was_preempted(
+    others: list[Worker], failed: Worker, counted_as: str
+) -> None:
+    decision = decide_workers(job(runPolicy={"backoffLimit": 0}), [*others, failed], NOW)
+    theirs = [(r, m) for _, r, m in decision.events if m.startswith("tj-worker-1:")]
+    if counted_as == "preemption":
+        assert theirs == [
+            (
+                "WorkerPreempted",
+                "tj-worker-1: its rendezvous store went with worker 0 (exit code 1, Error)",
+            )
+        ]
+        assert decision.restarts == sum(outcome(o) == "failed" for o in others)
+    else:
+        assert [r for r, _ in theirs] == ["WorkerFailed"]
+        assert decision.phase == "Failed" and decision.restarts >= 1
+
+
 def test_the_first_success_finishes_the_job() -> None:
     decision = decide_workers(
         job(), [worker(0, "Succeeded", exit_code=0), worker(1), worker(2)], NOW

@@ -79,6 +79,8 @@ def test_worker_labels_owner_and_pod_security() -> None:
     assert container["allowPrivilegeEscalation"] is False
     assert container["capabilities"] == {"drop": ["ALL"]}
     assert spec["automountServiceAccountToken"] is False
+    # A failure's last log lines reach status (decisions.training.lost_its_store reads them).
+    assert spec["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
 def test_checkpoint_volume_and_environment() -> None:

@@ -13,6 +13,15 @@ How a worker that stopped is counted (ARCHITECTURE.md and the CRD say the same):
   the trainer exited with `PREEMPTED` (75: checkpointed on SIGTERM, resumable); or it was
   killed by a signal from outside (exit code 128 + n, other than an OOM kill); or the kubelet
   evicted it. Preemptions never count against `runPolicy.backoffLimit`.
+- **store lost**: worker 0's torchrun agent hosts the c10d rendezvous store. When worker 0 is
+  lost, the other workers' agents cannot reach the store and exit 1 with
+  `RendezvousConnectionError` (torch's elastic agent does not survive its store). A worker
+  that failed so, while the worker 0 it joined is no longer running (lost, failed, or
+  replaced since the worker started), is a **preemption** too: the loss is worker 0's. The
+  error text is read from the container's termination message (the pods set
+  `terminationMessagePolicy: FallbackToLogsOnError`, which keeps the end of the log).
+  While the worker 0 it joined still runs, the same error is a failure like any other: a
+  store that never answered is a misconfiguration, and backoffLimit ends it.
 - **restart**: the program failed (exit codes 1-127 other than 75, or an OOM kill).
   When restarts exceed `backoffLimit` the job fails with reason BackoffLimitExceeded.
 - **success**: a worker exited 0. torchrun's workers finish together, so the first success
@@ -42,6 +51,8 @@ from sparsam.api.trainingjob import Phase, TrainingJob
 EXIT_PREEMPTED: Final = 75
 #: 128 + SIGKILL: what an OOM kill looks like, told apart by the container's reason.
 OOM_KILLED: Final = "OOMKilled"
+#: What torchrun's agent dies of when the rendezvous store (worker 0's agent) is gone.
+STORE_LOST: Final = "RendezvousConnectionError"
 #: How long a worker created by the controller is taken to exist though the watch cache does
 #: not show it yet (see `awaited`); after that it is created again (a 409 if it does exist).
 CREATE_PATIENCE: Final = timedelta(seconds=60)
@@ -70,6 +81,11 @@ class Worker:
     counted: bool = False
     #: Its pod no longer exists (it vanished between two passes): counted, nothing to delete.
     gone: bool = False
+    #: The terminated container's message (the end of its log, for a failure), or None.
+    message: str | None = None
+    #: When its pod was created, and when its container started (for `lost_its_store`).
+    created: datetime | None = None
+    started: datetime | None = None
 
 
 def outcome(worker: Worker) -> Outcome:
@@ -86,6 +102,23 @@ def outcome(worker: Worker) -> Outcome:
     if code is not None and code >= 128 and worker.reason != OOM_KILLED:
         return "preempted"
     return "failed"
+
+
+def lost_its_store(worker: Worker, workers: Collection[Worker]) -> bool:
+    """`worker` failed because the rendezvous store went away with worker 0: its agent died
+    of `STORE_LOST`, and no worker 0 that was there when it started is still running. A
+    worker with no start time is taken at its word as a failure (nothing proves otherwise)."""
+    started = worker.started
+    if worker.index == 0 or started is None or STORE_LOST not in (worker.message or ""):
+        return False
+    return not any(
+        other.index == 0
+        and not other.deleting
+        and outcome(other) == "active"
+        and other.created is not None
+        and other.created <= started
+        for other in workers
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +190,11 @@ def decide_workers(
                 continue
             if not worker.gone:
                 counted.append(worker.name)
-            if result == "preempted":
+            if result == "failed" and lost_its_store(worker, workers):
+                preemptions += 1
+                why = f"its rendezvous store went with worker 0 ({_exit(worker)})"
+                events.append(("Warning", "WorkerPreempted", f"{worker.name}: {why}"))
+            elif result == "preempted":
                 preemptions += 1
                 why = worker.node_lost or _exit(worker)
                 events.append(("Warning", "WorkerPreempted", f"{worker.name}: {why}"))

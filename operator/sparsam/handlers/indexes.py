@@ -47,7 +47,15 @@ def _pod_view(body: kopf.Body) -> dict[str, Any]:
     it runs, and its status. Not managedFields, spec.containers and the like, which make up
     most of a pod's size in memory."""
     metadata = body.get("metadata") or {}
-    keep = ("name", "namespace", "uid", "labels", "annotations", "deletionTimestamp")
+    keep = (
+        "name",
+        "namespace",
+        "uid",
+        "labels",
+        "annotations",
+        "creationTimestamp",
+        "deletionTimestamp",
+    )
     return {
         "metadata": {key: metadata.get(key) for key in keep if key in metadata},
         "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},

@@ -235,4 +235,7 @@ def worker_from_body(
         reason=terminated.get("reason") or status.get("reason"),
         node_lost=lost,
         deleting=deleting or bool(metadata.get("deletionTimestamp")),
+        message=terminated.get("message"),
+        created=parse_rfc3339(metadata.get("creationTimestamp")),
+        started=parse_rfc3339(terminated.get("startedAt")),
     )

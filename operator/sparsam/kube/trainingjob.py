@@ -180,6 +180,9 @@ def worker_manifest(
         "resources": resources(spec.resources.gpus, spec.resources.cpu, spec.resources.memory),
         "volumeMounts": mounts,
         "securityContext": dict(RESTRICTED_CONTAINER),
+        # A failed worker's last log lines (torchrun's error) reach the operator in its
+        # status, e.g. a RendezvousConnectionError after worker 0 was lost.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     labels = _labels(job)
     labels[c.LABEL_WORKER_INDEX] = str(index)
