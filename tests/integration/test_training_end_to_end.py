@@ -1,12 +1,13 @@
 """A TrainingJob end to end with real execution: it trains, is preempted, resumes from its
-checkpoint, compresses, and creates its InferenceService.
+checkpoint, compresses, and creates its InferenceService; and a job that loses worker 0, whose
+agent hosts the rendezvous store, loses both workers to preemption and finishes.
 
 Everything Kubernetes does is real (the dev cluster's apiserver and scheduler, `sparsam run`
 with the GPUNodePool and TrainingJob controllers); what KWOK cannot do, run the pods' containers,
 `HostTrainer` does: for each worker pod running on a node it starts the pod's own command and
 environment (`torchrun ... --rdzv-backend=c10d ... python -m sparsam_trainer train`, gloo on CPU)
-as a host process, and when the process exits it writes the container's exit code (and the
-termination message) into the pod's status, as the kubelet would. The same for the compress pod.
+as a host process, and when the process exits it writes the container's exit code, start and
+end, and termination message into the pod's status, as the kubelet would. The same for the compress pod.
 
 Debian's Prometheus scrapes the workers' checkpoint metrics at their pod IPs (the chart's
 PodMonitor has the Prometheus Operator do the same; Debian's build has no Kubernetes
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,9 @@ class HostTrainer:
         #: Pod uid -> (pod name, its process); exit codes by pod uid.
         self.processes: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
         self.exits: dict[str, int] = {}
+        #: Pod name -> its container's terminationMessagePolicy, and when it started.
+        self._policies: dict[str, str] = {}
+        self._started: dict[str, str] = {}
         self._lost: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -140,6 +145,8 @@ class HostTrainer:
                 env[var["name"]] = self._host_path(var["value"])
         env["SPARSAM_METRICS_ADDR"] = pod["status"]["pod_ip"]
         self._list_target(pod, container)
+        self._policies[name] = container.get("termination_message_policy") or "File"
+        self._started[name] = _now()
         command = [
             part for arg in container["command"] for part in self._rewrite(arg, name, host_ip)
         ]
@@ -185,14 +192,22 @@ class HostTrainer:
         return value.replace(MOUNT, str(self._volume))
 
     def _report_exit(self, name: str, code: int) -> None:
-        """What the kubelet writes when the container exits."""
+        """What the kubelet writes when the container exits: the termination message is the
+        file's, else with FallbackToLogsOnError and a failure the end of the log (80 lines,
+        2,048 bytes at most)."""
         message_file = self._logs / f"{name}.termination"
         terminated: dict[str, Any] = {
             "exitCode": code,
             "reason": "Completed" if code == 0 else "Error",
+            "startedAt": self._started[name],
+            "finishedAt": _now(),
         }
-        if message_file.exists():
-            terminated["message"] = message_file.read_text()
+        message = message_file.read_text() if message_file.exists() else ""
+        if not message and code != 0 and self._policies[name] == "FallbackToLogsOnError":
+            lines = (self._logs / f"{name}.log").read_text(errors="replace").splitlines()
+            message = "\n".join(lines[-80:])[-2048:]
+        if message:
+            terminated["message"] = message
         container = "compress" if name.endswith("-compress") else "trainer"
         body = {
             "status": {
@@ -218,6 +233,10 @@ class HostTrainer:
         )
 
 
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def kill_tree(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process's group and every descendant (torchrun gives each worker a session
     of its own), as a vanished node takes its pod."""
@@ -240,6 +259,70 @@ def kill_tree(process: subprocess.Popen[bytes]) -> None:
         process.wait(10)
 
 
+def host_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """The checkpoint claim's host directory, and where the processes' logs go."""
+    volume, logs = tmp_path / "volume", tmp_path / "logs"
+    volume.mkdir()
+    logs.mkdir()
+    return volume, logs
+
+
+def spot_pool_and_volume(
+    kubectl: Kubectl,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> str:
+    """A spot GPUNodePool of one GPU per node, so that a node is one worker (deleting one
+    preempts exactly that worker), and the checkpoint claim; the pool's name."""
+    pool_name = cluster_scoped_name("gpunodepool", "spot")
+    spot = pool(pool_name, gpu_type, "spot", maxNodes=3, scaleDownAfter="30s")
+    spot["spec"]["nodeTemplate"]["gpusPerNode"] = 1
+    apply(kubectl, spot)
+    apply(kubectl, *host_volume(namespace, CLAIM, "ReadWriteMany"))
+    return pool_name
+
+
+def training(namespace: str, gpu_type: str, **spec: Any) -> dict[str, Any]:
+    """TrainingJob tj: two workers (at least one), a checkpoint every 2 s on the claim, long
+    enough (about 1,600 steps) for the second worker to join, one to be lost, and its
+    replacement to join, before it ends."""
+    return trainingjob(
+        "tj",
+        namespace,
+        gpu_type,
+        args=["--task=mnist-cnn", "--epochs=15", "--batch-size=32", "--progress-every=1",
+              "--collective-timeout=30"],
+        workers={"min": 1, "max": 2},
+        checkpoint={"volumeClaim": CLAIM, "path": MOUNT, "interval": "2s"},
+        **spec,
+    )  # fmt: skip
+
+
+class Progress:
+    """What the trainer's progress file on the claim says."""
+
+    def __init__(self, volume: Path) -> None:
+        self._dir = volume / "tj"
+
+    def records(self) -> list[dict[str, Any]]:
+        progress = self._dir / "progress.jsonl"
+        return read_progress(progress) if progress.exists() else []
+
+    def starts(self) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r["event"] == "start"]
+
+    def two_and_a_checkpoint(self) -> bool:
+        steps = [r for r in self.records() if r["event"] == "step" and r["world_size"] == 2]
+        saved = list(self._dir.glob("ckpt-*.pt"))
+        return bool(steps) and steps[-1]["step"] >= 20 and bool(saved)
+
+
+def job_status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    found: dict[str, Any] = get(kubectl, "trainingjob", "tj", "-n", namespace)
+    return found.get("status") or {}
+
+
 def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
     cluster: Cluster,
     kubectl: Kubectl,
@@ -248,39 +331,18 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
     gpu_type: str,
     tmp_path: Path,
 ) -> None:
-    volume, logs = tmp_path / "volume", tmp_path / "logs"
-    volume.mkdir()
-    logs.mkdir()
-    pool_name = cluster_scoped_name("gpunodepool", "spot")
-    # One GPU per node, so a node is one worker: deleting one preempts exactly that worker.
-    spot = pool(pool_name, gpu_type, "spot", maxNodes=3, scaleDownAfter="30s")
-    spot["spec"]["nodeTemplate"]["gpusPerNode"] = 1
-    apply(kubectl, spot)
-    apply(kubectl, *host_volume(namespace, CLAIM, "ReadWriteMany"))
-    job = trainingjob(
-        "tj",
+    pool_name = spot_pool_and_volume(kubectl, namespace, cluster_scoped_name, gpu_type)
+    volume, logs = host_dirs(tmp_path)
+    job = training(
         namespace,
         gpu_type,
-        # Long enough (about 1,600 steps) for the second worker to join, one to be lost, and
-        # its replacement to join, before it ends.
-        args=["--task=mnist-cnn", "--epochs=15", "--batch-size=32", "--progress-every=1",
-              "--collective-timeout=30"],
-        workers={"min": 1, "max": 2},
-        checkpoint={"volumeClaim": CLAIM, "path": MOUNT, "interval": "2s"},
         compression={"quantization": {"mode": "dynamic"}, "maxAccuracyDrop": 0.05},
         deploy={"inferenceService": "digits", "minReplicas": 0, "maxReplicas": 2},
-    )  # fmt: skip
-    progress = volume / "tj" / "progress.jsonl"
-
-    def records() -> list[dict[str, Any]]:
-        return read_progress(progress) if progress.exists() else []
-
-    def starts() -> list[dict[str, Any]]:
-        return [r for r in records() if r["event"] == "start"]
+    )
+    progress = Progress(volume)
 
     def status() -> dict[str, Any]:
-        found: dict[str, Any] = get(kubectl, "trainingjob", "tj", "-n", namespace)
-        return found.get("status") or {}
+        return job_status(kubectl, namespace)
 
     prometheus_stack = contextlib.ExitStack()
     scrape = FileScrapeJob("workers", logs / "targets.json")
@@ -297,13 +359,11 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
             apply(kubectl, job)
 
             # 1. Two workers train together and checkpoint.
-            def two_and_a_checkpoint() -> bool:
-                steps = [r for r in records() if r["event"] == "step" and r["world_size"] == 2]
-                saved = list((volume / "tj").glob("ckpt-*.pt"))
-                return bool(steps) and steps[-1]["step"] >= 20 and bool(saved)
-
             eventually(
-                "two workers training, a checkpoint written", two_and_a_checkpoint, operator, 180
+                "two workers training, a checkpoint written",
+                progress.two_and_a_checkpoint,
+                operator,
+                180,
             )
             # What the workers export reaches status through Prometheus.
             eventually(
@@ -315,7 +375,7 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
 
             # 2. Worker 1's spot node is reclaimed: its processes die and the node goes.
             node = get(kubectl, "pod", "tj-worker-1", "-n", namespace)["spec"]["nodeName"]
-            before = len(starts())
+            before = len(progress.starts())
             trainer.kill("tj-worker-1")
             kubectl("delete", "node", node, "--wait=false")
             eventually("the preemption counted", lambda: status().get("preemptions") == 1, operator)
@@ -335,7 +395,7 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
             eventually("a replacement on a new node", replaced, operator)
             eventually(
                 "the replacement training with the survivor",
-                lambda: any(s["world_size"] == 2 for s in starts()[before:]),
+                lambda: any(s["world_size"] == 2 for s in progress.starts()[before:]),
                 operator,
                 120,
             )
@@ -364,12 +424,14 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
     # Two workers trained together; after the loss every round (the survivor's alone, if
     # it closed before the replacement came, then both) resumed from a checkpoint, and the
     # two finished together.
-    assert starts()[before - 1]["world_size"] == 2
-    saved = {r["step"] for r in records() if r["event"] == "checkpoint"}
-    after_loss = starts()[before:]
-    assert all(s["resumed_from"] in saved for s in after_loss), (after_loss, saved)
+    assert progress.starts()[before - 1]["world_size"] == 2
+    # Training went on from a checkpoint (as one or two, as the replacements' rounds fell).
+    saved = {r["step"] for r in progress.records() if r["event"] == "checkpoint"}
+    after_loss = progress.starts()[before:]
+    assert after_loss and all(s["resumed_from"] in saved for s in after_loss), (after_loss, saved)
+    assert progress.records()[-1]["event"] == "done"
     assert after_loss[-1]["world_size"] == 2, after_loss
-    done = records()[-1]
+    done = progress.records()[-1]
     assert done["event"] == "done" and done["world_size"] == 2
     assert final["preemptions"] == 1 and final["restarts"] == 0
     assert final["compression"]["accepted"] is True
@@ -383,3 +445,76 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
     assert report["trainingJobStatus"] == final["compression"]
     compress = [uid for uid, (name, _) in trainer.processes.items() if name == "tj-compress"]
     assert [trainer.exits.get(uid) for uid in compress] == [0]
+
+
+def test_losing_worker_0_and_its_rendezvous_store_is_a_preemption_of_both_workers(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+    tmp_path: Path,
+) -> None:
+    """Worker 0's agent hosts the rendezvous store. Its node goes: worker 1's agent cannot
+    reach the store and exits 1 with RendezvousConnectionError, which reaches its pod's status
+    as the termination message (FallbackToLogsOnError). The operator counts both losses as
+    preemptions, none against backoffLimit 0, and replaces both workers; training resumes
+    from the last checkpoint and finishes."""
+    pool_name = spot_pool_and_volume(kubectl, namespace, cluster_scoped_name, gpu_type)
+    volume, logs = host_dirs(tmp_path)
+    progress = Progress(volume)
+    operator = Operator(cluster.kubeconfig, logs / "operator.log")
+    operator.start()
+    trainer = HostTrainer(cluster.kubeconfig, namespace, "tj", volume, logs)
+    try:
+        with trainer:
+            apply(kubectl, training(namespace, gpu_type, runPolicy={"backoffLimit": 0}))
+            eventually(
+                "two workers training, a checkpoint written",
+                progress.two_and_a_checkpoint,
+                operator,
+                180,
+            )
+            node = get(kubectl, "pod", "tj-worker-0", "-n", namespace)["spec"]["nodeName"]
+            before = len(progress.starts())
+            trainer.kill("tj-worker-0")
+            kubectl("delete", "node", node, "--wait=false")
+            eventually(
+                "both workers' losses counted",
+                lambda: job_status(kubectl, namespace).get("preemptions", 0) >= 2,
+                operator,
+                90,
+            )
+            final = eventually(
+                "Succeeded",
+                lambda: (s := job_status(kubectl, namespace)).get("phase") == "Succeeded" and s,
+                operator,
+                150,
+            )
+            events = object_events(kubectl, "tj")
+    except BaseException:
+        print(trainer.logs())
+        print(json.dumps(job_status(kubectl, namespace), indent=1))
+        print(kubectl("get", "pods,nodes", "-A", "-o", "wide", check=False).stdout)
+        print(object_events(kubectl, "tj"))
+        raise
+    finally:
+        for kind, name, where in (
+            ("trainingjob", "tj", ["-n", namespace]),
+            ("gpunodepool", pool_name, []),
+        ):
+            kubectl("delete", kind, name, *where, "--timeout=60s", check=False)
+        operator.stop()
+
+    survivor = [uid for uid, (name, _) in trainer.processes.items() if name == "tj-worker-1"]
+    assert trainer.exits.get(survivor[0]) == 1  # torchrun's agent, on the store's loss
+    assert (final["preemptions"], final["restarts"]) == (2, 0), final
+    assert any(
+        e.startswith("WorkerPreempted: tj-worker-1: its rendezvous store went with worker 0")
+        for e in events
+    ), events
+    # Training went on from a checkpoint (as one or two, as the replacements' rounds fell).
+    saved = {r["step"] for r in progress.records() if r["event"] == "checkpoint"}
+    after_loss = progress.starts()[before:]
+    assert after_loss and all(s["resumed_from"] in saved for s in after_loss), (after_loss, saved)
+    assert progress.records()[-1]["event"] == "done"
