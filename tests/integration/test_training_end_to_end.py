@@ -7,7 +7,8 @@ with the GPUNodePool and TrainingJob controllers); what KWOK cannot do, run the 
 `HostTrainer` does: for each worker pod running on a node it starts the pod's own command and
 environment (`torchrun ... --rdzv-backend=c10d ... python -m sparsam_trainer train`, gloo on CPU)
 as a host process, and when the process exits it writes the container's exit code, start and
-end, and termination message into the pod's status, as the kubelet would. The same for the compress pod.
+end, and termination message into the pod's status, as the kubelet would. The same for the
+compress pod.
 
 Debian's Prometheus scrapes the workers' checkpoint metrics at their pod IPs (the chart's
 PodMonitor has the Prometheus Operator do the same; Debian's build has no Kubernetes
@@ -323,6 +324,20 @@ def job_status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
     return found.get("status") or {}
 
 
+def explain(trainer: HostTrainer, kubectl: Kubectl, namespace: str) -> None:
+    """What a failed run leaves to read: the processes' logs, the job's status and Events, and
+    the pods and nodes."""
+    print(trainer.logs())
+    print(json.dumps(job_status(kubectl, namespace), indent=1))
+    print(object_events(kubectl, "tj"))
+    print(kubectl("get", "pods,nodes", "-A", "-o", "wide", check=False).stdout)
+
+
+def delete_job_and_pool(kubectl: Kubectl, namespace: str, pool_name: str) -> None:
+    kubectl("delete", "trainingjob", "tj", "-n", namespace, "--timeout=60s", check=False)
+    kubectl("delete", "gpunodepool", pool_name, "--timeout=60s", check=False)
+
+
 def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
     cluster: Cluster,
     kubectl: Kubectl,
@@ -410,14 +425,10 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
                 120,
             )
     except BaseException:
-        print(trainer.logs())
+        explain(trainer, kubectl, namespace)
         raise
     finally:
-        for kind, name, where in (
-            ("trainingjob", "tj", ["-n", namespace]),
-            ("gpunodepool", pool_name, []),
-        ):
-            kubectl("delete", kind, name, *where, "--timeout=60s", check=False)
+        delete_job_and_pool(kubectl, namespace, pool_name)
         operator.stop()
         prometheus_stack.close()
 
@@ -493,17 +504,10 @@ def test_losing_worker_0_and_its_rendezvous_store_is_a_preemption_of_both_worker
             )
             events = object_events(kubectl, "tj")
     except BaseException:
-        print(trainer.logs())
-        print(json.dumps(job_status(kubectl, namespace), indent=1))
-        print(kubectl("get", "pods,nodes", "-A", "-o", "wide", check=False).stdout)
-        print(object_events(kubectl, "tj"))
+        explain(trainer, kubectl, namespace)
         raise
     finally:
-        for kind, name, where in (
-            ("trainingjob", "tj", ["-n", namespace]),
-            ("gpunodepool", pool_name, []),
-        ):
-            kubectl("delete", kind, name, *where, "--timeout=60s", check=False)
+        delete_job_and_pool(kubectl, namespace, pool_name)
         operator.stop()
 
     survivor = [uid for uid, (name, _) in trainer.processes.items() if name == "tj-worker-1"]

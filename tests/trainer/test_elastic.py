@@ -272,6 +272,14 @@ class Agents:
         self.started.append(process)
         return process
 
+    def start_two(self) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
+        """The store's host and one other agent, once they train together and a checkpoint
+        is written."""
+        host = self.start("host", is_host=True)
+        other = self.start("other", is_host=False)
+        _wait_for(self.running_as_two, host, 120, "two workers training and a checkpoint")
+        return host, other
+
     def running_as_two(self) -> bool:
         records = _records(self.progress)
         two = [r for r in records if r["world_size"] == 2 and r["event"] == "step"]
@@ -304,9 +312,7 @@ def test_survivor_continues_at_world_size_1_after_the_other_node_is_killed(
     epochs = 4
     agents = Agents(tmp_path, trainer_env, train_command, free_port, epochs)
     try:
-        host = agents.start("host", is_host=True)
-        other = agents.start("other", is_host=False)
-        _wait_for(agents.running_as_two, host, 120, "two workers training and a checkpoint")
+        host, other = agents.start_two()
         _kill_pod(other.pid)
         other.wait(timeout=30)
         killed_at = _last_step(agents.progress)
@@ -342,9 +348,7 @@ def test_a_replacement_joins_seconds_after_the_loss_and_training_goes_on_as_two(
     epochs = 15  # about 1,600 steps: the replacement joins long before the end
     agents = Agents(tmp_path, trainer_env, train_command, free_port, epochs)
     try:
-        host = agents.start("host", is_host=True)
-        other = agents.start("other", is_host=False)
-        _wait_for(agents.running_as_two, host, 120, "two workers training and a checkpoint")
+        host, other = agents.start_two()
         _kill_pod(other.pid)
         other.wait(timeout=30)
         before = len([r for r in _records(agents.progress) if r["event"] == "start"])
@@ -384,9 +388,7 @@ def test_losing_the_store_host_ends_the_other_agent_with_the_error_the_operator_
     counts the loss as a preemption (`decisions.training.lost_its_store`)."""
     agents = Agents(tmp_path, trainer_env, train_command, free_port, epochs=4)
     try:
-        host = agents.start("host", is_host=True)
-        other = agents.start("other", is_host=False)
-        _wait_for(agents.running_as_two, host, 120, "two workers training and a checkpoint")
+        host, other = agents.start_two()
         _kill_pod(host.pid)
         host.wait(timeout=30)
         other.wait(timeout=90)
