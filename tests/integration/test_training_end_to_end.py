@@ -1,6 +1,7 @@
 """A TrainingJob end to end with real execution: it trains, is preempted, resumes from its
 checkpoint, compresses, and creates its InferenceService; and a job that loses worker 0, whose
-agent hosts the rendezvous store, loses both workers to preemption and finishes.
+agent hosts the rendezvous store, loses both workers and still finishes, with no failure
+counted.
 
 Everything Kubernetes does is real (the dev cluster's apiserver and scheduler, `sparsam run`
 with the GPUNodePool and TrainingJob controllers); what KWOK cannot do, run the pods' containers,
@@ -458,7 +459,7 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
     assert [trainer.exits.get(uid) for uid in compress] == [0]
 
 
-def test_losing_worker_0_and_its_rendezvous_store_is_a_preemption_of_both_workers(
+def test_losing_worker_0_and_its_rendezvous_store_fails_nothing_and_the_job_finishes(
     cluster: Cluster,
     kubectl: Kubectl,
     namespace: str,
@@ -468,9 +469,9 @@ def test_losing_worker_0_and_its_rendezvous_store_is_a_preemption_of_both_worker
 ) -> None:
     """Worker 0's agent hosts the rendezvous store. Its node goes: worker 1's agent cannot
     reach the store and exits 1 with RendezvousConnectionError, which reaches its pod's status
-    as the termination message (FallbackToLogsOnError). The operator counts both losses as
-    preemptions, none against backoffLimit 0, and replaces both workers; training resumes
-    from the last checkpoint and finishes."""
+    as the termination message (FallbackToLogsOnError). The operator counts worker 0's loss
+    as a preemption and worker 1's end as neither a preemption nor a failure (backoffLimit is
+    0), replaces both, and training resumes from the last checkpoint and finishes."""
     pool_name = spot_pool_and_volume(kubectl, namespace, cluster_scoped_name, gpu_type)
     volume, logs = host_dirs(tmp_path)
     progress = Progress(volume)
@@ -490,17 +491,11 @@ def test_losing_worker_0_and_its_rendezvous_store_is_a_preemption_of_both_worker
             before = len(progress.starts())
             trainer.kill("tj-worker-0")
             kubectl("delete", "node", node, "--wait=false")
-            eventually(
-                "both workers' losses counted",
-                lambda: job_status(kubectl, namespace).get("preemptions", 0) >= 2,
-                operator,
-                90,
-            )
             final = eventually(
                 "Succeeded",
                 lambda: (s := job_status(kubectl, namespace)).get("phase") == "Succeeded" and s,
                 operator,
-                150,
+                240,
             )
             events = object_events(kubectl, "tj")
     except BaseException:
@@ -512,9 +507,11 @@ def test_losing_worker_0_and_its_rendezvous_store_is_a_preemption_of_both_worker
 
     survivor = [uid for uid, (name, _) in trainer.processes.items() if name == "tj-worker-1"]
     assert trainer.exits.get(survivor[0]) == 1  # torchrun's agent, on the store's loss
-    assert (final["preemptions"], final["restarts"]) == (2, 0), final
+    # Worker 0's loss is the one preemption; worker 1's end is neither that nor a failure.
+    assert (final["preemptions"], final["restarts"]) == (1, 0), final
+    assert any(e.startswith("WorkerPreempted: tj-worker-0: node") for e in events), events
     assert any(
-        e.startswith("WorkerPreempted: tj-worker-1: its rendezvous store went with worker 0")
+        e.startswith("RendezvousStoreLost: tj-worker-1: no rendezvous store without worker 0")
         for e in events
     ), events
     # Training went on from a checkpoint (as one or two, as the replacements' rounds fell).

@@ -385,7 +385,7 @@ def test_losing_the_store_host_ends_the_other_agent_with_the_error_the_operator_
     the other agent does not survive that: it exits 1 with a RendezvousConnectionError. The
     operator reads that error in the pod's termination message (the end of the log, by
     `terminationMessagePolicy: FallbackToLogsOnError`: at most 80 lines and 2,048 bytes) and
-    counts the loss as a preemption (`decisions.training.lost_its_store`)."""
+    does not count it as a failure (`decisions.training.lost_its_store`)."""
     agents = Agents(tmp_path, trainer_env, train_command, free_port, epochs=4)
     try:
         host, other = agents.start_two()

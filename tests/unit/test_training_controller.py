@@ -186,7 +186,7 @@ def test_a_worker_whose_pod_vanished_between_passes_is_a_preemption() -> None:
     assert third.status["preemptions"] == 1
 
 
-def test_a_worker_that_lost_its_rendezvous_store_with_worker_0_is_a_preemption() -> None:
+def test_a_worker_that_lost_its_rendezvous_store_with_worker_0_is_not_counted() -> None:
     # Worker 0 was lost and counted in an earlier pass; its replacement is new. Worker 1's
     # agent then died of the store's loss: its termination message is the end of its log.
     ended = {
@@ -201,7 +201,8 @@ def test_a_worker_that_lost_its_rendezvous_store_with_worker_0_is_a_preemption()
     replacement["metadata"]["creationTimestamp"] = "2026-11-22T11:59:58Z"
     ctl, act = controller()
     result = ctl.reconcile(job({"preemptions": 1}), [replacement, survivor], {"n1": NODE}, NOW)
-    assert (result.status["preemptions"], result.status["restarts"]) == (2, 0)
+    assert (result.status["preemptions"], result.status["restarts"]) == (1, 0)
+    assert [e.reason for e in result.events] == ["RendezvousStoreLost"]
     assert act.deleted == ["tj-worker-1"]
     # The same error while the worker 0 it joined runs on is the program's failure.
     replacement["metadata"]["creationTimestamp"] = "2026-11-22T10:59:00Z"

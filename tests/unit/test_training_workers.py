@@ -180,46 +180,51 @@ def first(phase: str = "Running", created: datetime = STARTED, **kw: Any) -> Wor
 
 
 @pytest.mark.parametrize(
-    ("others", "failed", "counted_as"),
+    ("others", "failed", "failure"),
     [
-        ([], survivor(), "preemption"),
-        ([first(node_lost="node n1 is gone")], survivor(), "preemption"),
-        ([first("Failed", exit_code=1)], survivor(), "preemption"),
-        ([first("Pending", created=NOW)], survivor(), "preemption"),
-        ([first()], survivor(), "restart"),
-        ([first(created=STARTED - timedelta(seconds=30))], survivor(), "restart"),
-        ([first(deleting=True)], survivor(), "preemption"),
-        ([], survivor(message="ValueError: bad learning rate"), "restart"),
-        ([], survivor(started=None), "restart"),
+        ([], survivor(), False),
+        ([first(node_lost="node n1 is gone")], survivor(), False),
+        ([first("Failed", exit_code=1)], survivor(), False),
+        ([first("Pending", created=NOW)], survivor(), False),
+        ([first("Pending")], survivor(), False),
+        ([first(deleting=True)], survivor(), False),
+        ([first()], survivor(), True),
+        ([first(created=STARTED - timedelta(seconds=30))], survivor(), True),
+        ([], survivor(message="ValueError: bad learning rate"), True),
+        ([], survivor(started=None), True),
     ],
     ids=[
         "worker-0-gone",
         "worker-0-on-a-lost-node",
         "worker-0-failed",
         "worker-0-replaced-since",
+        "worker-0-waiting-for-capacity",
+        "worker-0-on-its-way-out",
         "worker-0-it-joined-still-runs",
         "worker-0-older-still-runs",
-        "worker-0-on-its-way-out",
         "another-error",
         "no-start-time",
     ],
 )
-def test_a_worker_whose_rendezvous_store_went_with_worker_0_was_preempted(
-    others: list[Worker], failed: Worker, counted_as: str
+def test_a_worker_with_no_rendezvous_store_for_want_of_worker_0_is_not_counted(
+    others: list[Worker], failed: Worker, failure: bool
 ) -> None:
-    decision = decide_workers(job(runPolicy={"backoffLimit": 0}), [*others, failed], NOW)
+    status = {"preemptions": 4, "restarts": 0}
+    decision = decide_workers(job(status, runPolicy={"backoffLimit": 0}), [*others, failed], NOW)
     theirs = [(r, m) for _, r, m in decision.events if m.startswith("tj-worker-1:")]
-    if counted_as == "preemption":
-        assert theirs == [
-            (
-                "WorkerPreempted",
-                "tj-worker-1: its rendezvous store went with worker 0 (exit code 1, Error)",
-            )
-        ]
-        assert decision.restarts == sum(outcome(o) == "failed" for o in others)
-    else:
+    # Replaced either way (its pod is deleted, its index created again).
+    assert "tj-worker-1" in decision.counted
+    if failure:
         assert [r for r, _ in theirs] == ["WorkerFailed"]
         assert decision.phase == "Failed" and decision.restarts >= 1
+        return
+    message = "tj-worker-1: no rendezvous store without worker 0 (exit code 1, Error); not counted"
+    assert theirs == [("RendezvousStoreLost", message)]
+    # Worker 0's own end counts as what it was; worker 1's adds nothing.
+    assert decision.preemptions == 4 + sum(outcome(o) == "preempted" for o in others)
+    assert decision.restarts == sum(outcome(o) == "failed" for o in others)
+    if decision.phase != "Failed":
+        assert 1 in decision.create
 
 
 def test_the_first_success_finishes_the_job() -> None:

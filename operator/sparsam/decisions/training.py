@@ -16,12 +16,13 @@ How a worker that stopped is counted (ARCHITECTURE.md and the CRD say the same):
 - **store lost**: worker 0's torchrun agent hosts the c10d rendezvous store. When worker 0 is
   lost, the other workers' agents cannot reach the store and exit 1 with
   `RendezvousConnectionError` (torch's elastic agent does not survive its store). A worker
-  that failed so, while the worker 0 it joined is no longer running (lost, failed, or
-  replaced since the worker started), is a **preemption** too: the loss is worker 0's. The
-  error text is read from the container's termination message (the pods set
-  `terminationMessagePolicy: FallbackToLogsOnError`, which keeps the end of the log).
-  While the worker 0 it joined still runs, the same error is a failure like any other: a
-  store that never answered is a misconfiguration, and backoffLimit ends it.
+  that failed so while no worker 0 that was there when it started is running (lost, failed,
+  replaced since, or not running yet) is replaced and counted as **neither**: the loss is
+  worker 0's, counted once, and a capacity wait for worker 0 is not the program's failure.
+  The error text is read from the container's termination message (the pods set
+  `terminationMessagePolicy: FallbackToLogsOnError`, which keeps the end of the log). While
+  the worker 0 it joined runs, the same error is a failure like any other: a store that
+  never answered is a misconfiguration, and backoffLimit ends it.
 - **restart**: the program failed (exit codes 1-127 other than 75, or an OOM kill).
   When restarts exceed `backoffLimit` the job fails with reason BackoffLimitExceeded.
 - **success**: a worker exited 0. torchrun's workers finish together, so the first success
@@ -105,15 +106,16 @@ def outcome(worker: Worker) -> Outcome:
 
 
 def lost_its_store(worker: Worker, workers: Collection[Worker]) -> bool:
-    """`worker` failed because the rendezvous store went away with worker 0: its agent died
-    of `STORE_LOST`, and no worker 0 that was there when it started is still running. A
-    worker with no start time is taken at its word as a failure (nothing proves otherwise)."""
+    """`worker` failed because the rendezvous store was not there: its agent died of
+    `STORE_LOST`, and no worker 0 that existed when it started is running now. A worker with
+    no start time is taken at its word as a failure (nothing proves otherwise)."""
     started = worker.started
     if worker.index == 0 or started is None or STORE_LOST not in (worker.message or ""):
         return False
     return not any(
         other.index == 0
         and not other.deleting
+        and other.phase == "Running"
         and outcome(other) == "active"
         and other.created is not None
         and other.created <= started
@@ -191,9 +193,8 @@ def decide_workers(
             if not worker.gone:
                 counted.append(worker.name)
             if result == "failed" and lost_its_store(worker, workers):
-                preemptions += 1
-                why = f"its rendezvous store went with worker 0 ({_exit(worker)})"
-                events.append(("Warning", "WorkerPreempted", f"{worker.name}: {why}"))
+                why = f"no rendezvous store without worker 0 ({_exit(worker)}); not counted"
+                events.append(("Warning", "RendezvousStoreLost", f"{worker.name}: {why}"))
             elif result == "preempted":
                 preemptions += 1
                 why = worker.node_lost or _exit(worker)
