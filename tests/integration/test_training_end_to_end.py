@@ -33,7 +33,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from typing import Any
 import pytest
 from kubernetes.client import CoreV1Api
 from tests.conftest import Cluster, Kubectl
+from tests.kubelet import log_tail_message
 from tests.operator_process import (
     Operator,
     apply,
@@ -51,6 +52,7 @@ from tests.operator_process import (
     trainingjob,
 )
 
+from sparsam.api.conditions import rfc3339
 from sparsam.demo.hostpods import host_volume
 from sparsam.demo.prometheus import FileScrapeJob, running_prometheus
 from sparsam.kube.client import api_client
@@ -148,7 +150,7 @@ class HostTrainer:
         env["SPARSAM_METRICS_ADDR"] = pod["status"]["pod_ip"]
         self._list_target(pod, container)
         self._policies[name] = container.get("termination_message_policy") or "File"
-        self._started[name] = _now()
+        self._started[name] = rfc3339(datetime.now(UTC))
         command = [
             part for arg in container["command"] for part in self._rewrite(arg, name, host_ip)
         ]
@@ -195,19 +197,17 @@ class HostTrainer:
 
     def _report_exit(self, name: str, code: int) -> None:
         """What the kubelet writes when the container exits: the termination message is the
-        file's, else with FallbackToLogsOnError and a failure the end of the log (80 lines,
-        2,048 bytes at most)."""
+        file's, else with FallbackToLogsOnError and a failure the end of the log."""
         message_file = self._logs / f"{name}.termination"
         terminated: dict[str, Any] = {
             "exitCode": code,
             "reason": "Completed" if code == 0 else "Error",
             "startedAt": self._started[name],
-            "finishedAt": _now(),
+            "finishedAt": rfc3339(datetime.now(UTC)),
         }
         message = message_file.read_text() if message_file.exists() else ""
         if not message and code != 0 and self._policies[name] == "FallbackToLogsOnError":
-            lines = (self._logs / f"{name}.log").read_text(errors="replace").splitlines()
-            message = "\n".join(lines[-80:])[-2048:]
+            message = log_tail_message((self._logs / f"{name}.log").read_text(errors="replace"))
         if message:
             terminated["message"] = message
         container = "compress" if name.endswith("-compress") else "trainer"
@@ -233,10 +233,6 @@ class HostTrainer:
             f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}"
             for p in sorted(self._logs.glob("*.log"))
         )
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def kill_tree(process: subprocess.Popen[bytes]) -> None:
@@ -314,6 +310,14 @@ class Progress:
     def starts(self) -> list[dict[str, Any]]:
         return [r for r in self.records() if r["event"] == "start"]
 
+    def resumed_since(self, before: int) -> list[dict[str, Any]]:
+        """The rounds started after the first `before`, each asserted to have resumed from a
+        checkpoint the run wrote."""
+        saved = {r["step"] for r in self.records() if r["event"] == "checkpoint"}
+        after = self.starts()[before:]
+        assert after and all(s["resumed_from"] in saved for s in after), (after, saved)
+        return after
+
     def two_and_a_checkpoint(self) -> bool:
         steps = [r for r in self.records() if r["event"] == "step" and r["world_size"] == 2]
         saved = list(self._dir.glob("ckpt-*.pt"))
@@ -325,18 +329,35 @@ def job_status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
     return found.get("status") or {}
 
 
-def explain(trainer: HostTrainer, kubectl: Kubectl, namespace: str) -> None:
-    """What a failed run leaves to read: the processes' logs, the job's status and Events, and
-    the pods and nodes."""
-    print(trainer.logs())
-    print(json.dumps(job_status(kubectl, namespace), indent=1))
-    print(object_events(kubectl, "tj"))
-    print(kubectl("get", "pods,nodes", "-A", "-o", "wide", check=False).stdout)
-
-
-def delete_job_and_pool(kubectl: Kubectl, namespace: str, pool_name: str) -> None:
-    kubectl("delete", "trainingjob", "tj", "-n", namespace, "--timeout=60s", check=False)
-    kubectl("delete", "gpunodepool", pool_name, "--timeout=60s", check=False)
+@contextlib.contextmanager
+def host_run(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    namespace: str,
+    pool_name: str,
+    volume: Path,
+    logs: Path,
+    *operator_args: str,
+) -> Iterator[tuple[Operator, HostTrainer]]:
+    """`sparsam run` and the host trainer for job tj. A failure prints what there is to read
+    (the processes' logs, the job's status and Events, the pods and nodes); the job and the
+    pool are deleted and the operator stopped either way."""
+    operator = Operator(cluster.kubeconfig, logs / "operator.log", *operator_args)
+    operator.start()
+    trainer = HostTrainer(cluster.kubeconfig, namespace, "tj", volume, logs)
+    try:
+        with trainer:
+            yield operator, trainer
+    except BaseException:
+        print(trainer.logs())
+        print(json.dumps(job_status(kubectl, namespace), indent=1))
+        print(object_events(kubectl, "tj"))
+        print(kubectl("get", "pods,nodes", "-A", "-o", "wide", check=False).stdout)
+        raise
+    finally:
+        kubectl("delete", "trainingjob", "tj", "-n", namespace, "--timeout=60s", check=False)
+        kubectl("delete", "gpunodepool", pool_name, "--timeout=60s", check=False)
+        operator.stop()
 
 
 def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
@@ -360,88 +381,73 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
     def status() -> dict[str, Any]:
         return job_status(kubectl, namespace)
 
-    prometheus_stack = contextlib.ExitStack()
     scrape = FileScrapeJob("workers", logs / "targets.json")
-    prometheus = prometheus_stack.enter_context(
-        running_prometheus([scrape], tmp_path / "prometheus")
-    )
-    operator = Operator(
-        cluster.kubeconfig, logs / "operator.log", f"--prometheus-url={prometheus.url}"
-    )
-    operator.start()
-    trainer = HostTrainer(cluster.kubeconfig, namespace, "tj", volume, logs)
-    try:
-        with trainer:
-            apply(kubectl, job)
+    with (
+        running_prometheus([scrape], tmp_path / "prometheus") as prometheus,
+        host_run(
+            cluster, kubectl, namespace, pool_name, volume, logs,
+            f"--prometheus-url={prometheus.url}",
+        ) as (operator, trainer),
+    ):  # fmt: skip
+        apply(kubectl, job)
 
-            # 1. Two workers train together and checkpoint.
-            eventually(
-                "two workers training, a checkpoint written",
-                progress.two_and_a_checkpoint,
-                operator,
-                180,
-            )
-            # What the workers export reaches status through Prometheus.
-            eventually(
-                "status.lastCheckpoint from the workers' metrics",
-                lambda: (status().get("lastCheckpoint") or {}).get("step", 0) > 0,
-                operator,
-                60,
+        # 1. Two workers train together and checkpoint.
+        eventually(
+            "two workers training, a checkpoint written",
+            progress.two_and_a_checkpoint,
+            operator,
+            180,
+        )
+        # What the workers export reaches status through Prometheus.
+        eventually(
+            "status.lastCheckpoint from the workers' metrics",
+            lambda: (status().get("lastCheckpoint") or {}).get("step", 0) > 0,
+            operator,
+            60,
+        )
+
+        # 2. Worker 1's spot node is reclaimed: its processes die and the node goes.
+        node = get(kubectl, "pod", "tj-worker-1", "-n", namespace)["spec"]["nodeName"]
+        before = len(progress.starts())
+        trainer.kill("tj-worker-1")
+        kubectl("delete", "node", node, "--wait=false")
+        eventually("the preemption counted", lambda: status().get("preemptions") == 1, operator)
+        assert status().get("phase") == "Running"
+
+        # 3. A replacement appears on a new node and joins the survivor in the next
+        # rendezvous round; the two finish training from a checkpoint, and the model is
+        # compressed and deployed.
+        def replaced() -> bool:
+            pods = get(kubectl, "pods", "-n", namespace, "-l", "sparsam.dev/role=worker")
+            return any(
+                p["metadata"]["name"] == "tj-worker-1"
+                and p["spec"].get("nodeName") not in (None, node)
+                for p in pods["items"]
             )
 
-            # 2. Worker 1's spot node is reclaimed: its processes die and the node goes.
-            node = get(kubectl, "pod", "tj-worker-1", "-n", namespace)["spec"]["nodeName"]
-            before = len(progress.starts())
-            trainer.kill("tj-worker-1")
-            kubectl("delete", "node", node, "--wait=false")
-            eventually("the preemption counted", lambda: status().get("preemptions") == 1, operator)
-            assert status().get("phase") == "Running"
-
-            # 3. A replacement appears on a new node and joins the survivor in the next
-            # rendezvous round; the two finish training from a checkpoint, and the model is
-            # compressed and deployed.
-            def replaced() -> bool:
-                pods = get(kubectl, "pods", "-n", namespace, "-l", "sparsam.dev/role=worker")
-                return any(
-                    p["metadata"]["name"] == "tj-worker-1"
-                    and p["spec"].get("nodeName") not in (None, node)
-                    for p in pods["items"]
-                )
-
-            eventually("a replacement on a new node", replaced, operator)
-            eventually(
-                "the replacement training with the survivor",
-                lambda: any(s["world_size"] == 2 for s in progress.starts()[before:]),
-                operator,
-                120,
-            )
-            # The replacement was given an interval computed from the measured write time.
-            cadence = status()["checkpointInterval"]
-            assert "not yet measured" not in cadence["message"], cadence
-            assert 0 < cadence["writeSeconds"] < 30, cadence
-            final = eventually(
-                "Succeeded",
-                lambda: (s := status()).get("phase") == "Succeeded" and s,
-                operator,
-                120,
-            )
-    except BaseException:
-        explain(trainer, kubectl, namespace)
-        raise
-    finally:
-        delete_job_and_pool(kubectl, namespace, pool_name)
-        operator.stop()
-        prometheus_stack.close()
+        eventually("a replacement on a new node", replaced, operator)
+        eventually(
+            "the replacement training with the survivor",
+            lambda: any(s["world_size"] == 2 for s in progress.starts()[before:]),
+            operator,
+            120,
+        )
+        # The replacement was given an interval computed from the measured write time.
+        cadence = status()["checkpointInterval"]
+        assert "not yet measured" not in cadence["message"], cadence
+        assert 0 < cadence["writeSeconds"] < 30, cadence
+        final = eventually(
+            "Succeeded",
+            lambda: (s := status()).get("phase") == "Succeeded" and s,
+            operator,
+            120,
+        )
 
     # Two workers trained together; after the loss every round (the survivor's alone, if
     # it closed before the replacement came, then both) resumed from a checkpoint, and the
     # two finished together.
     assert progress.starts()[before - 1]["world_size"] == 2
-    # Training went on from a checkpoint (as one or two, as the replacements' rounds fell).
-    saved = {r["step"] for r in progress.records() if r["event"] == "checkpoint"}
-    after_loss = progress.starts()[before:]
-    assert after_loss and all(s["resumed_from"] in saved for s in after_loss), (after_loss, saved)
-    assert progress.records()[-1]["event"] == "done"
+    after_loss = progress.resumed_since(before)
     assert after_loss[-1]["world_size"] == 2, after_loss
     done = progress.records()[-1]
     assert done["event"] == "done" and done["world_size"] == 2
@@ -475,35 +481,25 @@ def test_losing_worker_0_and_its_rendezvous_store_fails_nothing_and_the_job_fini
     pool_name = spot_pool_and_volume(kubectl, namespace, cluster_scoped_name, gpu_type)
     volume, logs = host_dirs(tmp_path)
     progress = Progress(volume)
-    operator = Operator(cluster.kubeconfig, logs / "operator.log")
-    operator.start()
-    trainer = HostTrainer(cluster.kubeconfig, namespace, "tj", volume, logs)
-    try:
-        with trainer:
-            apply(kubectl, training(namespace, gpu_type, runPolicy={"backoffLimit": 0}))
-            eventually(
-                "two workers training, a checkpoint written",
-                progress.two_and_a_checkpoint,
-                operator,
-                180,
-            )
-            node = get(kubectl, "pod", "tj-worker-0", "-n", namespace)["spec"]["nodeName"]
-            before = len(progress.starts())
-            trainer.kill("tj-worker-0")
-            kubectl("delete", "node", node, "--wait=false")
-            final = eventually(
-                "Succeeded",
-                lambda: (s := job_status(kubectl, namespace)).get("phase") == "Succeeded" and s,
-                operator,
-                240,
-            )
-            events = object_events(kubectl, "tj")
-    except BaseException:
-        explain(trainer, kubectl, namespace)
-        raise
-    finally:
-        delete_job_and_pool(kubectl, namespace, pool_name)
-        operator.stop()
+    with host_run(cluster, kubectl, namespace, pool_name, volume, logs) as (operator, trainer):
+        apply(kubectl, training(namespace, gpu_type, runPolicy={"backoffLimit": 0}))
+        eventually(
+            "two workers training, a checkpoint written",
+            progress.two_and_a_checkpoint,
+            operator,
+            180,
+        )
+        node = get(kubectl, "pod", "tj-worker-0", "-n", namespace)["spec"]["nodeName"]
+        before = len(progress.starts())
+        trainer.kill("tj-worker-0")
+        kubectl("delete", "node", node, "--wait=false")
+        final = eventually(
+            "Succeeded",
+            lambda: (s := job_status(kubectl, namespace)).get("phase") == "Succeeded" and s,
+            operator,
+            240,
+        )
+        events = object_events(kubectl, "tj")
 
     survivor = [uid for uid, (name, _) in trainer.processes.items() if name == "tj-worker-1"]
     assert trainer.exits.get(survivor[0]) == 1  # torchrun's agent, on the store's loss
@@ -515,7 +511,5 @@ def test_losing_worker_0_and_its_rendezvous_store_fails_nothing_and_the_job_fini
         for e in events
     ), events
     # Training went on from a checkpoint (as one or two, as the replacements' rounds fell).
-    saved = {r["step"] for r in progress.records() if r["event"] == "checkpoint"}
-    after_loss = progress.starts()[before:]
-    assert after_loss and all(s["resumed_from"] in saved for s in after_loss), (after_loss, saved)
+    progress.resumed_since(before)
     assert progress.records()[-1]["event"] == "done"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tests.kubelet import log_tail_message
 
 from sparsam.decisions.training import STORE_LOST
 from sparsam.kube.trainingjob import TORCHRUN_ENV
@@ -395,5 +396,5 @@ def test_losing_the_store_host_ends_the_other_agent_with_the_error_the_operator_
     finally:
         agents.stop()
     assert other.returncode == 1, agents.log("other")
-    kept = "\n".join((tmp_path / "other.log").read_text().splitlines()[-80:])[-2048:]
+    kept = log_tail_message((tmp_path / "other.log").read_text())
     assert STORE_LOST in kept, kept
