@@ -329,6 +329,15 @@ def job_status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
     return found.get("status") or {}
 
 
+def reclaim(trainer: HostTrainer, kubectl: Kubectl, namespace: str, pod: str) -> str:
+    """The pod's spot node is reclaimed: its processes die (no checkpoint) and the node is
+    deleted. Returns the node's name."""
+    node: str = get(kubectl, "pod", pod, "-n", namespace)["spec"]["nodeName"]
+    trainer.kill(pod)
+    kubectl("delete", "node", node, "--wait=false")
+    return node
+
+
 @contextlib.contextmanager
 def host_run(
     cluster: Cluster,
@@ -407,10 +416,8 @@ def test_a_job_trains_is_preempted_resumes_compresses_and_deploys(
         )
 
         # 2. Worker 1's spot node is reclaimed: its processes die and the node goes.
-        node = get(kubectl, "pod", "tj-worker-1", "-n", namespace)["spec"]["nodeName"]
         before = len(progress.starts())
-        trainer.kill("tj-worker-1")
-        kubectl("delete", "node", node, "--wait=false")
+        node = reclaim(trainer, kubectl, namespace, "tj-worker-1")
         eventually("the preemption counted", lambda: status().get("preemptions") == 1, operator)
         assert status().get("phase") == "Running"
 
@@ -489,10 +496,8 @@ def test_losing_worker_0_and_its_rendezvous_store_fails_nothing_and_the_job_fini
             operator,
             180,
         )
-        node = get(kubectl, "pod", "tj-worker-0", "-n", namespace)["spec"]["nodeName"]
         before = len(progress.starts())
-        trainer.kill("tj-worker-0")
-        kubectl("delete", "node", node, "--wait=false")
+        reclaim(trainer, kubectl, namespace, "tj-worker-0")
         final = eventually(
             "Succeeded",
             lambda: (s := job_status(kubectl, namespace)).get("phase") == "Succeeded" and s,
