@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes.client import ApiClient
@@ -44,7 +44,7 @@ from sparsam.handlers.diffbase import DIFFED, LeanDiffBaseStorage
 from sparsam.kube.client import CONNECTIONS, api_client
 from sparsam.kube.drain import NodeDrainer
 from sparsam.kube.inferenceservice import ServerSettings
-from sparsam.kube.peering import require_peering
+from sparsam.kube.peering import PeeringGate, own_identity, require_peering
 from sparsam.kube.pods import Placement
 from sparsam.kube.serving import ServingActuator
 from sparsam.kube.workers import WorkerActuator
@@ -123,12 +123,17 @@ def serving_config(config: OperatorConfig) -> ServingConfig:
     )
 
 
-def registry(config: OperatorConfig) -> kopf.OperatorRegistry:
-    """Every handler, in a registry of its own (never Kopf's global one)."""
+def registry(
+    config: OperatorConfig, active: Callable[[], bool] = lambda: True
+) -> kopf.OperatorRegistry:
+    """Every handler, in a registry of its own (never Kopf's global one). `active`: whether
+    the peering lets this replica act (for the TrainingJob passes, which Kopf does not pause)."""
     reg = kopf.OperatorRegistry()
     indexes.register(reg)
     gpunodepool.register(reg, interval=config.capacity_interval.total_seconds(), now=_now)
-    trainingjob.register(reg, interval=config.training_interval.total_seconds(), now=_now)
+    trainingjob.register(
+        reg, interval=config.training_interval.total_seconds(), now=_now, active=active
+    )
     costpolicy.register(reg, interval=config.policy_interval.total_seconds(), now=_now)
     inferenceservice.register(reg, interval=config.serving_interval.total_seconds(), now=_now)
 
@@ -179,14 +184,17 @@ def run(config: OperatorConfig) -> None:
     """Run the operator until it is stopped (SIGTERM/SIGINT)."""
     logs.configure(config.log_format)
     api = api_client(config.kubeconfig)
+    gate: PeeringGate | None = None
     if config.peering is not None:
         require_peering(api, config.peering)
+        gate = PeeringGate(api, config.peering, own_identity(), config.priority)
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
     asyncio.run(
         _with_threads(
+            gate,
             kopf.operator(
-                registry=registry(config),
+                registry=registry(config, gate or (lambda: True)),
                 settings=settings(),
                 memo=build(config, api),
                 clusterwide=True,
@@ -194,17 +202,24 @@ def run(config: OperatorConfig) -> None:
                 standalone=config.peering is None,
                 peering_name=config.peering,
                 priority=config.priority,
+                # Kopf's type for it is internal; a str at run time.
+                identity=cast(Any, gate.identity) if gate is not None else None,
                 liveness_endpoint=config.liveness,
-            )
+            ),
         )
     )
 
 
-async def _with_threads(operator: Coroutine[Any, Any, None]) -> None:
+async def _with_threads(gate: PeeringGate | None, operator: Coroutine[Any, Any, None]) -> None:
     """Run `operator` with one thread per apiserver connection for the passes' blocking calls
-    (`asyncio.to_thread`). The default pool (CPU count + 4 threads) lets only 6 passes talk to
-    the apiserver at once on 2 cores, so a burst of new TrainingJobs would wait in line for
-    their pods."""
+    (`asyncio.to_thread`), and the peering gate's reads. The default pool (CPU count + 4
+    threads) lets only 6 passes talk to the apiserver at once on 2 cores, so a burst of new
+    TrainingJobs would wait in line for their pods."""
     pool = ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="sparsam-pass")
     asyncio.get_running_loop().set_default_executor(pool)
-    await operator
+    watching = asyncio.create_task(gate.watch()) if gate is not None else None
+    try:
+        await operator
+    finally:
+        if watching is not None:
+            watching.cancel()

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from tests.conftest import Cluster, Kubectl
 from tests.operator_process import Operator, apply, eventually, get, trainingjob
+
+from sparsam.kube.client import api_client
+from sparsam.kube.peering import PeeringGate
 
 
 @pytest.fixture
@@ -103,3 +107,36 @@ def test_a_named_peering_that_does_not_exist_stops_the_operator(
     said = op.log.read_text(errors="replace")
     assert "there is no ClusterKopfPeering 'no-such-peering'" in said, said
     assert "Traceback" not in said
+
+
+def test_the_training_passes_gate_follows_kopfs_rule_on_the_real_peering_object(
+    kubectl: Kubectl, cluster: Cluster, peering: str
+) -> None:
+    """The TrainingJob passes run outside Kopf's handlers, so Kopf's pause does not stop
+    them: `PeeringGate` reads the peering object as Kopf does, and closes while a live peer of
+    a higher priority is in it (a laptop taking over from the chart's replica)."""
+    gate = PeeringGate(api_client(cluster.kubeconfig), peering, identity="in-cluster", priority=5)
+    assert not gate()  # closed until its first read, as Kopf starts paused
+
+    def peers(laptop_priority: int) -> None:
+        seen = datetime.now(UTC).isoformat()
+        apply(
+            kubectl,
+            {
+                "apiVersion": "kopf.dev/v1",
+                "kind": "ClusterKopfPeering",
+                "metadata": {"name": peering},
+                "status": {
+                    "in-cluster": {"priority": 5, "lastseen": seen, "lifetime": 60},
+                    "laptop": {"priority": laptop_priority, "lastseen": seen, "lifetime": 60},
+                },
+            },
+        )
+        gate.read()
+
+    peers(laptop_priority=1)
+    assert gate()
+    peers(laptop_priority=10)
+    assert not gate()
+    peers(laptop_priority=1)
+    assert gate()

@@ -24,6 +24,7 @@ from tests.operator_process import (
     trainingjob,
 )
 
+from sparsam.api import constants as c
 from sparsam.demo.hostpods import host_volume
 
 
@@ -125,6 +126,18 @@ def test_workers_start_on_capacity_the_pool_adds(
         "one worker left", lambda: set(workers(kubectl, namespace)) == {"tj-worker-0"}, operator
     )
     assert status(kubectl, namespace)["preemptions"] == 0  # a scale-down is not a preemption
+
+    # No finalizer: the passes run from a work queue, not from a Kopf timer per job. One an
+    # older version put on a job goes at the operator's first look, so deleting it never waits.
+    assert "finalizers" not in get(kubectl, "trainingjob", "tj", "-n", namespace)["metadata"]
+    old = trainingjob("old", namespace, gpu_type, runPolicy={"suspend": True})
+    old["metadata"]["finalizers"] = [c.FINALIZER]
+    apply(kubectl, old)
+    eventually(
+        "the older version's finalizer gone",
+        lambda: "finalizers" not in get(kubectl, "trainingjob", "old", "-n", namespace)["metadata"],
+        operator,
+    )
 
 
 def test_a_preempted_worker_is_replaced_and_counted_and_failures_count_restarts(

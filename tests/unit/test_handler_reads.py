@@ -7,6 +7,8 @@ from typing import Any
 
 import kopf
 
+from sparsam import main
+from sparsam.config import OperatorConfig
 from sparsam.handlers import indexes
 from sparsam.handlers.reporting import LastParsed
 
@@ -45,3 +47,10 @@ def test_a_pass_gets_the_nodes_its_pods_are_on_and_no_others() -> None:
         {"metadata": {"name": "no-spec"}},
     ]
     assert indexes.nodes_of(kwargs, pods) == {"n1": views["n1"]}
+
+
+def test_a_pass_outside_a_handler_gets_every_index_the_operator_keeps() -> None:
+    registry = main.registry(OperatorConfig())
+    ids = {str(handler.id) for handler in registry._indexing.get_all_handlers()}
+    kwargs = {index: {} for index in ids} | {"body": {}, "memo": None}
+    assert set(indexes.live(kwargs)) == ids  # no index left out, and nothing else

@@ -21,12 +21,15 @@ class _WithConditions(Protocol):
     def conditions(self) -> Sequence[Condition]: ...
 
 
-def write_status(body: kopf.Body, patch: kopf.Patch, status: Mapping[str, Any]) -> None:
-    """Patch only the status fields that changed, so an idle object writes nothing."""
+def changed(body: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of `status` that differ from the object's, so an idle object writes nothing."""
     current = body.get("status") or {}
-    for key, value in status.items():
-        if current.get(key) != value:
-            patch.status[key] = value
+    return {key: value for key, value in status.items() if current.get(key) != value}
+
+
+def write_status(body: kopf.Body, patch: kopf.Patch, status: Mapping[str, Any]) -> None:
+    """Patch only the status fields that changed."""
+    patch.status.update(changed(body, status))
 
 
 def post(body: kopf.Body, events: Iterable[Event]) -> None:

@@ -1,9 +1,19 @@
-"""Kopf handlers of the TrainingJob controller: one pass per job on a timer, status out.
+"""Kopf handlers of the TrainingJob controller: jobs' events in, one pass per job from a work
+queue, status out.
 
-Thin: the job and its worker pods come from the caches (`handlers.indexes`), the pass is
-`controllers.training.TrainingController.reconcile` (in a thread), and its result is written to
-status (only what changed) and posted as Events. A spec the model cannot read (what CEL
-cannot express) becomes Ready=False with reason InvalidSpec; nothing crashes, nothing retries.
+Thin: a watching handler keeps each job's latest body and queues the job when it is new or its
+spec changed (`metadata.generation`); after each pass the job is queued again `interval`
+seconds later, which is what notices lost nodes, deadlines and cost. The pass reads the job's
+pods and nodes from the caches (`handlers.indexes`), runs
+`controllers.training.TrainingController.reconcile` in a thread, writes the status fields
+that changed, and posts the Events.
+
+Not a Kopf timer per job (see `handlers.workqueue`): with no timer and no deletion handler,
+Kopf puts no finalizer on TrainingJobs, and takes off the one an older version put there. A
+job's pods and Service go with it through their owner references.
+
+A spec the model cannot read (what CEL cannot express) becomes Ready=False with reason
+InvalidSpec; nothing crashes, and nothing is retried until the spec changes.
 """
 
 from __future__ import annotations
@@ -16,70 +26,111 @@ from typing import Any
 import kopf
 
 from sparsam.api import constants as c
+from sparsam.api.parse import InvalidSpec
 from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
+from sparsam.controllers.results import PassResult
 from sparsam.controllers.training import TrainingController
 from sparsam.decisions.policy import effective_policy
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import LastParsed, read, report
+from sparsam.handlers.reporting import LastParsed, changed, invalid_spec, post
+from sparsam.handlers.workqueue import Workers, WorkQueue
+from sparsam.kube.client import CONNECTIONS
 from sparsam.kube.errors import ApiRefused
 
+Key = tuple[str, str]  # namespace, name
 
-def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[], datetime]) -> None:
+
+def register(
+    registry: kopf.OperatorRegistry,
+    interval: float,
+    now: Callable[[], datetime],
+    active: Callable[[], bool] = lambda: True,
+) -> None:
+    """`active`: whether this replica may act now (`kube.peering.PeeringGate`); a pass due
+    while it may not is put off by `interval`."""
     parse = LastParsed(TrainingJob.from_body)
+    bodies: dict[Key, kopf.Body] = {}
+    caches: dict[str, Any] = {}
+    training: list[TrainingController] = []  # Kopf's memo.training, once a handler ran
 
-    @kopf.timer(
-        c.GROUP,
-        c.VERSION,
-        c.TRAINING_JOB.plural,
-        interval=interval,
-        id="workers",
-        registry=registry,
-    )
-    async def workers(
-        name: str,
-        namespace: str | None,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        memo: Any,
-        **kwargs: Any,
-    ) -> None:
+    async def work(key: Key) -> float | None:
+        body = bodies.get(key)
+        if body is None:
+            return None  # deleted
+        if not active():
+            return interval
+        namespace, name = key
+        controller = training[0]
         moment = now()
-        job = read(body, patch, parse, TrainingJobStatus, moment)
-        if job is None:
-            return
-        controller: TrainingController = memo.training
-        pods = indexes.workers(kwargs, namespace or "", name)
         try:
-            result = await asyncio.to_thread(
-                controller.reconcile,
+            job = parse(body)
+        except InvalidSpec as exc:
+            status = invalid_spec(body, TrainingJobStatus, str(exc), moment)
+            await asyncio.to_thread(controller.write_status, namespace, name, changed(body, status))
+            return None
+
+        def run() -> PassResult:
+            pods = indexes.workers(caches, namespace, name)
+            result = controller.reconcile(
                 job,
                 pods,
-                indexes.nodes_of(kwargs, pods),
+                indexes.nodes_of(caches, pods),
                 moment,
-                indexes.pools(kwargs),
+                indexes.pools(caches),
                 effective_policy(
-                    indexes.policies(kwargs),
-                    indexes.namespaces(kwargs).get(namespace or "", {}),
+                    indexes.policies(caches), indexes.namespaces(caches).get(namespace, {})
                 ),
             )
+            controller.write_status(namespace, name, changed(body, result.status))
+            return result
+
+        try:
+            result = await asyncio.to_thread(run)
         except ApiRefused as exc:
             # e.g. a quota or an admission webhook; said once per retry, in the log and an Event.
             kopf.warn(body, reason="ApiRefused", message=str(exc))
-            raise kopf.TemporaryError(str(exc), delay=max(interval, 10.0)) from exc
-        report(body, patch, result)
+            return max(interval, 10.0)
+        post(body, result.events)
+        return interval
 
-    @kopf.on.event(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="forget", registry=registry)
-    async def forget(
-        type: str, uid: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+    queue: WorkQueue[Key] = WorkQueue()
+    workers = Workers(queue, work, count=CONNECTIONS, retry=interval)
+
+    @kopf.on.event(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="queue", registry=registry)
+    async def queue_job(
+        type: str | None,
+        uid: str,
+        namespace: str | None,
+        name: str,
+        body: kopf.Body,
+        memo: Any,
+        **kwargs: Any,
     ) -> None:
-        """Workers go with the job (owner references); only the memory needs clearing. A
-        watching handler rather than on.delete: a changing handler would have Kopf compute a
-        diff of every job on each of its (frequent) status writes. Async, so that the other
-        events cost no thread hop; the forgetting waits for a pass of the job to end, in a
-        thread."""
-        if type != "DELETED":
+        """A watching handler: no diff of the job is computed, no state is kept on it."""
+        key = (namespace or "", name)
+        if type == "DELETED":
+            bodies.pop(key, None)
+            workers.forget(key)
+            parse.forget(uid)
+            # Waits for a pass of the job that is under way to end, in a thread.
+            phase = (body.get("status") or {}).get("phase")
+            await asyncio.to_thread(memo.training.forget, uid, key[0], name, phase)
             return
-        parse.forget(uid)
-        controller: TrainingController = memo.training
-        phase = (body.get("status") or {}).get("phase")
-        await asyncio.to_thread(controller.forget, uid, namespace or "", name, phase)
+        if not workers.started:
+            # Kopf runs no handler before every index has listed its objects: from here on,
+            # the caches are synced and a pass may read them.
+            caches.update(indexes.live(kwargs))
+            training.append(memo.training)
+            workers.start()
+        before = bodies.get(key)
+        bodies[key] = body
+        if before is None or _generation(before) != _generation(body):
+            queue.add(key)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_passes(**_: Any) -> None:
+        await workers.stop()
+
+
+def _generation(body: kopf.Body) -> Any:
+    return (body.get("metadata") or {}).get("generation")

@@ -3,14 +3,28 @@
 Kopf, told to peer through an object that does not exist, waits paused and says nothing: an
 operator that looks alive and acts on nothing. So a missing object stops `sparsam run` with
 a sentence saying what to create.
+
+While it runs, `PeeringGate` tells the TrainingJob passes, which run outside Kopf's handlers,
+whether Kopf's peering rule lets this replica act.
 """
 
 from __future__ import annotations
 
+import asyncio
+import getpass
+import logging
+import os
+import secrets
+import socket
+from datetime import UTC, datetime
+
 from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
+from sparsam.decisions.peering import may_act
 from sparsam.kube.errors import ApiRefused, refused
+
+log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "kopf.dev", "v1", "clusterkopfpeerings"
 
@@ -27,3 +41,46 @@ def require_peering(api: ApiClient, name: str) -> None:
                 "install the chart with operator.peering.enabled=true"
             ) from exc
         raise refused(f"reading clusterkopfpeering {name}", exc) from exc
+
+
+class PeeringGate:
+    """Whether this replica may act now (`decisions.peering.may_act`), from the peering
+    object read every `every` seconds (`watch`, a task). Closed until the first read, as Kopf
+    starts paused; a failed read keeps the last answer."""
+
+    def __init__(
+        self, api: ApiClient, name: str, identity: str, priority: int, every: float = 2.0
+    ) -> None:
+        self._api = CustomObjectsApi(api)
+        self._name = name
+        self.identity = identity
+        self._priority = priority
+        self._every = every
+        self._open = False
+
+    def __call__(self) -> bool:
+        return self._open
+
+    def read(self) -> None:
+        try:
+            body = self._api.get_cluster_custom_object(GROUP, VERSION, PLURAL, self._name)
+        except ApiException as exc:
+            log.warning("reading clusterkopfpeering %s: %s", self._name, exc.reason)
+            return
+        peers = (body.get("status") if isinstance(body, dict) else None) or {}
+        self._open = may_act(peers, self.identity, self._priority, datetime.now(UTC))
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.to_thread(self.read)
+            await asyncio.sleep(self._every)
+
+
+def own_identity() -> str:
+    """This replica's name among its peers: its pod's name (the chart sets POD_ID, as Kopf
+    reads it), else user@host with the time and a random tail, as Kopf would make it."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    moment = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return f"{getpass.getuser()}@{socket.gethostname()}/{moment}/{secrets.token_hex(2)}"

@@ -1,0 +1,29 @@
+"""Whether this replica may act, from its ClusterKopfPeering's status: Kopf's own rule.
+
+Kopf pauses its watches and timers while another live peer has a priority at least ours
+(equal priorities all pause), and resumes when none has. The TrainingJob passes run outside
+Kopf's handlers (`handlers.workqueue`), so they follow the same rule, read from the same
+object. A peer is live until `lastseen + lifetime`, as Kopf counts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sparsam.api.conditions import parse_rfc3339
+
+
+def may_act(peers: Mapping[str, Any], identity: str, priority: int, now: datetime) -> bool:
+    """False while a live peer other than `identity` has a priority >= `priority`."""
+    for peer, info in peers.items():
+        if peer == identity or not isinstance(info, Mapping):
+            continue
+        seen = parse_rfc3339(info.get("lastseen"))
+        lifetime = timedelta(seconds=int(info.get("lifetime") or 60))
+        if seen is not None and seen + lifetime <= now:
+            continue  # dead: Kopf cleans it up
+        if int(info.get("priority") or 0) >= priority:
+            return False
+    return True

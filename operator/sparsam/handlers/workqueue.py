@@ -1,0 +1,155 @@
+"""A work queue of object keys and the workers that drain it, as controller-runtime has them.
+
+Why not one Kopf timer per object: with 500 TrainingJobs, Kopf's timer machinery was a fifth
+of the operator's CPU (a py-spy profile of `benchmarks/operator_scale.py`), and a timer puts a
+finalizer on every object, a PATCH per new object and a deletion that waits for the operator.
+Here a key waits in the queue at most once however often it is added, a key being worked on
+is never worked on by two workers at once (it is queued again if added meanwhile), and each
+pass says when its object wants the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+log = logging.getLogger(__name__)
+
+
+class WorkQueue(Generic[K]):
+    """Keys to work on, each queued at most once. Event-loop only (no locks)."""
+
+    def __init__(self) -> None:
+        self._ready: deque[K] = deque()
+        self._queued: set[K] = set()
+        self._working: set[K] = set()
+        self._later: dict[K, asyncio.TimerHandle] = {}
+        self._wakeup = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def add(self, key: K) -> None:
+        """Work on `key` as soon as a worker is free (a later `add_after` is then moot)."""
+        timer = self._later.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        if key not in self._working:
+            self._ready.append(key)
+            self._wakeup.set()
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Work on `key` in `delay` seconds, or sooner if it is (or was) due earlier."""
+        if delay <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        timer = self._later.get(key)
+        if timer is not None:
+            if timer.when() <= loop.time() + delay:
+                return
+            timer.cancel()
+        self._later[key] = loop.call_later(delay, self.add, key)
+
+    def forget(self, key: K) -> None:
+        """Drop any later work on `key` (its object is gone); queued work still runs."""
+        timer = self._later.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def get(self) -> K:
+        """The next key; the caller owns it until `done(key)`."""
+        while not self._ready:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        key = self._ready.popleft()
+        self._queued.discard(key)
+        self._working.add(key)
+        return key
+
+    def done(self, key: K) -> None:
+        self._working.discard(key)
+        if key in self._queued:  # added while it was being worked on
+            self._ready.append(key)
+            self._wakeup.set()
+
+    def close(self) -> None:
+        for timer in self._later.values():
+            timer.cancel()
+        self._later.clear()
+
+
+#: A pass over one key: returns the seconds until its next pass (None: none planned).
+Pass = Callable[[K], Awaitable[float | None]]
+
+
+class Workers(Generic[K]):
+    """`count` tasks, each taking a key from the queue and running `work` on it.
+
+    A pass that raises is logged (without failing the others) and retried after a delay that
+    doubles with each failure in a row, from `retry` up to `max_retry` seconds."""
+
+    def __init__(
+        self,
+        queue: WorkQueue[K],
+        work: Pass[K],
+        count: int,
+        retry: float,
+        max_retry: float = 300.0,
+    ) -> None:
+        self._queue = queue
+        self._work = work
+        self._count = count
+        self._retry = retry
+        self._max_retry = max_retry
+        self._failures: dict[K, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def started(self) -> bool:
+        return bool(self._tasks)
+
+    def start(self) -> None:
+        """Start the tasks in the caller's context (Kopf's Event poster is found through
+        it: `kopf.event` works in a pass only if they were started from a handler)."""
+        self._tasks = [
+            asyncio.create_task(self._serve(), name=f"pass-worker-{i}") for i in range(self._count)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._queue.close()
+
+    def forget(self, key: K) -> None:
+        self._failures.pop(key, None)
+        self._queue.forget(key)
+
+    async def _serve(self) -> None:
+        while True:
+            key = await self._queue.get()
+            try:
+                delay = await self._work(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = min(self._retry * 2 ** (failures - 1), self._max_retry)
+                log.exception("the pass for %s failed (%d in a row); again in %gs",
+                              key, failures, delay)  # fmt: skip
+            else:
+                self._failures.pop(key, None)
+            finally:
+                self._queue.done(key)
+            if delay is not None:
+                self._queue.add_after(key, delay)
