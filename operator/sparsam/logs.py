@@ -30,7 +30,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class RoutineSuccess(logging.Filter):
-    """Drops Kopf's "Timer 'workers' succeeded." and "Handler 'forget' succeeded." at INFO: the
+    """Drops Kopf's "Timer 'reconcile' succeeded." and "Handler 'queue' succeeded." at INFO: the
     periodic passes and the event handlers run for every object every few seconds, so these
     were most of the log (100 lines a second with 500 TrainingJobs), and told nothing that
     status does not. Failures and retries are WARNING and ERROR, and stay; at DEBUG all do."""

@@ -59,8 +59,8 @@ def test_only_kopfs_routine_successes_are_dropped_from_the_log() -> None:
         return logging.LogRecord(name, level, __file__, 1, message, (), None)
 
     keep = RoutineSuccess().filter
-    assert not keep(record("kopf.objects", logging.INFO, "Timer 'workers' succeeded."))
-    assert not keep(record("kopf.objects", logging.INFO, "Handler 'forget' succeeded."))
+    assert not keep(record("kopf.objects", logging.INFO, "Timer 'reconcile' succeeded."))
+    assert not keep(record("kopf.objects", logging.INFO, "Handler 'queue' succeeded."))
     assert keep(record("kopf.objects", logging.ERROR, "Timer 'workers' failed with an exception."))
     assert keep(record("kopf.objects", logging.INFO, "Handler 'retire' succeeded after 2 tries."))
     assert keep(record("sparsam.capacity", logging.INFO, "Handler 'x' succeeded."))
