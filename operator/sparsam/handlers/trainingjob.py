@@ -62,14 +62,16 @@ def register(
         namespace, name = key
         controller = training[0]
         moment = now()
+        job: TrainingJob | None = None
         try:
-            job = parse(body)
+            job = parse(body)  # on the event loop: LastParsed takes no lock
         except InvalidSpec as exc:
-            status = invalid_spec(body, TrainingJobStatus, str(exc), moment)
-            await asyncio.to_thread(controller.write_status, namespace, name, changed(body, status))
-            return None
+            invalid = invalid_spec(body, TrainingJobStatus, str(exc), moment)
 
-        def run() -> PassResult:
+        def run() -> PassResult | None:
+            if job is None:
+                controller.write_status(namespace, name, changed(body, invalid))
+                return None
             pods = indexes.workers(caches, namespace, name)
             result = controller.reconcile(
                 job,
@@ -90,6 +92,8 @@ def register(
             # e.g. a quota or an admission webhook; said once per retry, in the log and an Event.
             kopf.warn(body, reason="ApiRefused", message=str(exc))
             return max(interval, 10.0)
+        if result is None:
+            return None  # an invalid spec: nothing to do until it changes
         post(body, result.events)
         return interval
 
