@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -25,11 +24,11 @@ class WorkQueue(Generic[K]):
     """Keys to work on, each queued at most once. Event-loop only (no locks)."""
 
     def __init__(self) -> None:
-        self._ready: deque[K] = deque()
+        # One getter woken per key put (an Event would wake every idle worker each time).
+        self._ready: asyncio.Queue[K] = asyncio.Queue()
         self._queued: set[K] = set()
         self._working: set[K] = set()
         self._later: dict[K, asyncio.TimerHandle] = {}
-        self._wakeup = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -43,8 +42,7 @@ class WorkQueue(Generic[K]):
             return
         self._queued.add(key)
         if key not in self._working:
-            self._ready.append(key)
-            self._wakeup.set()
+            self._ready.put_nowait(key)
 
     def add_after(self, key: K, delay: float) -> None:
         """Work on `key` in `delay` seconds, or sooner if it is (or was) due earlier."""
@@ -67,10 +65,7 @@ class WorkQueue(Generic[K]):
 
     async def get(self) -> K:
         """The next key; the caller owns it until `done(key)`."""
-        while not self._ready:
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        key = self._ready.popleft()
+        key = await self._ready.get()
         self._queued.discard(key)
         self._working.add(key)
         return key
@@ -78,8 +73,7 @@ class WorkQueue(Generic[K]):
     def done(self, key: K) -> None:
         self._working.discard(key)
         if key in self._queued:  # added while it was being worked on
-            self._ready.append(key)
-            self._wakeup.set()
+            self._ready.put_nowait(key)
 
     def close(self) -> None:
         for timer in self._later.values():
