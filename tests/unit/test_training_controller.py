@@ -203,7 +203,15 @@ def test_a_worker_that_lost_its_rendezvous_store_with_worker_0_is_not_counted() 
     result = ctl.reconcile(job({"preemptions": 1}), [replacement, survivor], {"n1": NODE}, NOW)
     assert (result.status["preemptions"], result.status["restarts"]) == (1, 0)
     assert [e.reason for e in result.events] == ["RendezvousStoreLost"]
-    assert act.deleted == ["tj-worker-1"]
+    # Held, not replaced, until a worker 0 runs: a replacement would only fail the same way.
+    assert act.deleted == [] and act.created == []
+    counted = result.status["countedPods"]
+    assert counted == [survivor["metadata"]["uid"]]
+    replacement["status"]["phase"] = "Running"
+    again = job({"preemptions": 1, "countedPods": counted})
+    result = ctl.reconcile(again, [replacement, survivor], {"n1": NODE}, NOW)
+    assert act.deleted == ["tj-worker-1"] and result.events == ()  # counted once only
+    assert (result.status["preemptions"], result.status["restarts"]) == (1, 0)
     # The same error while the worker 0 it joined runs on is the program's failure.
     replacement["metadata"]["creationTimestamp"] = "2026-11-22T10:59:00Z"
     replacement["status"]["phase"] = "Running"

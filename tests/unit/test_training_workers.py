@@ -3,6 +3,7 @@ succeeds or suspends, and which workers to create and delete."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -188,6 +189,7 @@ def first(phase: str = "Running", created: datetime = STARTED, **kw: Any) -> Wor
         ([first("Pending", created=NOW)], survivor(), False),
         ([first("Pending")], survivor(), False),
         ([first(deleting=True)], survivor(), False),
+        ([first("Running", created=NOW)], survivor(), False),
         ([first()], survivor(), True),
         ([first(created=STARTED - timedelta(seconds=30))], survivor(), True),
         ([], survivor(message="ValueError: bad learning rate"), True),
@@ -200,6 +202,7 @@ def first(phase: str = "Running", created: datetime = STARTED, **kw: Any) -> Wor
         "worker-0-replaced-since",
         "worker-0-waiting-for-capacity",
         "worker-0-on-its-way-out",
+        "worker-0-replaced-and-running",
         "worker-0-it-joined-still-runs",
         "worker-0-older-still-runs",
         "another-error",
@@ -212,7 +215,6 @@ def test_a_worker_with_no_rendezvous_store_for_want_of_worker_0_is_not_counted(
     status = {"preemptions": 4, "restarts": 0}
     decision = decide_workers(job(status, runPolicy={"backoffLimit": 0}), [*others, failed], NOW)
     theirs = [(r, m) for _, r, m in decision.events if m.startswith("tj-worker-1:")]
-    # Replaced either way (its pod is deleted, its index created again).
     assert "tj-worker-1" in decision.counted
     if failure:
         assert [r for r, _ in theirs] == ["WorkerFailed"]
@@ -223,8 +225,30 @@ def test_a_worker_with_no_rendezvous_store_for_want_of_worker_0_is_not_counted(
     # Worker 0's own end counts as what it was; worker 1's adds nothing.
     assert decision.preemptions == 4 + sum(outcome(o) == "preempted" for o in others)
     assert decision.restarts == sum(outcome(o) == "failed" for o in others)
-    if decision.phase != "Failed":
-        assert 1 in decision.create
+    if decision.phase == "Failed":
+        return  # worker 0's own failure ended the job: every pod goes
+    # Replaced once a worker 0 runs (its store is up again); until then its pod stays.
+    store_up = any(
+        o.phase == "Running" and outcome(o) == "active" and not o.deleting for o in others
+    )
+    assert (1 in decision.create) is store_up
+    assert ("tj-worker-1" in decision.delete) is store_up
+
+
+def test_a_worker_held_for_want_of_the_store_is_replaced_once_a_worker_0_runs() -> None:
+    held = replace(survivor(), counted=True)  # counted at an earlier pass
+    two = job(workers={"min": 1, "max": 2})
+    waiting = decide_workers(two, [first("Pending", created=NOW), held], NOW)
+    assert waiting.create == () and waiting.delete == () and waiting.events == ()
+    assert waiting.phase == "Pending"
+    running = decide_workers(two, [first("Running", created=NOW), held], NOW)
+    assert running.create == (1,) and running.delete == ("tj-worker-1",)
+    assert running.events == () and running.restarts == 0
+    # Scaled down below it meanwhile: it goes at once, with nothing to replace.
+    one = job(workers={"min": 1, "max": 1})
+    assert decide_workers(one, [first("Pending", created=NOW), held], NOW).delete == (
+        "tj-worker-1",
+    )
 
 
 def test_the_first_success_finishes_the_job() -> None:

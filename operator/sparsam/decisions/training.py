@@ -177,6 +177,15 @@ def decide_workers(
     delete: list[str] = []
     counted: list[str] = []
     live: dict[int, Worker] = {}
+    # Worker 0's agent hosts the rendezvous store. A worker that failed for want of it is
+    # replaced once a worker 0 runs, not before: until then its replacement could only wait
+    # for the store and fail the same way, every ~2m20s, for as long as worker 0 waits for
+    # capacity. Its Failed pod stays meanwhile, holding its name.
+    store_up = any(
+        w.index == 0 and w.phase == "Running" and outcome(w) == "active" and not w.deleting
+        for w in workers
+    )
+    held: set[int] = set()
     succeeded = False
     for worker in sorted(workers, key=lambda w: w.index):
         result = outcome(worker)
@@ -186,13 +195,16 @@ def decide_workers(
             if not worker.deleting:
                 live[worker.index] = worker
         elif not worker.deleting:
-            if not worker.gone:
+            no_store = result == "failed" and lost_its_store(worker, workers)
+            if no_store and not store_up and not worker.gone and worker.index < desired:
+                held.add(worker.index)
+            elif not worker.gone:
                 delete.append(worker.name)
             if worker.counted:
                 continue
             if not worker.gone:
                 counted.append(worker.name)
-            if result == "failed" and lost_its_store(worker, workers):
+            if no_store:
                 why = f"no rendezvous store without worker 0 ({_exit(worker)}); not counted"
                 events.append(("Warning", "RendezvousStoreLost", f"{worker.name}: {why}"))
             elif result == "preempted":
@@ -235,7 +247,7 @@ def decide_workers(
         return _stop("Suspended", counts, workers, "Suspended", "runPolicy.suspend is true", events)
 
     delete.extend(w.name for i, w in sorted(live.items()) if i >= desired)
-    create = tuple(i for i in range(desired) if i not in live)
+    create = tuple(i for i in range(desired) if i not in live and i not in held)
     minimum = job.spec.workers.min
     if blocked and budget is not None:
         return WorkerDecision(
