@@ -215,10 +215,24 @@ def test_a_blocked_eviction_keeps_the_node_and_says_why() -> None:
     body["spec"]["taints"].append({"key": "karpenter.sh/disrupted", "effect": "NoSchedule"})
     drainer.live["doomed"] = [guarded]
     drainer.blocked.add("guarded")
-    result = ctl.reconcile_pool("spot", snapshot([spot], [body], bound={"doomed": [guarded]}), NOW)
+    snap = snapshot([spot], [body], bound={"doomed": [guarded]})
+    result = ctl.reconcile_pool("spot", snap, NOW)
     assert ("evict", "guarded") in drainer.calls
     assert fake.nodes["spot"] == ["doomed"]
-    assert "EvictionBlocked: node doomed: 1 pod(s) wait for a PodDisruptionBudget" in events(result)
+    said = "EvictionBlocked: node doomed: 1 pod(s) wait for a PodDisruptionBudget"
+    assert said in events(result)
+    # Still blocked at the next passes: tried again, said again only after ten minutes.
+    later = [NOW + timedelta(seconds=s) for s in (10, 20, 599)]
+    assert all(said not in events(ctl.reconcile_pool("spot", snap, t)) for t in later)
+    assert drainer.calls.count(("evict", "guarded")) == 4
+    assert said in events(ctl.reconcile_pool("spot", snap, NOW + timedelta(minutes=10)))
+    # A second blocked pod changes the message: said at once.
+    other = gpu_pod("other")
+    drainer.live["doomed"] = [guarded, other]
+    drainer.blocked.add("other")
+    snap = snapshot([spot], [body], bound={"doomed": [guarded, other]})
+    result = ctl.reconcile_pool("spot", snap, NOW + timedelta(minutes=10, seconds=10))
+    assert "EvictionBlocked: node doomed: 2 pod(s) wait for a PodDisruptionBudget" in events(result)
 
 
 def test_our_cordon_is_lifted_when_the_node_is_needed_and_an_admins_is_not() -> None:

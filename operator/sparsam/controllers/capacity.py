@@ -40,6 +40,7 @@ from sparsam import failpoints, metrics
 from sparsam.api.conditions import READY, Condition, Status, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.gpunodepool import GPUNodePool, LastAction
+from sparsam.controllers.repeats import Repeats
 from sparsam.controllers.results import Event, PassResult
 from sparsam.decisions.capacity import (
     CapacityRules,
@@ -69,6 +70,9 @@ from sparsam.providers.nodepool import (
 REASON_INTERRUPTION = "Interruption"
 REASON_SCALE_DOWN = "ScaleDown"
 REASON_POOL_DELETED = "PoolDeleted"
+#: Warnings a stuck drain repeats on every pass: said once per REPEAT_EVERY (`repeats`).
+REPEATING = ("DrainFailed", "EvictionBlocked")
+REPEAT_EVERY = timedelta(minutes=10)
 
 
 class Drainer(Protocol):
@@ -128,6 +132,7 @@ class CapacityController:
         self._drainer = drainer
         self.settings = settings or CapacitySettings()
         self.memory = CapacityMemory()
+        self._repeats = Repeats(REPEATING, every=REPEAT_EVERY)
         self._lock = threading.Lock()
 
     # --- reading ------------------------------------------------------------------------
@@ -200,7 +205,8 @@ class CapacityController:
         the apiserver failed in a way worth retrying soon (nothing is lost: the next pass
         starts over from the caches)."""
         with self._lock:
-            return self._pass(snap.pools[name], snap, now)
+            result = self._pass(snap.pools[name], snap, now)
+            return replace(result, events=self._repeats.quieted(name, result.events, now))
 
     def retire_pool(
         self, pool: GPUNodePool, snap: Snapshot, now: datetime
@@ -220,7 +226,7 @@ class CapacityController:
                     left += 1
             self.memory.requested.pop(pool.metadata.name, None)
             self.memory.offerings.pop(pool.metadata.name, None)
-            return left, tuple(events)
+            return left, self._repeats.quieted(pool.metadata.name, events, now)
 
     def _pass(self, pool: GPUNodePool, snap: Snapshot, now: datetime) -> PassResult:
         name = pool.metadata.name
