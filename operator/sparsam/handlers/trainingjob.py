@@ -1,10 +1,10 @@
 """Kopf handlers of the TrainingJob controller: jobs' events in, one pass per job from a work
 queue, status out.
 
-Thin: a watching handler keeps each job's latest body and queues the job when it is new or its
-spec changed (`metadata.generation`); after each pass the job is queued again `interval`
-seconds later, which is what notices lost nodes, deadlines and cost. The pass reads the job's
-pods and nodes from the caches (`handlers.indexes`), runs
+Thin: a watching handler gives each job's latest body to `TrainingPasses`, which queues the
+job when it is new or its spec changed (`metadata.generation`); after each pass the job is
+queued again `interval` seconds later, which is what notices lost nodes, deadlines and cost.
+The pass reads the job's pods and nodes from the caches (`handlers.indexes`), runs
 `controllers.training.TrainingController.reconcile` in a thread, writes the status fields
 that changed, and posts the Events.
 
@@ -19,7 +19,7 @@ InvalidSpec; nothing crashes, and nothing is retried until the spec changes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ import kopf
 from sparsam.api import constants as c
 from sparsam.api.parse import InvalidSpec
 from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
-from sparsam.controllers.results import PassResult
+from sparsam.controllers.results import Event, PassResult
 from sparsam.controllers.training import TrainingController
 from sparsam.decisions.policy import effective_policy
 from sparsam.handlers import indexes
@@ -38,33 +38,63 @@ from sparsam.kube.client import CONNECTIONS
 from sparsam.kube.errors import ApiRefused
 
 Key = tuple[str, str]  # namespace, name
+Post = Callable[[kopf.Body, Iterable[Event]], None]
 
 
-def register(
-    registry: kopf.OperatorRegistry,
-    interval: float,
-    now: Callable[[], datetime],
-    active: Callable[[], bool] = lambda: True,
-) -> None:
-    """`active`: whether this replica may act now (`kube.peering.PeeringGate`); a pass due
-    while it may not is put off by `interval`."""
-    parse = LastParsed(TrainingJob.from_body)
-    bodies: dict[Key, kopf.Body] = {}
-    caches: dict[str, Any] = {}
-    training: list[TrainingController] = []  # Kopf's memo.training, once a handler ran
+class TrainingPasses:
+    """Every job's latest body, the queue of jobs due a pass, and the pass.
 
-    async def work(key: Key) -> float | None:
-        body = bodies.get(key)
-        if body is None:
+    `active`: whether this replica may act now (`kube.peering.PeeringGate`); a pass due while
+    it may not is put off by `interval`. `post`: how Events are posted (Kopf's poster)."""
+
+    def __init__(
+        self,
+        interval: float,
+        now: Callable[[], datetime],
+        active: Callable[[], bool] = lambda: True,
+        post: Post = post,
+    ) -> None:
+        self._interval = interval
+        self._now = now
+        self._active = active
+        self._post = post
+        self._parse = LastParsed(TrainingJob.from_body)
+        self._bodies: dict[Key, kopf.Body] = {}
+        self._caches: Mapping[str, Any] = {}
+        self._controller: TrainingController | None = None
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.workers = Workers(self.queue, self.work, count=CONNECTIONS, retry=interval)
+
+    def start(self, controller: TrainingController, caches: Mapping[str, Any]) -> None:
+        """Start the passes, reading `caches` (`indexes.live`): synced by now."""
+        self._controller, self._caches = controller, caches
+        self.workers.start()
+
+    def seen(self, key: Key, body: kopf.Body) -> None:
+        """The job as the watch shows it now: queued if it is new or its spec changed."""
+        before = self._bodies.get(key)
+        self._bodies[key] = body
+        if before is None or _generation(before) != _generation(body):
+            self.queue.add(key)
+
+    def gone(self, key: Key, uid: str) -> None:
+        self._bodies.pop(key, None)
+        self.workers.forget(key)
+        self._parse.forget(uid)
+
+    async def work(self, key: Key) -> float | None:
+        """One pass for the job `key`; the seconds until its next one (None: none due)."""
+        body = self._bodies.get(key)
+        controller = self._controller
+        if body is None or controller is None:
             return None  # deleted
-        if not active():
-            return interval
+        if not self._active():
+            return self._interval
         namespace, name = key
-        controller = training[0]
-        moment = now()
+        moment = self._now()
         job: TrainingJob | None = None
         try:
-            job = parse(body)  # on the event loop: LastParsed takes no lock
+            job = self._parse(body)  # on the event loop: LastParsed takes no lock
         except InvalidSpec as exc:
             invalid = invalid_spec(body, TrainingJobStatus, str(exc), moment)
 
@@ -72,15 +102,16 @@ def register(
             if job is None:
                 controller.write_status(namespace, name, changed(body, invalid))
                 return None
-            pods = indexes.workers(caches, namespace, name)
+            pods = indexes.workers(self._caches, namespace, name)
             result = controller.reconcile(
                 job,
                 pods,
-                indexes.nodes_of(caches, pods),
+                indexes.nodes_of(self._caches, pods),
                 moment,
-                indexes.pools(caches),
+                indexes.pools(self._caches),
                 effective_policy(
-                    indexes.policies(caches), indexes.namespaces(caches).get(namespace, {})
+                    indexes.policies(self._caches),
+                    indexes.namespaces(self._caches).get(namespace, {}),
                 ),
             )
             controller.write_status(namespace, name, changed(body, result.status))
@@ -90,15 +121,21 @@ def register(
             result = await asyncio.to_thread(run)
         except ApiRefused as exc:
             # e.g. a quota or an admission webhook; said once per retry, in the log and an Event.
-            kopf.warn(body, reason="ApiRefused", message=str(exc))
-            return max(interval, 10.0)
+            self._post(body, (Event("Warning", "ApiRefused", str(exc)),))
+            return max(self._interval, 10.0)
         if result is None:
             return None  # an invalid spec: nothing to do until it changes
-        post(body, result.events)
-        return interval
+        self._post(body, result.events)
+        return self._interval
 
-    queue: WorkQueue[Key] = WorkQueue()
-    workers = Workers(queue, work, count=CONNECTIONS, retry=interval)
+
+def register(
+    registry: kopf.OperatorRegistry,
+    interval: float,
+    now: Callable[[], datetime],
+    active: Callable[[], bool] = lambda: True,
+) -> None:
+    passes = TrainingPasses(interval, now, active)
 
     @kopf.on.event(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="queue", registry=registry)
     async def queue_job(
@@ -113,27 +150,21 @@ def register(
         """A watching handler: no diff of the job is computed, no state is kept on it."""
         key = (namespace or "", name)
         if type == "DELETED":
-            bodies.pop(key, None)
-            workers.forget(key)
-            parse.forget(uid)
+            passes.gone(key, uid)
             # Waits for a pass of the job that is under way to end, in a thread.
             phase = (body.get("status") or {}).get("phase")
             await asyncio.to_thread(memo.training.forget, uid, key[0], name, phase)
             return
-        if not workers.started:
-            # Kopf runs no handler before every index has listed its objects: from here on,
-            # the caches are synced and a pass may read them.
-            caches.update(indexes.live(kwargs))
-            training.append(memo.training)
-            workers.start()
-        before = bodies.get(key)
-        bodies[key] = body
-        if before is None or _generation(before) != _generation(body):
-            queue.add(key)
+        if not passes.workers.started:
+            # Kopf runs no handler before every index has listed its objects, so the caches
+            # are synced; and `kopf.event` finds Kopf's Event poster through this handler's
+            # context, which the workers started here inherit.
+            passes.start(memo.training, indexes.live(kwargs))
+        passes.seen(key, body)
 
     @kopf.on.cleanup(registry=registry)
     async def stop_passes(**_: Any) -> None:
-        await workers.stop()
+        await passes.workers.stop()
 
 
 def _generation(body: kopf.Body) -> Any:

@@ -1,0 +1,135 @@
+"""`handlers.trainingjob.TrainingPasses`, the glue between the watch and the TrainingJob pass:
+which events queue a job, what one pass writes and posts, and what it does with an invalid
+spec, a refusal, a paused replica and a deleted job. The controller is the real one on a fake
+actuator (`test_training_controller`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import kopf
+from tests.unit.test_training_controller import NOW, FakeActuator
+
+from sparsam.controllers.results import Event
+from sparsam.controllers.training import TrainingController
+from sparsam.handlers.trainingjob import TrainingPasses
+from sparsam.kube.errors import ApiRefused
+
+KEY = ("ml", "tj")
+CACHES: dict[str, Any] = {
+    index: {} for index in ("worker_index", "node_index", "pool_index", "policy_index")
+} | {"namespace_index": {}}
+
+
+def body(generation: int = 1, **spec: Any) -> kopf.Body:
+    return kopf.Body(
+        {
+            "metadata": {
+                "name": "tj",
+                "namespace": "ml",
+                "uid": "job-uid",
+                "generation": generation,
+                "resourceVersion": str(generation),
+            },
+            "spec": {"image": "t:1", "workers": {"min": 1, "max": 2}, **spec},
+            "status": {},
+        }
+    )
+
+
+class Setup:
+    def __init__(self, active: bool = True) -> None:
+        self.actuator = FakeActuator()
+        self.posted: list[Event] = []
+        self.passes = TrainingPasses(5.0, lambda: NOW, lambda: active, self.post)
+        self.passes.start(TrainingController(self.actuator), CACHES)
+
+    def post(self, _: kopf.Body, events: Iterable[Event]) -> None:
+        self.posted.extend(events)
+
+
+def run(test: Any) -> None:
+    async def wrapped() -> None:
+        setup = Setup()
+        try:
+            await test(setup)
+        finally:
+            await setup.passes.workers.stop()
+
+    asyncio.run(wrapped())
+
+
+def test_a_job_is_queued_when_new_or_its_spec_changed_not_for_its_own_status_writes() -> None:
+    async def test(setup: Setup) -> None:
+        passes = setup.passes
+        await passes.workers.stop()  # nothing takes from the queue: its length is what was queued
+        passes.seen(KEY, body(1))
+        assert len(passes.queue) == 1
+        await passes.queue.get()
+        passes.queue.done(KEY)
+        written = body(1)
+        written["status"]["phase"] = "Running"  # our own status write: same generation
+        passes.seen(KEY, kopf.Body(written))
+        assert len(passes.queue) == 0
+        passes.seen(KEY, body(2))  # spec changed (suspend, /scale, ...)
+        assert len(passes.queue) == 1
+
+    run(test)
+
+
+def test_a_pass_creates_the_workers_writes_what_changed_and_plans_the_next() -> None:
+    async def test(setup: Setup) -> None:
+        setup.passes.seen(KEY, body())
+        assert await setup.passes.work(KEY) == 5.0
+        assert setup.actuator.created == ["tj-worker-0", "tj-worker-1"]
+        written = setup.actuator.writes[-1]
+        assert written["phase"] == "Pending" and written["workers"] == {"desired": 2, "running": 0}
+        assert "conditions" in written
+
+    run(test)
+
+
+def test_an_invalid_spec_says_which_field_and_waits_for_a_change() -> None:
+    async def test(setup: Setup) -> None:
+        setup.passes.seen(KEY, body(workers={"min": 1, "max": "many"}))
+        assert await setup.passes.work(KEY) is None  # not again until the spec changes
+        assert setup.actuator.created == []
+        (ready,) = setup.actuator.writes[-1]["conditions"]
+        assert (ready["type"], ready["status"], ready["reason"]) == (
+            "Ready",
+            "False",
+            "InvalidSpec",
+        )
+        assert "spec.workers.max" in ready["message"]
+
+    run(test)
+
+
+def test_a_refused_call_is_an_event_and_a_retry_not_a_crash() -> None:
+    async def test(setup: Setup) -> None:
+        def refuse(manifest: dict[str, Any]) -> bool:
+            raise ApiRefused("creating pod ml/tj-worker-0: 403 exceeded quota")
+
+        setup.actuator.create_pod = refuse  # type: ignore[method-assign]
+        setup.passes.seen(KEY, body())
+        assert await setup.passes.work(KEY) == 10.0
+        assert [(e.type, e.reason) for e in setup.posted] == [("Warning", "ApiRefused")]
+        assert "exceeded quota" in setup.posted[0].message
+
+    run(test)
+
+
+def test_a_paused_replica_and_a_deleted_job_do_nothing() -> None:
+    async def test(setup: Setup) -> None:
+        setup.passes.seen(KEY, body())
+        setup.passes.gone(KEY, "job-uid")
+        assert await setup.passes.work(KEY) is None  # deleted: no next pass either
+        paused = Setup(active=False)
+        paused.passes.seen(KEY, body())
+        assert await paused.passes.work(KEY) == 5.0  # asked again later
+        await paused.passes.workers.stop()
+        assert setup.actuator.created == paused.actuator.created == []
+
+    run(test)
