@@ -4,14 +4,17 @@ dev cluster (its CRDs include Kopf's ClusterKopfPeering, as the chart's do)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from tests.conftest import Cluster, Kubectl
-from tests.operator_process import Operator, apply, eventually, get, trainingjob
+from tests.operator_process import Operator, apply, eventually, get, pool, trainingjob
 
 from sparsam.kube.client import api_client
 from sparsam.kube.peering import PeeringGate
@@ -140,3 +143,76 @@ def test_the_training_passes_gate_follows_kopfs_rule_on_the_real_peering_object(
     assert not gate()
     peers(laptop_priority=1)
     assert gate()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def gpu_seconds(port: int, job: str) -> float:
+    """What the operator on `port` has counted of `job`'s GPU time: its passes' accrual."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return 0.0  # not serving yet
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("sparsam_gpu_seconds_total{") and f'name="{job}"' in line
+    )
+
+
+def test_a_replica_a_higher_one_joins_stops_its_training_passes(
+    kubectl: Kubectl,
+    cluster: Cluster,
+    namespace: str,
+    gpu_type: str,
+    peering: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    tmp_path: Path,
+) -> None:
+    """Kopf pauses its watches and timers, not the TrainingJob passes, which run from our own
+    queue: the gate must stop those too, or two replicas would act on the same jobs. A
+    replica's passes are seen in its GPU-seconds counter, which each pass moves while the
+    job's workers run."""
+    port = free_port()
+    low = Operator(
+        cluster.kubeconfig,
+        tmp_path / "low.log",
+        f"--peering={peering}",
+        "--priority=0",
+        f"--metrics-port={port}",
+    )
+    high = Operator(
+        cluster.kubeconfig, tmp_path / "high.log", f"--peering={peering}", "--priority=10"
+    )
+    spot = cluster_scoped_name("gpunodepool", "spot")
+    low.start()
+    try:
+        apply(kubectl, pool(spot, gpu_type, "spot"))
+        apply(kubectl, trainingjob("tj", namespace, gpu_type))
+        eventually(
+            "the lower replica counting the job's GPU time",
+            lambda: gpu_seconds(port, "tj") > 0,
+            low,
+        )
+
+        high.start()
+        eventually(
+            "the lower replica's passes paused",
+            lambda: logged(low, "TrainingJob passes paused"),
+            low,
+        )
+        counted = gpu_seconds(port, "tj")
+        time.sleep(4)  # four of its 1 s passes, had they run
+        assert gpu_seconds(port, "tj") == counted, low.tail()
+        assert logged(low, "Pausing operations"), low.tail()  # Kopf's own pause, beside ours
+    finally:
+        kubectl("delete", "trainingjobs", "--all", "-n", namespace, "--timeout=60s", check=False)
+        # While an operator runs: a pool's finalizer goes once its nodes are drained.
+        kubectl("delete", "gpunodepool", spot, "--timeout=60s", check=False)
+        high.stop()
+        low.stop()

@@ -68,7 +68,11 @@ class PeeringGate:
             log.warning("reading clusterkopfpeering %s: %s", self._name, exc.reason)
             return
         peers = (body.get("status") if isinstance(body, dict) else None) or {}
+        was = self._open
         self._open = may_act(peers, self.identity, self._priority, datetime.now(UTC))
+        if self._open != was:
+            state = "resumed" if self._open else "paused"
+            log.info("TrainingJob passes %s (clusterkopfpeering %s)", state, self._name)
 
     async def watch(self) -> None:
         while True:
