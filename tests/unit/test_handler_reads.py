@@ -3,6 +3,7 @@ and the nodes its pods are on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -49,8 +50,21 @@ def test_a_pass_gets_the_nodes_its_pods_are_on_and_no_others() -> None:
     assert indexes.nodes_of(kwargs, pods) == {"n1": views["n1"]}
 
 
+class _Index(kopf.Index[Any, Any]):
+    """An empty index, as Kopf passes one to a handler."""
+
+    def __getitem__(self, key: Any) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 def test_a_pass_outside_a_handler_gets_every_index_the_operator_keeps() -> None:
     registry = main.registry(OperatorConfig())
     ids = {str(handler.id) for handler in registry._indexing.get_all_handlers()}
-    kwargs = {index: {} for index in ids} | {"body": {}, "memo": None}
+    kwargs = {index: _Index() for index in ids} | {"body": {}, "memo": None}
     assert set(indexes.live(kwargs)) == ids  # no index left out, and nothing else

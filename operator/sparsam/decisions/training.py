@@ -113,13 +113,18 @@ def lost_its_store(worker: Worker, workers: Collection[Worker]) -> bool:
     if worker.index == 0 or started is None or STORE_LOST not in (worker.message or ""):
         return False
     return not any(
-        other.index == 0
-        and not other.deleting
-        and other.phase == "Running"
-        and outcome(other) == "active"
-        and other.created is not None
-        and other.created <= started
+        hosts_the_store(other) and other.created is not None and other.created <= started
         for other in workers
+    )
+
+
+def hosts_the_store(worker: Worker) -> bool:
+    """A worker 0 that runs, and with it its agent's rendezvous store."""
+    return (
+        worker.index == 0
+        and worker.phase == "Running"
+        and outcome(worker) == "active"
+        and not worker.deleting
     )
 
 
@@ -181,10 +186,7 @@ def decide_workers(
     # replaced once a worker 0 runs, not before: until then its replacement could only wait
     # for the store and fail the same way, every ~2m20s, for as long as worker 0 waits for
     # capacity. Its Failed pod stays meanwhile, holding its name.
-    store_up = any(
-        w.index == 0 and w.phase == "Running" and outcome(w) == "active" and not w.deleting
-        for w in workers
-    )
+    store_up = any(hosts_the_store(w) for w in workers)
     held: set[int] = set()
     succeeded = False
     for worker in sorted(workers, key=lambda w: w.index):

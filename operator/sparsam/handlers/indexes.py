@@ -159,24 +159,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
 # Typed reads. Kopf passes each index to every handler as a keyword named by its id.
 
-_IDS: Final = (
-    "node_index",
-    "pod_index",
-    "worker_index",
-    "replica_index",
-    "deployment_index",
-    "pool_index",
-    "policy_index",
-    "job_index",
-    "service_index",
-    "namespace_index",
-)
-
 
 def live(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The indexes among a handler's keywords. Kopf updates them in place, so they serve a
     pass run outside any handler (`handlers.workqueue`) as they serve the handler itself."""
-    return {key: kwargs[key] for key in _IDS}
+    return {key: value for key, value in kwargs.items() if isinstance(value, kopf.Index)}
 
 
 def _one(kwargs: Mapping[str, Any], index: str) -> dict[Any, Any]:

@@ -51,7 +51,7 @@ class TrainingPasses:
         self,
         interval: float,
         now: Callable[[], datetime],
-        active: Callable[[], bool] = lambda: True,
+        active: Callable[[], bool],
         post: Post = post,
     ) -> None:
         self._interval = interval
@@ -133,7 +133,7 @@ def register(
     registry: kopf.OperatorRegistry,
     interval: float,
     now: Callable[[], datetime],
-    active: Callable[[], bool] = lambda: True,
+    active: Callable[[], bool],
 ) -> None:
     passes = TrainingPasses(interval, now, active)
 
