@@ -20,13 +20,17 @@ records when each worker pod is first seen. A job's latency is the last of its w
 first-seen times minus the time its create call returned.
 
 Second baseline, after the operator has stopped (`--direct`, on by default): the machine's
-ceiling for this workload. The same jobs at the same rate in namespaces of their own, with no
-operator: each creating thread posts the TrainingJob and at once its rendezvous Service and
-workers, with the controller's own manifests and calls (`kube.trainingjob`, `kube.workers`),
-which is what an operator with no latency of its own would do. What separates the operator
-from it is the operator's own cost (watching, Kopf, passes, status writes); what separates it
-from the target is the control plane on two cores. Both runs report the whole machine's busy
-cores (/proc/stat) and the apiserver's requests per job by verb and resource (the difference of
+ceiling for this workload. The operator run's jobs, pods and Services are deleted first, so
+that these workers are scheduled and started on free nodes as the operator's were (with the
+nodes full they would stay Pending, and the scheduler's and nodes' share of the load would be
+missing from the baseline). Then the same jobs at the same rate in namespaces of their own,
+with no operator: each creating thread posts the TrainingJob and at once its rendezvous Service
+and workers, with the controller's own manifests and calls (`kube.trainingjob`,
+`kube.workers`), which is what an operator with no latency of its own would do. What
+separates the operator from it is the operator's own cost (watching, Kopf, passes, status
+writes); what separates it from the target is the control plane on two cores. Both runs
+report the whole machine's busy cores (/proc/stat; the operator run also the cores stolen by
+the hypervisor) and the apiserver's requests per job by verb and resource (the difference of
 its `apiserver_request_total` across the run): how much room the control plane leaves an
 operator, and what the operator adds to its load.
 
@@ -96,11 +100,21 @@ def loadavg() -> str:
 _T0: Final = time.monotonic()
 
 
+def _cpu_fields() -> list[int]:
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
 def machine_busy_s() -> float:
     """CPU seconds the whole machine spent not idle (all cores), from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    fields = _cpu_fields()
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def machine_steal_s() -> float:
+    """CPU seconds the hypervisor gave to other machines while ours wanted them (steal): the
+    likeliest reason the same commit runs slower an hour later."""
+    return _cpu_fields()[7] / CLK_TCK
 
 
 _LABEL: Final = re.compile(r'(\w+)="([^"]*)"')
@@ -620,6 +634,29 @@ def measure_direct(
     )
 
 
+def free_nodes(api: ApiClient, namespaces: Sequence[str]) -> None:
+    """Delete the operator run's TrainingJobs and pods at once (grace 0). Its workers hold
+    nearly every GPU; the direct baseline's must be scheduled and started as they were, not
+    left Pending, or it would leave out the scheduler's and the nodes' share of the load."""
+    core, custom = CoreV1Api(api), CustomObjectsApi(api)
+    for namespace in namespaces:
+        custom.delete_collection_namespaced_custom_object(
+            c.GROUP, c.VERSION, namespace, c.TRAINING_JOB.plural
+        )
+        core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+        # Not left to the garbage collector, which would be deleting them during the baseline.
+        core.delete_collection_namespaced_service(namespace)
+
+    def gone() -> bool:
+        return not any(
+            core.list_namespaced_pod(ns, limit=1).items
+            or core.list_namespaced_service(ns, limit=1).items
+            for ns in namespaces
+        )
+
+    wait_until("the operator run's pods and Services gone", gone, 120)
+
+
 def api_client_like(api: ApiClient) -> ApiClient:
     """A second client on the same configuration (own connection pool): watches apart."""
     return ApiClient(api.configuration)
@@ -718,7 +755,7 @@ def main() -> int:
         warmup_s = max(watch.first_seen(k) or 0.0 for k in warm_keys) - warm_created
         time.sleep(2)
         cpu_before_jobs = sampler.cpu_s
-        busy_before_jobs = machine_busy_s()
+        busy_before_jobs, steal_before_jobs = machine_busy_s(), machine_steal_s()
         requests_before_jobs = apiserver_requests(api)
         rss_before_jobs = sampler.rss_mib
 
@@ -767,6 +804,7 @@ def main() -> int:
         cpu_jobs = sampler.cpu_s - cpu_before_jobs
         jobs_wall = all_done - jobs_started
         busy_jobs = machine_busy_s() - busy_before_jobs
+        steal_jobs = machine_steal_s() - steal_before_jobs
         requests_jobs = per_job(requests_before_jobs, apiserver_requests(api), args.jobs)
         by_decile = [
             percentiles([v for i, v in done_by_index.items() if i * 10 // args.jobs == d])["p50"]
@@ -809,6 +847,7 @@ def main() -> int:
                 f"baseline: the same {args.jobs} jobs, no operator "
                 "(Service and workers at once) ..."
             )
+            free_nodes(api, namespaces)
             direct = measure_direct(api, direct_namespaces, max_workers, args.rate, run)
 
         total_workers = sum(max_workers)
@@ -867,6 +906,7 @@ def main() -> int:
             "operator_cpu_s_per_job": round(cpu_jobs / max(1, len(latency)), 4),
             "operator_cpu_cores_jobs_phase": round(cpu_jobs / jobs_wall, 3),
             "machine_busy_cores_jobs_phase": round(busy_jobs / jobs_wall, 3),
+            "machine_steal_cores_jobs_phase": round(steal_jobs / jobs_wall, 3),
             "apiserver_requests_per_job": requests_jobs,
             "baseline_direct_apiserver_requests_per_job": None
             if direct is None
