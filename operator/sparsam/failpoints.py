@@ -14,9 +14,10 @@ frozenset lookup.
 
 The failpoints, each one line in a controller's pass:
 
-- `training.after-service`: the rendezvous Service applied, no worker created yet;
-- `training.between-workers`: right after a worker pod is created (the first one of a pass
-  that creates several ends the process before the next);
+- `training.after-service`: the rendezvous Service applied; worker 0, created at the same
+  time, there or not; no other worker created;
+- `training.between-workers`: right after a batch of workers is created (the first batch,
+  worker 0 with the Service, ends the process before the next);
 - `training.after-delete`: a lost, failed or extra worker's pod deleted, the deletion not
   yet remembered and nothing created in its place;
 - `training.before-status`: the pass's actions done, its status not yet written;

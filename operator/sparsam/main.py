@@ -41,7 +41,7 @@ from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.scaling import ScalingSettings
 from sparsam.handlers import costpolicy, gpunodepool, indexes, inferenceservice, trainingjob
 from sparsam.handlers.diffbase import DIFFED, LeanDiffBaseStorage
-from sparsam.kube.client import CONNECTIONS, api_client
+from sparsam.kube.client import PASS_THREADS, api_client
 from sparsam.kube.drain import NodeDrainer
 from sparsam.kube.inferenceservice import ServerSettings
 from sparsam.kube.peering import PeeringGate, own_identity, require_peering
@@ -211,11 +211,11 @@ def run(config: OperatorConfig) -> None:
 
 
 async def _with_threads(gate: PeeringGate | None, operator: Coroutine[Any, Any, None]) -> None:
-    """Run `operator` with one thread per apiserver connection for the passes' blocking calls
+    """Run `operator` with PASS_THREADS threads for the passes' blocking calls
     (`asyncio.to_thread`), and the peering gate's reads. The default pool (CPU count + 4
     threads) lets only 6 passes talk to the apiserver at once on 2 cores, so a burst of new
     TrainingJobs would wait in line for their pods."""
-    pool = ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="sparsam-pass")
+    pool = ThreadPoolExecutor(PASS_THREADS, thread_name_prefix="sparsam-pass")
     asyncio.get_running_loop().set_default_executor(pool)
     watching = asyncio.create_task(gate.watch()) if gate is not None else None
     try:

@@ -13,8 +13,9 @@ import pytest
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.checkpoints import CheckpointReader
-from sparsam.controllers.training import TrainingController
+from sparsam.controllers.training import TrainingController, slow_start
 from sparsam.decisions.cost import PriceTable
+from sparsam.kube.errors import ApiRefused
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -58,11 +59,16 @@ class FakeActuator:
         self.deleted.append(f"trainingjob/{name}")
 
 
-def job(status: dict[str, Any] | None = None) -> TrainingJob:
+def job(status: dict[str, Any] | None = None, workers: int | None = None) -> TrainingJob:
     return TrainingJob.from_body(
         {
             "metadata": {"name": "tj", "namespace": "ml", "uid": "job-uid", "generation": 3},
-            "spec": {"image": "t:1", "workers": {"min": 1, "max": 2}},
+            "spec": {
+                "image": "t:1",
+                "workers": {"min": 1, "max": 2}
+                if workers is None
+                else {"min": workers, "max": workers},
+            },
             "status": status or {},
         }
     )
@@ -104,6 +110,45 @@ def test_a_new_job_gets_its_service_and_workers_and_a_status() -> None:
     assert running.status["phase"] == "Running" and running.status["startTime"]
     assert running.status["workers"] == {"desired": 2, "running": 2}
     assert act.created == ["tj-worker-0", "tj-worker-1"]  # nothing more
+
+
+@pytest.mark.parametrize(
+    ("count", "sizes"),
+    [
+        (0, []),
+        (1, [1]),
+        (2, [1, 1]),
+        (3, [1, 2]),
+        (4, [1, 2, 1]),
+        (7, [1, 2, 4]),
+        (9, [1, 2, 4, 2]),
+    ],
+)
+def test_slow_start_doubles_its_batches(count: int, sizes: list[int]) -> None:
+    batches = slow_start(list(range(count)))
+    assert [len(b) for b in batches] == sizes
+    assert [i for b in batches for i in b] == list(range(count))
+
+
+def test_a_refused_first_worker_stops_the_creation_before_the_next_batch() -> None:
+    @dataclass
+    class Refusing(FakeActuator):
+        def create_pod(self, manifest: dict[str, Any]) -> bool:
+            super().create_pod(manifest)
+            raise ApiRefused("creating pod: exceeded quota")
+
+    actuator = Refusing()
+    with pytest.raises(ApiRefused, match="exceeded quota"):
+        TrainingController(actuator).reconcile(job(workers=4), [], {"n1": NODE}, NOW)
+    # The Service and worker 0 went at once; no worker after the refusal was tried.
+    assert actuator.services == 1 and actuator.created == ["tj-worker-0"]
+
+
+def test_every_worker_of_a_wide_job_is_created_once() -> None:
+    ctl, act = controller()
+    ctl.reconcile(job(workers=9), [], {"n1": NODE}, NOW)
+    assert act.services == 1
+    assert sorted(act.created) == sorted(f"tj-worker-{i}" for i in range(9))
 
 
 def test_workers_the_cache_does_not_show_yet_are_not_created_again() -> None:

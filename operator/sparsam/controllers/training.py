@@ -19,10 +19,11 @@ without its deletionTimestamp is neither counted again nor taken for lost.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sparsam import failpoints, metrics
 from sparsam.api import constants as c
@@ -57,6 +58,7 @@ from sparsam.decisions.training import (
     desired_workers,
     expired,
 )
+from sparsam.kube.client import CALL_THREADS
 from sparsam.kube.observe import Body, node_from_body, worker_from_body
 from sparsam.kube.pods import Placement
 from sparsam.kube.trainingjob import (
@@ -68,6 +70,8 @@ from sparsam.kube.trainingjob import (
     worker_name,
 )
 from sparsam.providers.metrics import CheckpointFacts
+
+T = TypeVar("T")
 
 
 class Actuator(Protocol):
@@ -100,8 +104,11 @@ class TrainingController:
         signals: InterruptionSignals | None = None,
         prices: PriceTable | None = None,
         checkpoints: CheckpointReader | None = None,
+        calls: Executor | None = None,
     ) -> None:
         self._actuator = actuator
+        #: Where a pass's concurrent calls run (`_create`).
+        self._calls = calls or ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="sparsam-call")
         #: What the workers say of their checkpoints (None: no Prometheus configured).
         self._checkpoints = checkpoints
         self.placement = placement or Placement()
@@ -267,17 +274,13 @@ class TrainingController:
         )
         create = [i for i in decision.create if worker_name(job.metadata.name, i) not in created]
         if create:
-            self._actuator.apply_service(service_manifest(job))
-            failpoints.hit("training.after-service", namespace)
             placement = replace(
                 self.placement,
                 allowed_gpu_types=policy.spec.allowed_gpu_types if policy else None,
             )
             interval = None if cadence is None else f"{max(1, round(cadence.seconds))}s"
-            for index in create:
-                self._actuator.create_pod(worker_manifest(job, index, placement, interval))
-                created[worker_name(job.metadata.name, index)] = now
-                failpoints.hit("training.between-workers", namespace)
+            self._create(job, [worker_manifest(job, i, placement, interval) for i in create])
+            created.update((worker_name(job.metadata.name, i), now) for i in create)
         status = self._status(job, decision, now)
         if facts is not None and facts.step is not None and facts.time is not None:
             status["lastCheckpoint"] = {"step": facts.step, "time": rfc3339(facts.time)}
@@ -303,6 +306,29 @@ class TrainingController:
             return PassResult(delivered.status, budget_events + delivered.events)
         failpoints.hit("training.before-status", namespace)
         return PassResult(status, budget_events + _events(decision))
+
+    def _create(self, job: TrainingJob, workers: Sequence[dict[str, Any]]) -> None:
+        """The rendezvous Service and `workers`, in slow-start batches as the ReplicaSet
+        controller creates pods: the Service and the first worker at once, then twice as
+        many workers at once each time. A job's creation waits on a few round trips to the
+        apiserver, not one per worker; a refusal (a quota, a webhook) ends it after the
+        batch it met, not after one call per worker."""
+        namespace = job.metadata.namespace
+
+        def service() -> None:
+            self._actuator.apply_service(service_manifest(job))
+            failpoints.hit("training.after-service", namespace)
+
+        def worker(manifest: dict[str, Any]) -> Callable[[], object]:
+            return lambda: self._actuator.create_pod(manifest)
+
+        for number, batch in enumerate(slow_start(workers)):
+            calls = [worker(m) for m in batch] + ([service] if number == 0 else [])
+            futures = [self._calls.submit(call) for call in calls]
+            wait(futures)
+            for future in futures:
+                future.result()  # the first refusal, once nothing of the batch is in flight
+            failpoints.hit("training.between-workers", namespace)
 
     def _deliver(
         self,
@@ -442,6 +468,16 @@ class TrainingController:
             self.memory.created.pop(job_uid, None)
             self.memory.alerted.discard(job_uid)
         self._locks.drop(job_uid)
+
+
+def slow_start(items: Sequence[T]) -> list[list[T]]:
+    """`items` in batches of 1, 2, 4, ... (the last one what is left)."""
+    batches: list[list[T]] = []
+    done, size = 0, 1
+    while done < len(items):
+        batches.append(list(items[done : done + size]))
+        done, size = done + size, size * 2
+    return batches
 
 
 def _role(pod: Body) -> str | None:

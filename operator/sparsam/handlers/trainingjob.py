@@ -34,7 +34,7 @@ from sparsam.decisions.policy import effective_policy
 from sparsam.handlers import indexes
 from sparsam.handlers.reporting import LastParsed, changed, invalid_spec, post
 from sparsam.handlers.workqueue import Workers, WorkQueue
-from sparsam.kube.client import CONNECTIONS
+from sparsam.kube.client import PASS_THREADS
 from sparsam.kube.errors import ApiRefused
 
 Key = tuple[str, str]  # namespace, name
@@ -63,7 +63,7 @@ class TrainingPasses:
         self._caches: Mapping[str, Any] = {}
         self._controller: TrainingController | None = None
         self.queue: WorkQueue[Key] = WorkQueue()
-        self.workers = Workers(self.queue, self.work, count=CONNECTIONS, retry=interval)
+        self.workers = Workers(self.queue, self.work, count=PASS_THREADS, retry=interval)
 
     def start(self, controller: TrainingController, caches: Mapping[str, Any]) -> None:
         """Start the passes, reading `caches` (`indexes.live`): synced by now."""

@@ -12,10 +12,13 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-#: Connections kept open to the apiserver, one per thread the operator runs its passes' calls
-#: in (`sparsam.main`): beyond the pool's size urllib3 opens a connection per call and throws it
-#: away (its default is 5 per CPU).
-CONNECTIONS = 32
+#: Threads the operator runs its passes in (`sparsam.main`), and threads a pass hands the
+#: calls it makes at once to (`controllers.training`).
+PASS_THREADS = 32
+CALL_THREADS = 32
+#: Connections kept open to the apiserver, one per thread that calls it: beyond the pool's size
+#: urllib3 opens a connection per call and throws it away (its default is 5 per CPU).
+CONNECTIONS = PASS_THREADS + CALL_THREADS
 
 
 def api_client(kubeconfig: Path | None = None, context: str | None = None) -> client.ApiClient:
