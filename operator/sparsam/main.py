@@ -45,6 +45,7 @@ from sparsam.kube.client import PASS_THREADS, api_client
 from sparsam.kube.drain import NodeDrainer
 from sparsam.kube.inferenceservice import ServerSettings
 from sparsam.kube.peering import PeeringGate, own_identity, require_peering
+from sparsam.kube.podcache import PodCache, PodViews
 from sparsam.kube.pods import Placement
 from sparsam.kube.serving import ServingActuator
 from sparsam.kube.workers import WorkerActuator
@@ -62,6 +63,8 @@ class Operator:
     training: TrainingController
     costpolicy: CostPolicyController
     serving: ServingController
+    #: Every pod, as the passes read them (`kube.podcache`).
+    pods: PodViews
 
 
 def _now() -> datetime:
@@ -69,8 +72,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def build(config: OperatorConfig, api: ApiClient) -> Operator:
-    """The controllers, wired to real providers and actuators."""
+def build(config: OperatorConfig, api: ApiClient, pods: PodViews) -> Operator:
+    """The controllers, wired to real providers and actuators, and the pods they read."""
     kwok = KwokNodePoolProvider(api)
     cluster_api = ClusterAPINodePoolProvider(api)
 
@@ -96,6 +99,7 @@ def build(config: OperatorConfig, api: ApiClient) -> Operator:
         serving=ServingController(
             ServingActuator(api), prometheus, serving_config(config), config.prices
         ),
+        pods=pods,
     )
 
 
@@ -190,13 +194,15 @@ def run(config: OperatorConfig) -> None:
         gate = PeeringGate(api, config.peering, own_identity(), config.priority)
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
+    pods = PodCache.connect(api)
     asyncio.run(
         _with_threads(
             gate,
+            pods,
             kopf.operator(
                 registry=registry(config, gate or (lambda: True)),
                 settings=settings(),
-                memo=build(config, api),
+                memo=build(config, api, pods.views),
                 clusterwide=True,
                 # A peering name makes peering mandatory: no CRD or object, no start.
                 standalone=config.peering is None,
@@ -210,16 +216,22 @@ def run(config: OperatorConfig) -> None:
     )
 
 
-async def _with_threads(gate: PeeringGate | None, operator: Coroutine[Any, Any, None]) -> None:
-    """Run `operator` with PASS_THREADS threads for the passes' blocking calls
-    (`asyncio.to_thread`), and the peering gate's reads. The default pool (CPU count + 4
-    threads) lets only 6 passes talk to the apiserver at once on 2 cores, so a burst of new
-    TrainingJobs would wait in line for their pods."""
+async def _with_threads(
+    gate: PeeringGate | None, pods: PodCache, operator: Coroutine[Any, Any, None]
+) -> None:
+    """Run `operator` once every pod is listed, with PASS_THREADS threads for the passes'
+    blocking calls (`asyncio.to_thread`), the pod watch, and the peering gate's reads. The
+    default pool (CPU count + 4 threads) lets only 6 passes talk to the apiserver at once on 2
+    cores, so a burst of new TrainingJobs would wait in line for their pods."""
     pool = ThreadPoolExecutor(PASS_THREADS, thread_name_prefix="sparsam-pass")
     asyncio.get_running_loop().set_default_executor(pool)
+    pods.start()
     watching = asyncio.create_task(gate.watch()) if gate is not None else None
     try:
+        while not pods.synced.is_set():
+            await asyncio.sleep(0.1)
         await operator
     finally:
+        pods.stop()
         if watching is not None:
             watching.cancel()

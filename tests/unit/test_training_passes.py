@@ -16,11 +16,12 @@ from sparsam.controllers.results import Event
 from sparsam.controllers.training import TrainingController
 from sparsam.handlers.trainingjob import TrainingPasses
 from sparsam.kube.errors import ApiRefused
+from sparsam.kube.podcache import PodViews
 
 KEY = ("ml", "tj")
 CACHES: dict[str, Any] = {
-    index: {} for index in ("worker_index", "node_index", "pool_index", "policy_index")
-} | {"namespace_index": {}}
+    index: {} for index in ("node_index", "pool_index", "policy_index", "namespace_index")
+}
 
 
 def body(generation: int = 1, **spec: Any) -> kopf.Body:
@@ -44,7 +45,7 @@ class Setup:
         self.actuator = FakeActuator()
         self.posted: list[Event] = []
         self.passes = TrainingPasses(5.0, lambda: NOW, lambda: active, self.post)
-        self.passes.start(TrainingController(self.actuator), CACHES)
+        self.passes.start(TrainingController(self.actuator), PodViews(), CACHES)
 
     def post(self, _: kopf.Body, events: Iterable[Event]) -> None:
         self.posted.extend(events)

@@ -21,6 +21,7 @@ from sparsam.api.parse import InvalidSpec
 from sparsam.controllers.capacity import CapacityController, Snapshot
 from sparsam.handlers import indexes
 from sparsam.handlers.reporting import post, read, report
+from sparsam.kube.podcache import PodViews
 from sparsam.providers.nodepool import Transient
 
 
@@ -51,7 +52,7 @@ def register(
         pool = read(body, patch, GPUNodePool.from_body, GPUNodePoolStatus, moment)
         if pool is None:
             return
-        snap = _snapshot(kwargs)
+        snap = _snapshot(kwargs, memo.pods)
         if name not in snap.pools:
             return  # not in the index yet; the next tick has it
         controller: CapacityController = memo.capacity
@@ -71,7 +72,7 @@ def register(
         controller: CapacityController = memo.capacity
         try:
             left, events = await asyncio.to_thread(
-                controller.retire_pool, pool, _snapshot(kwargs), now()
+                controller.retire_pool, pool, _snapshot(kwargs, memo.pods), now()
             )
         except Transient as exc:
             raise kopf.TemporaryError(str(exc), delay=interval) from exc
@@ -80,13 +81,12 @@ def register(
             raise kopf.TemporaryError(f"draining {left} node(s) of the pool", delay=interval)
 
 
-def _snapshot(kwargs: Mapping[str, Any]) -> Snapshot:
-    pods = indexes.pods(kwargs)
+def _snapshot(kwargs: Mapping[str, Any], pods: PodViews) -> Snapshot:
     return Snapshot(
         pools=_pools(indexes.pools(kwargs)),
         nodes=indexes.nodes(kwargs),
-        bound={key: tuple(store) for key, store in pods.items() if key != indexes.PENDING},
-        pending=tuple(pods.get(indexes.PENDING, ())),
+        bound=pods.bound(),
+        pending=pods.pending(),
         policies=indexes.policies(kwargs),
         namespaces=indexes.namespaces(kwargs),
     )

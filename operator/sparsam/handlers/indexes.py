@@ -2,29 +2,25 @@
 
 Kopf starts no other handler until every index has listed its objects, which is what makes
 "decide only after the caches have synced" hold for every controller. Each index keeps only
-what the controllers read (a Node's view, a Pod as the planner sees it, a worker pod's raw
-body), not whole objects.
+what the controllers read (a Node's view, a CostPolicy parsed), not whole objects. Pods are
+not here: they change too often for Kopf's per-event cost (`kube.podcache`), and the operator
+starts Kopf only once their list is in.
 
 The index functions are `async` though they await nothing: Kopf runs a sync handler in its
 thread pool, a hop (a thread handoff, a copied context, a shielded future) that cost more than
-the function itself, once per index on every pod and node event.
+the function itself, once per index on every node event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
 import kopf
 
 from sparsam.api import constants as c
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.parse import InvalidSpec
-from sparsam.decisions.cluster import Pod
-from sparsam.kube.observe import holds_room, is_pending, pod_from_body
-
-#: Key of the pods index for pending pods; bound pods are under their node's name.
-PENDING: Final = ("pending",)
 
 
 def _node_view(body: kopf.Body) -> dict[str, Any]:
@@ -42,27 +38,6 @@ def _node_view(body: kopf.Body) -> dict[str, Any]:
     }
 
 
-def _pod_view(body: kopf.Body) -> dict[str, Any]:
-    """What the TrainingJob and InferenceService passes read of their pods: who it is, where
-    it runs, and its status. Not managedFields, spec.containers and the like, which make up
-    most of a pod's size in memory."""
-    metadata = body.get("metadata") or {}
-    keep = (
-        "name",
-        "namespace",
-        "uid",
-        "labels",
-        "annotations",
-        "creationTimestamp",
-        "deletionTimestamp",
-    )
-    return {
-        "metadata": {key: metadata.get(key) for key in keep if key in metadata},
-        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
-        "status": dict(body.get("status") or {}),
-    }
-
-
 def _spender(body: kopf.Body) -> dict[str, dict[str, Any]]:
     """What CostPolicies count of an object that spends: who it is, and status.cost."""
     meta = body.get("metadata") or {}
@@ -75,39 +50,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.index("", "v1", "nodes", id="node_index", registry=registry)
     async def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
         return {name: _node_view(body)}
-
-    @kopf.index("", "v1", "pods", id="pod_index", registry=registry)
-    async def pod_index(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[Any, Pod] | None:
-        node = spec.get("nodeName")
-        if node:
-            return {node: pod_from_body(body)} if holds_room(body) else None
-        return {PENDING: pod_from_body(body)} if is_pending(body) else None
-
-    @kopf.index(
-        "",
-        "v1",
-        "pods",
-        labels={c.LABEL_JOB: kopf.PRESENT},
-        id="worker_index",
-        registry=registry,
-    )
-    async def worker_index(
-        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(namespace or "", labels[c.LABEL_JOB]): _pod_view(body)}
-
-    @kopf.index(
-        "",
-        "v1",
-        "pods",
-        labels={c.LABEL_INFERENCE_SERVICE: kopf.PRESENT},
-        id="replica_index",
-        registry=registry,
-    )
-    async def replica_index(
-        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(namespace or "", labels[c.LABEL_INFERENCE_SERVICE]): _pod_view(body)}
 
     @kopf.index(
         "apps",
@@ -180,23 +122,6 @@ def nodes_of(kwargs: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> di
     index: kopf.Index[str, dict[str, Any]] = kwargs["node_index"]
     names = {(pod.get("spec") or {}).get("nodeName") for pod in pods}
     return {name: next(iter(index[name])) for name in names if name and name in index}
-
-
-def pods(kwargs: Mapping[str, Any]) -> kopf.Index[Any, Pod]:
-    index: kopf.Index[Any, Pod] = kwargs["pod_index"]
-    return index
-
-
-def workers(kwargs: Mapping[str, Any], namespace: str, job: str) -> list[dict[str, Any]]:
-    """A TrainingJob's pods: its workers, and its compress pod once there is one."""
-    index: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["worker_index"]
-    return list(index.get((namespace, job), ()))
-
-
-def replicas(kwargs: Mapping[str, Any], namespace: str, service: str) -> list[dict[str, Any]]:
-    """The model-server pods of an InferenceService."""
-    index: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["replica_index"]
-    return list(index.get((namespace, service), ()))
 
 
 def deployments(kwargs: Mapping[str, Any], namespace: str, service: str) -> list[dict[str, Any]]:

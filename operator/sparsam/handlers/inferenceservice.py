@@ -48,7 +48,7 @@ def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[],
             return
         controller: ServingController = memo.serving
         namespace, name = svc.metadata.namespace, svc.metadata.name
-        pods = indexes.replicas(kwargs, namespace, name)
+        pods = memo.pods.replicas(namespace, name)
         try:
             result = await asyncio.to_thread(
                 controller.reconcile,

@@ -4,9 +4,9 @@ queue, status out.
 Thin: a watching handler gives each job's latest body to `TrainingPasses`, which queues the
 job when it is new or its spec changed (`metadata.generation`); after each pass the job is
 queued again `interval` seconds later, which is what notices lost nodes, deadlines and cost.
-The pass reads the job's pods and nodes from the caches (`handlers.indexes`), runs
-`controllers.training.TrainingController.reconcile` in a thread, writes the status fields
-that changed, and posts the Events.
+The pass reads the job's pods and nodes from the caches (`kube.podcache`,
+`handlers.indexes`), runs `controllers.training.TrainingController.reconcile` in a thread,
+writes the status fields that changed, and posts the Events.
 
 Not a Kopf timer per job (see `handlers.workqueue`): with no timer and no deletion handler,
 Kopf puts no finalizer on TrainingJobs, and takes off the one an older version put there. A
@@ -36,6 +36,7 @@ from sparsam.handlers.reporting import LastParsed, changed, invalid_spec, post
 from sparsam.handlers.workqueue import Workers, WorkQueue
 from sparsam.kube.client import PASS_THREADS
 from sparsam.kube.errors import ApiRefused
+from sparsam.kube.podcache import PodViews
 
 Key = tuple[str, str]  # namespace, name
 Post = Callable[[kopf.Body, Iterable[Event]], None]
@@ -61,13 +62,16 @@ class TrainingPasses:
         self._parse = LastParsed(TrainingJob.from_body)
         self._bodies: dict[Key, kopf.Body] = {}
         self._caches: Mapping[str, Any] = {}
+        self._pods = PodViews()
         self._controller: TrainingController | None = None
         self.queue: WorkQueue[Key] = WorkQueue()
         self.workers = Workers(self.queue, self.work, count=PASS_THREADS, retry=interval)
 
-    def start(self, controller: TrainingController, caches: Mapping[str, Any]) -> None:
-        """Start the passes, reading `caches` (`indexes.live`): synced by now."""
-        self._controller, self._caches = controller, caches
+    def start(
+        self, controller: TrainingController, pods: PodViews, caches: Mapping[str, Any]
+    ) -> None:
+        """Start the passes, reading `pods` and `caches` (`indexes.live`): synced by now."""
+        self._controller, self._pods, self._caches = controller, pods, caches
         self.workers.start()
 
     def seen(self, key: Key, body: kopf.Body) -> None:
@@ -102,7 +106,7 @@ class TrainingPasses:
             if job is None:
                 controller.write_status(namespace, name, changed(body, invalid))
                 return None
-            pods = indexes.workers(self._caches, namespace, name)
+            pods = self._pods.workers(namespace, name)
             result = controller.reconcile(
                 job,
                 pods,
@@ -156,10 +160,11 @@ def register(
             await asyncio.to_thread(memo.training.forget, uid, key[0], name, phase)
             return
         if not passes.workers.started:
-            # Kopf runs no handler before every index has listed its objects, so the caches
-            # are synced; and `kopf.event` finds Kopf's Event poster through this handler's
-            # context, which the workers started here inherit.
-            passes.start(memo.training, indexes.live(kwargs))
+            # Kopf runs no handler before every index has listed its objects (nor starts
+            # before the pods have), so the caches are synced; and `kopf.event` finds Kopf's
+            # Event poster through this handler's context, which the workers started here
+            # inherit.
+            passes.start(memo.training, memo.pods, indexes.live(kwargs))
         passes.seen(key, body)
 
     @kopf.on.cleanup(registry=registry)
