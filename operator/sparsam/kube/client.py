@@ -13,8 +13,10 @@ from pathlib import Path
 from kubernetes import client, config
 
 #: Threads the operator runs its passes in (`sparsam.main`), and threads a pass hands the
-#: calls it makes at once to (`controllers.training`).
-PASS_THREADS = 32
+#: calls it makes at once to (`controllers.training`). In a burst of new TrainingJobs the jobs
+#: wait for a free pass (a pass takes about a second on a saturated apiserver): with 64
+#: rather than 32, operator_scale's p99 went from 9.8 s to 7.9 s (one rested run each).
+PASS_THREADS = 64
 CALL_THREADS = 32
 #: Connections kept open to the apiserver, one per thread that calls it: beyond the pool's size
 #: urllib3 opens a connection per call and throws it away (its default is 5 per CPU).
