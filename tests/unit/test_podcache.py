@@ -132,8 +132,9 @@ class Stream:
 
 
 class Page:
-    def __init__(self, pods: list[dict[str, Any]], version: str) -> None:
-        self.data = json.dumps({"items": pods, "metadata": {"resourceVersion": version}})
+    def __init__(self, pods: list[dict[str, Any]], version: str, more: str = "") -> None:
+        meta = {"resourceVersion": version} | ({"continue": more} if more else {})
+        self.data = json.dumps({"items": pods, "metadata": meta})
 
 
 class ScriptedCore:
@@ -146,7 +147,10 @@ class ScriptedCore:
         self.cache: PodCache | None = None
 
     def list_pod_for_all_namespaces(self, **kwargs: Any) -> Page | Stream:
-        self.calls.append(f"watch {kwargs['resource_version']}" if kwargs.get("watch") else "list")
+        if kwargs.get("watch"):
+            self.calls.append(f"watch {kwargs['resource_version']}")
+        else:
+            self.calls.append(f"list {kwargs['_continue']}" if kwargs.get("_continue") else "list")
         if not self.script:
             assert self.cache is not None
             self.cache.stop()
@@ -171,6 +175,12 @@ def run_cache(script: list[Page | Stream | Exception]) -> tuple[PodCache, Script
 
 def uids(cache: PodCache) -> list[str]:
     return sorted(p["metadata"]["uid"] for p in cache.views.workers("ml", "tj"))
+
+
+def test_a_list_of_several_pages_is_read_to_its_end_then_watched_from() -> None:
+    cache, core = run_cache([Page([worker("a")], "7", more="t1"), Page([worker("b")], "9")])
+    assert core.calls == ["list", "list t1", "watch 9"]
+    assert uids(cache) == ["a", "b"]
 
 
 def test_a_version_too_old_lists_again_and_replaces_the_views() -> None:

@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from kubernetes.client import ApiClient, CoreV1Api
@@ -220,22 +220,27 @@ class PodCache:
 
     def _list(self) -> None:
         started = time.monotonic()
-        bodies: list[Body] = []
-        token: str | None = None
-        while True:
-            response: Any = self._core.list_pod_for_all_namespaces(
-                limit=PAGE, _continue=token, _preload_content=False
-            )
-            page = json.loads(response.data)
-            bodies.extend(page.get("items") or ())
-            meta = page.get("metadata") or {}
-            token = meta.get("continue") or None
-            if token is None:
-                self.views.replace(bodies)
-                self._version = str(meta.get("resourceVersion", ""))
-                self.synced.set()
-                log.info("pods listed: %d in %.1fs", len(bodies), time.monotonic() - started)
-                return
+        end: dict[str, str] = {}
+
+        def pages() -> Iterator[Body]:
+            """Every pod, a page at a time (a page's bodies go once its views are made)."""
+            token: str | None = None
+            while True:
+                response: Any = self._core.list_pod_for_all_namespaces(
+                    limit=PAGE, _continue=token, _preload_content=False
+                )
+                page = json.loads(response.data)
+                yield from page.get("items") or ()
+                meta = page.get("metadata") or {}
+                token = meta.get("continue") or None
+                if token is None:
+                    end["version"] = str(meta.get("resourceVersion", ""))
+                    return
+
+        self.views.replace(pages())
+        self._version = end["version"]
+        self.synced.set()
+        log.info("pods listed: %d in %.1fs", len(self.views), time.monotonic() - started)
 
     def _watch(self) -> None:
         """Apply the events of one watch request, from `_version`, which follows them (so that
