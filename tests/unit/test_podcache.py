@@ -1,7 +1,7 @@
 """`kube.podcache`: which view a pod is in as it goes from created to bound, finished and
 deleted; and what the list-and-watch loop does, on a scripted apiserver, when the watch's
 version is too old, its connection breaks or the list is refused. The loop against the real
-apiserver is `tests/integration/test_podcache.py`."""
+apiserver is `tests/integration/test_podcache_cluster.py`."""
 
 from __future__ import annotations
 
