@@ -174,6 +174,25 @@ def _stat(pid: int) -> tuple[int, float, float] | None:
     return int(fields[1]), own, reaped
 
 
+def processes_cpu_s(cluster: Cluster) -> dict[str, float]:
+    """Own CPU seconds so far of each of the dev cluster's processes (none for an existing
+    cluster) and of this benchmark: where the machine's cores go besides the operator."""
+    pids = {"benchmark": os.getpid()}
+    state = cluster.dev.state() if cluster.dev is not None else None
+    if state is not None:
+        pids |= {p.name: p.pid for p in state.processes}
+    found = {name: _stat(pid) for name, pid in pids.items()}
+    return {name: stat[1] for name, stat in found.items() if stat is not None}
+
+
+def cores_between(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
+    return {
+        name: round((after[name] - before[name]) / seconds, 3) for name in before if name in after
+    }
+
+
 def _status_kib(pid: int, key: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -586,11 +605,18 @@ class Direct:
     #: The whole machine's busy cores from the first create to the last worker seen: what
     #: the control plane alone takes for this load, the room an operator has beside it.
     machine_busy_cores: float
+    #: The same, by process: the dev cluster's and this benchmark's.
+    process_cores: dict[str, float]
     apiserver_requests_per_job: dict[str, float]
 
 
 def measure_direct(
-    api: ApiClient, namespaces: Sequence[str], max_workers: Sequence[int], rate: float, run: str
+    api: ApiClient,
+    cluster: Cluster,
+    namespaces: Sequence[str],
+    max_workers: Sequence[int],
+    rate: float,
+    run: str,
 ) -> Direct:
     """The jobs with no operator: each thread creates the TrainingJob, then its Service and
     workers exactly as a pass would, with no wait in between."""
@@ -616,6 +642,7 @@ def measure_direct(
             actuator.create_pod(worker_manifest(job, index))
 
     started, busy_before = time.monotonic(), machine_busy_s()
+    processes_before = processes_cpu_s(cluster)
     requests_before = apiserver_requests(api)
     created = paced(len(max_workers), rate, one)
     keys = {
@@ -627,7 +654,9 @@ def measure_direct(
         lambda: all(watch.first_seen(k) for ks in keys.values() for k in ks),
         120,
     )
-    busy_cores = (machine_busy_s() - busy_before) / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    busy_cores = (machine_busy_s() - busy_before) / elapsed
+    process_cores = cores_between(processes_before, processes_cpu_s(cluster), elapsed)
     requests = per_job(requests_before, apiserver_requests(api), len(max_workers))
     watch.stop()
     latency, from_due = [], []
@@ -647,6 +676,7 @@ def measure_direct(
         round((len(times) - 1) / span, 1) if span > 0 else None,
         sum(1 for m in created if m.error),
         round(busy_cores, 3),
+        process_cores,
         requests,
     )
 
@@ -774,6 +804,7 @@ def main() -> int:
         cpu_before_jobs = sampler.cpu_s
         busy_before_jobs, steal_before_jobs = machine_busy_s(), machine_steal_s()
         requests_before_jobs = apiserver_requests(api)
+        processes_before_jobs = processes_cpu_s(cluster)
         rss_before_jobs = sampler.rss_mib
 
         say(f"creating {args.jobs} TrainingJobs at {args.rate:g}/s ...")
@@ -824,6 +855,7 @@ def main() -> int:
         busy_jobs = machine_busy_s() - busy_before_jobs
         steal_jobs = machine_steal_s() - steal_before_jobs
         requests_jobs = per_job(requests_before_jobs, apiserver_requests(api), args.jobs)
+        processes_jobs = cores_between(processes_before_jobs, processes_cpu_s(cluster), jobs_wall)
         by_decile = [
             percentiles([v for i, v in done_by_index.items() if i * 10 // args.jobs == d])["p50"]
             for d in range(10)
@@ -866,7 +898,7 @@ def main() -> int:
                 "(Service and workers at once) ..."
             )
             free_nodes(api, namespaces)
-            direct = measure_direct(api, direct_namespaces, max_workers, args.rate, run)
+            direct = measure_direct(api, cluster, direct_namespaces, max_workers, args.rate, run)
 
         total_workers = sum(max_workers)
         lat = percentiles(latency)
@@ -935,6 +967,8 @@ def main() -> int:
             "operator_cpu_cores_jobs_phase": round(cpu_jobs / jobs_wall, 3),
             "machine_busy_cores_jobs_phase": round(busy_jobs / jobs_wall, 3),
             "machine_steal_cores_jobs_phase": round(steal_jobs / jobs_wall, 3),
+            "process_cores_jobs_phase": processes_jobs,
+            "baseline_direct_process_cores": None if direct is None else direct.process_cores,
             "apiserver_requests_per_job": requests_jobs,
             "baseline_direct_apiserver_requests_per_job": None
             if direct is None
@@ -1050,6 +1084,8 @@ def print_table(r: dict[str, Any], examples: list[str]) -> None:
             "jobs/s the baseline's threads kept up",
             f"{r['baseline_direct_achieved_rate_per_s']}",
         ),
+        ("cores by process, jobs phase", _cores(r["process_cores_jobs_phase"])),
+        ("cores by process, baseline", _cores(r["baseline_direct_process_cores"])),
         ("operator steady CPU with all jobs (cores)", f"{r['operator_steady_cpu_cores']}"),
         ("worker pods seen per second (jobs phase)", f"{r['workers_seen_per_s']}"),
         (
@@ -1081,6 +1117,10 @@ def print_table(r: dict[str, Any], examples: list[str]) -> None:
         print(f"  {label:<48} {value}")
     for line in examples:
         print(f"  log: {line[:200]}")
+
+
+def _cores(cores: dict[str, float] | None) -> str:
+    return "-" if not cores else " ".join(f"{name} {value:.2f}" for name, value in cores.items())
 
 
 if __name__ == "__main__":
