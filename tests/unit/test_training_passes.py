@@ -80,6 +80,23 @@ def test_a_job_is_queued_when_new_or_its_spec_changed_not_for_its_own_status_wri
     run(test)
 
 
+def test_a_spec_no_pass_has_acted_on_goes_before_jobs_listed_again_after_a_restart() -> None:
+    async def test(setup: Setup) -> None:
+        passes = setup.passes
+        await passes.workers.stop()
+        handled = body(3)
+        handled["status"]["observedGeneration"] = 3  # a pass of an earlier run acted on it
+        passes.seen(("ml", "old"), kopf.Body(handled))
+        passes.seen(KEY, body(1))  # new: no status yet
+        edited = body(4)
+        edited["status"]["observedGeneration"] = 3  # edited while the operator was down
+        passes.seen(("ml", "edited"), kopf.Body(edited))
+        order = [await passes.queue.get() for _ in range(3)]
+        assert order == [KEY, ("ml", "edited"), ("ml", "old")]
+
+    run(test)
+
+
 def test_a_pass_creates_the_workers_writes_what_changed_and_plans_the_next() -> None:
     async def test(setup: Setup) -> None:
         setup.passes.seen(KEY, body())

@@ -62,6 +62,42 @@ def test_a_later_add_keeps_the_earliest_time_and_an_add_now_replaces_it() -> Non
     run(test)
 
 
+def test_urgent_keys_go_first_in_order_and_a_key_raised_to_urgent_comes_once() -> None:
+    async def test() -> None:
+        queue: WorkQueue[str] = WorkQueue()
+        queue.add("due-1")
+        queue.add("due-2")
+        queue.add("urgent-1", urgent=True)
+        queue.add("due-2", urgent=True)  # raised: goes with the urgent ones
+        queue.add("urgent-1")  # lowering is not a thing: still urgent, still once
+        queue.add("urgent-2", urgent=True)
+        assert len(queue) == 4
+        order = [await queue.get() for _ in range(4)]
+        assert order == ["urgent-1", "due-2", "urgent-2", "due-1"]
+        assert len(queue) == 0
+        for key in order:
+            queue.done(key)
+        waiting = asyncio.create_task(queue.get())  # the stale entry of due-2 is no key
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        waiting.cancel()
+
+    run(test)
+
+
+def test_a_key_raised_to_urgent_while_worked_on_comes_back_urgent_when_done() -> None:
+    async def test() -> None:
+        queue: WorkQueue[str] = WorkQueue()
+        queue.add("a")
+        assert await queue.get() == "a"
+        queue.add("b")
+        queue.add("a", urgent=True)  # its spec changed during the pass
+        queue.done("a")
+        assert [await queue.get(), await queue.get()] == ["a", "b"]
+
+    run(test)
+
+
 def test_a_forgotten_key_is_not_added_later() -> None:
     async def test() -> None:
         queue: WorkQueue[str] = WorkQueue()

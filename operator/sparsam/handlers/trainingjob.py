@@ -2,8 +2,9 @@
 queue, status out.
 
 Thin: a watching handler gives each job's latest body to `TrainingPasses`, which queues the
-job when it is new or its spec changed (`metadata.generation`); after each pass the job is
-queued again `interval` seconds later, which is what notices lost nodes, deadlines and cost.
+job when it is new or its spec changed (`metadata.generation`), ahead of every other job
+when its status says no pass has acted on that spec yet; after each pass the job is queued
+again `interval` seconds later, which is what notices lost nodes, deadlines and cost.
 The pass reads the job's pods and nodes from the caches (`kube.podcache`,
 `handlers.indexes`), runs `controllers.training.TrainingController.reconcile` in a thread,
 writes the status fields that changed, and posts the Events.
@@ -75,11 +76,15 @@ class TrainingPasses:
         self.workers.start()
 
     def seen(self, key: Key, body: kopf.Body) -> None:
-        """The job as the watch shows it now: queued if it is new or its spec changed."""
+        """The job as the watch shows it now: queued if it is new to us or its spec changed,
+        ahead of the passes that are only due if no pass has acted on this spec yet (a new
+        job, an edit; not a job listed again after a restart)."""
         before = self._bodies.get(key)
         self._bodies[key] = body
-        if before is None or _generation(before) != _generation(body):
-            self.queue.add(key)
+        generation = _generation(body)
+        if before is None or _generation(before) != generation:
+            observed = (body.get("status") or {}).get("observedGeneration")
+            self.queue.add(key, urgent=observed != generation)
 
     def gone(self, key: Key, uid: str) -> None:
         self._bodies.pop(key, None)

@@ -11,9 +11,10 @@ pass says when its object wants the next one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
@@ -21,28 +22,40 @@ log = logging.getLogger(__name__)
 
 
 class WorkQueue(Generic[K]):
-    """Keys to work on, each queued at most once. Event-loop only (no locks)."""
+    """Keys to work on, each queued at most once. Event-loop only (no locks).
+
+    Two priorities, as controller-runtime's priority queue has them: a key `add`ed `urgent`
+    (an object whose spec nobody has acted on yet) is handed out before any key that is only
+    due (its pass came round again, or a retry). In a burst of new TrainingJobs the periodic
+    passes of the jobs created a few seconds earlier would otherwise take the workers first."""
+
+    URGENT: Final = 0
+    DUE: Final = 1
 
     def __init__(self) -> None:
-        # One getter woken per key put (an Event would wake every idle worker each time).
-        self._ready: asyncio.Queue[K] = asyncio.Queue()
-        self._queued: set[K] = set()
+        # One getter woken per entry put (an Event would wake every idle worker each time).
+        # An entry whose key was taken, or raised to urgent, since it was put is stale: its
+        # priority no longer matches `_queued`'s, and `get` skips it.
+        self._ready: asyncio.PriorityQueue[tuple[int, int, K]] = asyncio.PriorityQueue()
+        self._order = itertools.count()  # first in, first out within a priority
+        self._queued: dict[K, int] = {}  # key -> its priority
         self._working: set[K] = set()
         self._later: dict[K, asyncio.TimerHandle] = {}
 
     def __len__(self) -> int:
         return len(self._queued)
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, urgent: bool = False) -> None:
         """Work on `key` as soon as a worker is free (a later `add_after` is then moot)."""
         timer = self._later.pop(key, None)
         if timer is not None:
             timer.cancel()
-        if key in self._queued:
+        priority = self.URGENT if urgent else self.DUE
+        if self._queued.get(key, self.DUE + 1) <= priority:
             return
-        self._queued.add(key)
+        self._queued[key] = priority
         if key not in self._working:
-            self._ready.put_nowait(key)
+            self._put(key, priority)
 
     def add_after(self, key: K, delay: float) -> None:
         """Work on `key` in `delay` seconds, or sooner if it is (or was) due earlier."""
@@ -64,21 +77,28 @@ class WorkQueue(Generic[K]):
             timer.cancel()
 
     async def get(self) -> K:
-        """The next key; the caller owns it until `done(key)`."""
-        key = await self._ready.get()
-        self._queued.discard(key)
+        """The next key, urgent ones first; the caller owns it until `done(key)`."""
+        while True:
+            priority, _, key = await self._ready.get()
+            if self._queued.get(key) == priority and key not in self._working:
+                break
+        del self._queued[key]
         self._working.add(key)
         return key
 
     def done(self, key: K) -> None:
         self._working.discard(key)
-        if key in self._queued:  # added while it was being worked on
-            self._ready.put_nowait(key)
+        priority = self._queued.get(key)
+        if priority is not None:  # added while it was being worked on
+            self._put(key, priority)
 
     def close(self) -> None:
         for timer in self._later.values():
             timer.cancel()
         self._later.clear()
+
+    def _put(self, key: K, priority: int) -> None:
+        self._ready.put_nowait((priority, next(self._order), key))
 
 
 #: A pass over one key: returns the seconds until its next pass (None: none planned).
