@@ -59,7 +59,10 @@ class FakeActuator:
         self.deleted.append(f"trainingjob/{name}")
 
 
-def job(status: dict[str, Any] | None = None, workers: int | None = None) -> TrainingJob:
+def job(
+    status: dict[str, Any] | None = None, workers: int | None = None, least: int | None = None
+) -> TrainingJob:
+    """min 1, max 2; or `workers` of them, at least `least` (default all) to start."""
     return TrainingJob.from_body(
         {
             "metadata": {"name": "tj", "namespace": "ml", "uid": "job-uid", "generation": 3},
@@ -67,7 +70,7 @@ def job(status: dict[str, Any] | None = None, workers: int | None = None) -> Tra
                 "image": "t:1",
                 "workers": {"min": 1, "max": 2}
                 if workers is None
-                else {"min": workers, "max": workers},
+                else {"min": least or workers, "max": workers},
             },
             "status": status or {},
         }
@@ -113,24 +116,29 @@ def test_a_new_job_gets_its_service_and_workers_and_a_status() -> None:
 
 
 @pytest.mark.parametrize(
-    ("count", "sizes"),
+    ("count", "first", "sizes"),
     [
-        (0, []),
-        (1, [1]),
-        (2, [1, 1]),
-        (3, [1, 2]),
-        (4, [1, 2, 1]),
-        (7, [1, 2, 4]),
-        (9, [1, 2, 4, 2]),
+        (0, 1, []),
+        (1, 1, [1]),
+        (2, 1, [1, 1]),
+        (3, 1, [1, 2]),
+        (4, 1, [1, 2, 1]),
+        (7, 1, [1, 2, 4]),
+        (9, 1, [1, 2, 4, 2]),
+        (1, 2, [1]),
+        (2, 2, [2]),
+        (4, 2, [2, 2]),
+        (9, 2, [2, 4, 3]),
+        (9, 0, [1, 2, 4, 2]),
     ],
 )
-def test_slow_start_doubles_its_batches(count: int, sizes: list[int]) -> None:
-    batches = slow_start(list(range(count)))
+def test_slow_start_doubles_its_batches(count: int, first: int, sizes: list[int]) -> None:
+    batches = slow_start(list(range(count)), first)
     assert [len(b) for b in batches] == sizes
     assert [i for b in batches for i in b] == list(range(count))
 
 
-def test_a_refused_first_worker_stops_the_creation_before_the_next_batch() -> None:
+def test_a_refused_first_batch_stops_the_creation_before_the_next() -> None:
     @dataclass
     class Refusing(FakeActuator):
         def create_pod(self, manifest: dict[str, Any]) -> bool:
@@ -139,9 +147,10 @@ def test_a_refused_first_worker_stops_the_creation_before_the_next_batch() -> No
 
     actuator = Refusing()
     with pytest.raises(ApiRefused, match="exceeded quota"):
-        TrainingController(actuator).reconcile(job(workers=4), [], {"n1": NODE}, NOW)
-    # The Service and worker 0 went at once; no worker after the refusal was tried.
-    assert actuator.services == 1 and actuator.created == ["tj-worker-0"]
+        TrainingController(actuator).reconcile(job(workers=8, least=2), [], {"n1": NODE}, NOW)
+    # The Service and the two the job needs to start went at once; no worker after the
+    # refusal was tried.
+    assert actuator.services == 1 and actuator.created == ["tj-worker-0", "tj-worker-1"]
 
 
 def test_every_worker_of_a_wide_job_is_created_once() -> None:

@@ -309,10 +309,10 @@ class TrainingController:
 
     def _create(self, job: TrainingJob, workers: Sequence[dict[str, Any]]) -> None:
         """The rendezvous Service and `workers`, in slow-start batches as the ReplicaSet
-        controller creates pods: the Service and the first worker at once, then twice as
-        many workers at once each time. A job's creation waits on a few round trips to the
-        apiserver, not one per worker; a refusal (a quota, a webhook) ends it after the
-        batch it met, not after one call per worker."""
+        controller creates pods, but from `workers.min`, not 1: the Service and as many
+        workers as the job needs to start at all at once, then twice as many each time. A
+        job's creation waits on a round trip or two to the apiserver, not one per worker; a
+        refusal (a quota, a webhook) ends it after the batch it met."""
         namespace = job.metadata.namespace
 
         def service() -> None:
@@ -322,7 +322,7 @@ class TrainingController:
         def worker(manifest: dict[str, Any]) -> Callable[[], object]:
             return lambda: self._actuator.create_pod(manifest)
 
-        for number, batch in enumerate(slow_start(workers)):
+        for number, batch in enumerate(slow_start(workers, job.spec.workers.min)):
             calls = [worker(m) for m in batch] + ([service] if number == 0 else [])
             futures = [self._calls.submit(call) for call in calls]
             wait(futures)
@@ -470,10 +470,11 @@ class TrainingController:
         self._locks.drop(job_uid)
 
 
-def slow_start(items: Sequence[T]) -> list[list[T]]:
-    """`items` in batches of 1, 2, 4, ... (the last one what is left)."""
+def slow_start(items: Sequence[T], first: int = 1) -> list[list[T]]:
+    """`items` in batches of `first`, twice that, four times, ... (the last one what is
+    left)."""
     batches: list[list[T]] = []
-    done, size = 0, 1
+    done, size = 0, max(1, first)
     while done < len(items):
         batches.append(list(items[done : done + size]))
         done, size = done + size, size * 2
