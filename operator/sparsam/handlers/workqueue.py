@@ -51,8 +51,9 @@ class WorkQueue(Generic[K]):
         if timer is not None:
             timer.cancel()
         priority = self.URGENT if urgent else self.DUE
-        if self._queued.get(key, self.DUE + 1) <= priority:
-            return
+        queued = self._queued.get(key)
+        if queued is not None and queued <= priority:
+            return  # queued already, as urgent as this or more
         self._queued[key] = priority
         if key not in self._working:
             self._put(key, priority)
