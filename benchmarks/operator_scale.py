@@ -85,6 +85,8 @@ TRAINING_INTERVAL: Final = "5s"
 GPU_TYPE: Final = "BENCH-GPU-8X"
 SHAPE: Final = nodes.NodeShape("bench.8xgpu", GPU_TYPE, 8, "96", "768Gi")
 SPOT_FRACTION: Final = 0.7
+#: The nodes count as settled once none has changed for this long (`nodes_quiet`).
+NODES_QUIET_S: Final = 5.0
 #: Labels of what this benchmark creates, so it finds (and deletes) only its own.
 BENCH_LABEL: Final = "bench.sparsam.dev/run"
 FLOOR_LABEL: Final = "bench.sparsam.dev/floor"
@@ -473,6 +475,29 @@ def ready_nodes(core: CoreV1Api, run: str) -> int:
     return ready
 
 
+def nodes_quiet(core: CoreV1Api, run: str, quiet_s: float) -> Callable[[], bool]:
+    """A check that holds once no node of `run` has changed for `quiet_s` seconds.
+
+    Ready is not settled: for about 45 s after 200 nodes join, kube-controller-manager labels,
+    annotates and untaints each of them (a GET and a PATCH a node, at its client's 20 QPS). A
+    burst started before then shares the apiserver with those writes, and its scheduler finds
+    nodes still tainted not-ready, while the baseline, which runs later, finds them settled."""
+    versions: dict[str, str] | None = None
+    since = time.monotonic()
+
+    def check() -> bool:
+        nonlocal versions, since
+        listed: Any = core.list_node(label_selector=f"{BENCH_LABEL}={run}", _preload_content=False)
+        items = json.loads(listed.data)["items"]
+        now_versions = {n["metadata"]["name"]: n["metadata"]["resourceVersion"] for n in items}
+        now = time.monotonic()
+        if now_versions != versions:
+            versions, since = now_versions, now
+        return now - since >= quiet_s
+
+    return check
+
+
 def make_namespaces(core: CoreV1Api, names: Sequence[str], run: str) -> None:
     for name in names:
         core.create_namespace(cast(Any, {"metadata": {"name": name, "labels": {BENCH_LABEL: run}}}))
@@ -774,6 +799,9 @@ def main() -> int:
         wait_until(f"{args.nodes} nodes Ready", lambda: ready_nodes(core, run) >= args.nodes, 120)
         nodes_s = time.monotonic() - before
         say(f"{args.nodes} GPU nodes Ready in {nodes_s:.1f}s")
+        wait_until("the nodes to settle", nodes_quiet(core, run, NODES_QUIET_S), 180)
+        settled_s = time.monotonic() - before
+        say(f"  and settled (unchanged for {NODES_QUIET_S:g}s) {settled_s:.1f}s after creation")
         make_namespaces(core, namespaces + (direct_namespaces if args.direct else []), run)
 
         say(f"baseline: {args.baseline_pods} plain pods at {args.rate:g}/s, no operator ...")
@@ -987,6 +1015,7 @@ def main() -> int:
             "cluster": "existing" if cluster.dev is None else f"own {args.name}",
             "cluster_up_s": round(cluster_up_s, 1),
             "nodes_ready_s": round(nodes_s, 1),
+            "nodes_settled_s": round(settled_s, 1),
             "loadavg_start": load_start,
             "loadavg_end": loadavg(),
             "operator_log": str(log),
