@@ -1,4 +1,4 @@
-"""`handlers.trainingjob.TrainingPasses`, the glue between the watch and the TrainingJob pass:
+"""`handlers.passes.Passes` with the TrainingJob pass, the glue between the watch and the pass:
 which events queue a job, what one pass writes and posts, and what it does with an invalid
 spec, a refusal, a paused replica and a deleted job. The controller is the real one on a fake
 actuator (`test_training_controller`)."""
@@ -12,9 +12,11 @@ from typing import Any
 import kopf
 from tests.unit.test_training_controller import NOW, FakeActuator
 
+from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
 from sparsam.controllers.results import Event
 from sparsam.controllers.training import TrainingController
-from sparsam.handlers.trainingjob import TrainingPasses
+from sparsam.handlers.passes import Passes
+from sparsam.handlers.trainingjob import training_pass
 from sparsam.kube.errors import ApiRefused
 from sparsam.kube.podcache import PodViews
 
@@ -44,8 +46,11 @@ class Setup:
     def __init__(self, active: bool = True) -> None:
         self.actuator = FakeActuator()
         self.posted: list[Event] = []
-        self.passes = TrainingPasses(5.0, lambda: NOW, lambda: active, self.post)
-        self.passes.start(TrainingController(self.actuator), PodViews(), CACHES)
+        self.passes = Passes(
+            TrainingJob.from_body, TrainingJobStatus, 5.0, lambda: NOW, lambda: active, self.post
+        )
+        controller = TrainingController(self.actuator)
+        self.passes.start(training_pass(controller, PodViews(), CACHES), controller.write_status)
 
     def post(self, _: kopf.Body, events: Iterable[Event]) -> None:
         self.posted.extend(events)

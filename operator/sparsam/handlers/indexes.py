@@ -21,6 +21,7 @@ import kopf
 from sparsam.api import constants as c
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.parse import InvalidSpec
+from sparsam.decisions.policy import effective_policy
 
 
 def _node_view(body: kopf.Body) -> dict[str, Any]:
@@ -141,6 +142,11 @@ def policies(kwargs: Mapping[str, Any]) -> tuple[CostPolicy, ...]:
 
 def namespaces(kwargs: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return _one(kwargs, "namespace_index")
+
+
+def policy_of(kwargs: Mapping[str, Any], namespace: str) -> CostPolicy | None:
+    """The CostPolicy that governs `namespace` (`decisions.policy.effective_policy`)."""
+    return effective_policy(policies(kwargs), namespaces(kwargs).get(namespace, {}))
 
 
 def spenders(kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:

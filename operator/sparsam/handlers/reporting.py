@@ -21,6 +21,10 @@ class _WithConditions(Protocol):
     def conditions(self) -> Sequence[Condition]: ...
 
 
+#: A kind's status model (for the conditions an invalid spec's status keeps).
+StatusType = type[_WithConditions]
+
+
 def changed(body: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of `status` that differ from the object's, so an idle object writes nothing."""
     current = body.get("status") or {}
@@ -72,7 +76,7 @@ def read(
     body: kopf.Body,
     patch: kopf.Patch,
     model: Callable[[kopf.Body], T],
-    status_type: type[_WithConditions],
+    status_type: StatusType,
     now: datetime,
 ) -> T | None:
     """The typed object, or None after reporting Ready=False InvalidSpec (see invalid_spec)."""
@@ -84,7 +88,7 @@ def read(
 
 
 def invalid_spec(
-    body: kopf.Body, status_type: type[_WithConditions], message: str, now: datetime
+    body: kopf.Body, status_type: StatusType, message: str, now: datetime
 ) -> dict[str, Any]:
     """The status patch for an object whose spec the model cannot read (what CEL cannot
     express): Ready=False, reason InvalidSpec, the message naming the field. Nothing else is

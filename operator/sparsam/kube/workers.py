@@ -15,7 +15,8 @@ from kubernetes.client.exceptions import ApiException
 
 from sparsam.api import constants as c
 from sparsam.kube.errors import refused
-from sparsam.kube.rest import APPLY_PATCH, MERGE_PATCH, Rest, path
+from sparsam.kube.rest import APPLY_PATCH, Rest, path
+from sparsam.kube.status import StatusWriter
 
 
 def _core(namespace: str, plural: str, *rest: str) -> str:
@@ -36,6 +37,7 @@ class WorkerActuator:
 
     def __init__(self, api: ApiClient) -> None:
         self._rest = Rest(api)
+        self._status = StatusWriter(api, c.TRAINING_JOB)
 
     def apply_service(self, manifest: dict[str, Any]) -> None:
         meta = manifest["metadata"]
@@ -76,16 +78,7 @@ class WorkerActuator:
     def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge `status` into the TrainingJob's status (the counts a pass must make durable
         before it acts on them)."""
-        try:
-            self._rest.call(
-                "PATCH",
-                _ours(namespace, c.TRAINING_JOB.plural, name, "status"),
-                {"status": status},
-                query=_MANAGER,
-                content_type=MERGE_PATCH,
-            )
-        except ApiException as exc:
-            raise refused(f"writing the status of trainingjob {namespace}/{name}", exc) from exc
+        self._status(namespace, name, status)
 
     def apply_inference_service(self, manifest: dict[str, Any]) -> None:
         """Create or update the InferenceService a job deploys (server-side apply)."""

@@ -1,0 +1,137 @@
+"""A pass per object from a work queue: the glue between Kopf's watch of one kind and its
+controller's pass, for TrainingJobs, InferenceServices and CostPolicies.
+
+A watching handler gives each object's latest body to `Passes.seen`, which queues the object
+when it is new or its spec changed (`metadata.generation`), ahead of every other object when
+its status says no pass has acted on that spec yet; after each pass the object is queued again
+`interval` seconds later. A pass parses the object, runs the controller's reconcile in a
+thread, writes the status fields that changed, and posts the Events.
+
+Not a Kopf timer per object (see `handlers.workqueue`): with no timer and no deletion handler,
+Kopf puts no finalizer on these kinds, and takes off the one an older version put there, so
+deleting an object never waits for the operator (nor hangs once it is uninstalled).
+
+A spec the model cannot read (what CEL cannot express) becomes Ready=False with reason
+InvalidSpec; nothing crashes, and nothing is retried until the spec changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import kopf
+
+from sparsam.api.parse import InvalidSpec
+from sparsam.controllers.results import Event, PassResult
+from sparsam.handlers.reporting import LastParsed, StatusType, changed, invalid_spec, post
+from sparsam.handlers.workqueue import Workers, WorkQueue
+from sparsam.kube.client import PASS_THREADS
+from sparsam.kube.errors import ApiRefused
+
+M = TypeVar("M")
+Key = tuple[str, str]  # namespace ("" for a cluster-scoped kind), name
+Post = Callable[[kopf.Body, Iterable[Event]], None]
+#: One pass for an object: its model, its body as watched, and the moment. Run in a thread.
+Reconcile = Callable[[M, kopf.Body, datetime], PassResult]
+#: Merges the status fields that changed into the object's (namespace, name, fields).
+WriteStatus = Callable[[str, str, dict[str, Any]], None]
+
+
+class Passes(Generic[M]):
+    """Every object's latest body, the queue of objects due a pass, and the pass.
+
+    `model` parses a body (`InvalidSpec` for a spec it cannot read); `active`: whether this
+    replica may act now (`kube.peering.PeeringGate`), a pass due while it may not is put off by
+    `interval`; `post`: how Events are posted (Kopf's poster)."""
+
+    def __init__(
+        self,
+        model: Callable[[kopf.Body], M],
+        status_type: StatusType,
+        interval: float,
+        now: Callable[[], datetime],
+        active: Callable[[], bool],
+        post: Post = post,
+    ) -> None:
+        self._parse = LastParsed(model)
+        self._status_type = status_type
+        self._interval = interval
+        self._now = now
+        self._active = active
+        self._post = post
+        self._bodies: dict[Key, kopf.Body] = {}
+        self._pass: tuple[Reconcile[M], WriteStatus] | None = None
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.workers = Workers(self.queue, self.work, count=PASS_THREADS, retry=interval)
+
+    @property
+    def started(self) -> bool:
+        return self.workers.started
+
+    def start(self, reconcile: Reconcile[M], write_status: WriteStatus) -> None:
+        """Start the passes, once the caches `reconcile` reads have synced."""
+        self._pass = (reconcile, write_status)
+        self.workers.start()
+
+    def seen(self, key: Key, body: kopf.Body) -> None:
+        """The object as the watch shows it now: queued if it is new to us or its spec
+        changed, ahead of the passes that are only due if no pass has acted on this spec yet
+        (a new object, an edit; not one listed again after a restart)."""
+        before = self._bodies.get(key)
+        self._bodies[key] = body
+        generation = _generation(body)
+        if before is None or _generation(before) != generation:
+            observed = (body.get("status") or {}).get("observedGeneration")
+            self.queue.add(key, urgent=observed != generation)
+
+    def hurry(self, key: Key) -> None:
+        """A pass for `key` as soon as a worker is free, ahead of those only due."""
+        if key in self._bodies:
+            self.queue.add(key, urgent=True)
+
+    def gone(self, key: Key, uid: str) -> None:
+        self._bodies.pop(key, None)
+        self.workers.forget(key)
+        self._parse.forget(uid)
+
+    async def work(self, key: Key) -> float | None:
+        """One pass for the object `key`; the seconds until its next one (None: none due)."""
+        body = self._bodies.get(key)
+        if body is None or self._pass is None:
+            return None  # deleted
+        if not self._active():
+            return self._interval
+        reconcile, write_status = self._pass
+        namespace, name = key
+        moment = self._now()
+        model: M | None = None
+        try:
+            model = self._parse(body)  # on the event loop: LastParsed takes no lock
+        except InvalidSpec as exc:
+            invalid = invalid_spec(body, self._status_type, str(exc), moment)
+
+        def run() -> PassResult | None:
+            if model is None:
+                write_status(namespace, name, changed(body, invalid))
+                return None
+            result = reconcile(model, body, moment)
+            write_status(namespace, name, changed(body, result.status))
+            return result
+
+        try:
+            result = await asyncio.to_thread(run)
+        except ApiRefused as exc:
+            # e.g. a quota or an admission webhook; said once per retry, in the log and an Event.
+            self._post(body, (Event("Warning", "ApiRefused", str(exc)),))
+            return max(self._interval, 10.0)
+        if result is None:
+            return None  # an invalid spec: nothing to do until it changes
+        self._post(body, result.events)
+        return self._interval
+
+
+def _generation(body: kopf.Body) -> Any:
+    return (body.get("metadata") or {}).get("generation")
