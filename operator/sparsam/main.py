@@ -41,6 +41,7 @@ from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.scaling import ScalingSettings
 from sparsam.handlers import costpolicy, gpunodepool, indexes, inferenceservice, trainingjob
 from sparsam.handlers.diffbase import DIFFED, LeanDiffBaseStorage
+from sparsam.handlers.passes import WriteStatus
 from sparsam.kube.client import PASS_THREADS, api_client
 from sparsam.kube.drain import NodeDrainer
 from sparsam.kube.inferenceservice import ServerSettings
@@ -48,6 +49,7 @@ from sparsam.kube.peering import PeeringGate, own_identity, require_peering
 from sparsam.kube.podcache import PodCache, PodViews
 from sparsam.kube.pods import Placement
 from sparsam.kube.serving import ServingActuator
+from sparsam.kube.status import StatusWriter
 from sparsam.kube.workers import WorkerActuator
 from sparsam.providers.clusterapi import ClusterAPINodePoolProvider
 from sparsam.providers.kwok import KwokNodePoolProvider
@@ -65,6 +67,9 @@ class Operator:
     serving: ServingController
     #: Every pod, as the passes read them (`kube.podcache`).
     pods: PodViews
+    #: What InferenceService and CostPolicy passes write their status with.
+    serving_status: WriteStatus
+    policy_status: WriteStatus
 
 
 def _now() -> datetime:
@@ -100,6 +105,8 @@ def build(config: OperatorConfig, api: ApiClient, pods: PodViews) -> Operator:
             ServingActuator(api), prometheus, serving_config(config), config.prices
         ),
         pods=pods,
+        serving_status=StatusWriter(api, c.INFERENCE_SERVICE),
+        policy_status=StatusWriter(api, c.COST_POLICY),
     )
 
 
@@ -131,15 +138,20 @@ def registry(
     config: OperatorConfig, active: Callable[[], bool] = lambda: True
 ) -> kopf.OperatorRegistry:
     """Every handler, in a registry of its own (never Kopf's global one). `active`: whether
-    the peering lets this replica act (for the TrainingJob passes, which Kopf does not pause)."""
+    the peering lets this replica act (for the passes from work queues, which Kopf does not
+    pause)."""
     reg = kopf.OperatorRegistry()
     indexes.register(reg)
     gpunodepool.register(reg, interval=config.capacity_interval.total_seconds(), now=_now)
     trainingjob.register(
         reg, interval=config.training_interval.total_seconds(), now=_now, active=active
     )
-    costpolicy.register(reg, interval=config.policy_interval.total_seconds(), now=_now)
-    inferenceservice.register(reg, interval=config.serving_interval.total_seconds(), now=_now)
+    costpolicy.register(
+        reg, interval=config.policy_interval.total_seconds(), now=_now, active=active
+    )
+    inferenceservice.register(
+        reg, interval=config.serving_interval.total_seconds(), now=_now, active=active
+    )
 
     @kopf.on.login(registry=reg)
     def login(**_: Any) -> kopf.ConnectionInfo:

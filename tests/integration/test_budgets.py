@@ -141,6 +141,8 @@ def test_alert_only_warns_and_admits(
     )
     status = policy_status(kubectl, policy)
     assert is_true(status, "BudgetAlert") and status["blockedNamespaces"] == []
+    # No finalizer (its passes run from a work queue): deleting it never waits for us.
+    assert "finalizers" not in get(kubectl, "costpolicy", policy)["metadata"]
     reasons = [e.split(":")[0] for e in object_events(kubectl, policy)]
     assert "BudgetAlert" in reasons and "BudgetExceeded" in reasons
     # Admitted, and it runs.

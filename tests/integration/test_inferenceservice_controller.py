@@ -143,7 +143,7 @@ def test_scale_from_zero_up_down_to_zero_and_hold_without_metrics(
             print(kubelet.logs(), (logs / "activator.log").read_text()[-3000:], sep="\n")
             raise
         finally:
-            # Kopf's finalizers on these go only while the operator runs.
+            # The pool's finalizer goes only while the operator runs (it drains the nodes).
             for kind, name, where in (
                 ("inferenceservice", SERVICE, ["-n", namespace]),
                 ("gpunodepool", pool_name, []),
@@ -176,6 +176,9 @@ def scenario(
     # 1. At zero, with the url of the activator's route.
     apply(kubectl, inference_service(namespace, gpu_type))
     wait("ScaledToZero", lambda: status().get("phase") == "ScaledToZero")
+    # No finalizer (its passes run from a work queue): deleting it never waits for us.
+    found = get(kubectl, "inferenceservice", SERVICE, "-n", namespace)
+    assert "finalizers" not in found["metadata"]
     assert replicas() == 0
     url = status()["url"]
     assert url.endswith(f"/{namespace}/{SERVICE}")

@@ -174,10 +174,10 @@ def test_a_replica_a_higher_one_joins_stops_its_training_passes(
     cluster_scoped_name: Callable[[str, str], str],
     tmp_path: Path,
 ) -> None:
-    """Kopf pauses its watches and timers, not the TrainingJob passes, which run from our own
-    queue: the gate must stop those too, or two replicas would act on the same jobs. A
-    replica's passes are seen in its GPU-seconds counter, which each pass moves while the
-    job's workers run."""
+    """Kopf pauses its watches and timers, not the passes (of TrainingJobs and others), which
+    run from our own queues: the gate must stop those too, or two replicas would act on the
+    same jobs. A replica's passes are seen in its GPU-seconds counter, which each pass moves
+    while the job's workers run."""
     port = free_port()
     low = Operator(
         cluster.kubeconfig,
@@ -203,7 +203,7 @@ def test_a_replica_a_higher_one_joins_stops_its_training_passes(
         high.start()
         eventually(
             "the lower replica's passes paused",
-            lambda: logged(low, "TrainingJob passes paused"),
+            lambda: logged(low, "the work queues' passes paused"),
             low,
         )
         counted = gpu_seconds(port, "tj")

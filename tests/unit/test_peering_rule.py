@@ -1,4 +1,4 @@
-"""`decisions.peering.may_act`: Kopf's peering rule, which the TrainingJob passes follow."""
+"""`decisions.peering.may_act`: Kopf's peering rule, which the work queues' passes follow."""
 
 from __future__ import annotations
 

@@ -221,11 +221,11 @@ def test_a_wake_request_scales_up_once_and_the_cold_start_is_reported() -> None:
     ctl, act, _ = controller(0.0)
     woke = NOW - timedelta(seconds=1)
     svc = service()
-    assert ctl.wake_pending(svc, woke)
+    assert ctl.wake_pending(svc.metadata.uid, woke)
     result = run(ctl, svc, [deployment("clf", 0, 0)], wake_at=woke)
     assert act.replicas()["clf"] == 1 and result.status["phase"] == "Waking"
     assert condition(result.status, "Ready")["status"] == "False"
-    assert not ctl.wake_pending(svc, woke)
+    assert not ctl.wake_pending(svc.metadata.uid, woke)
 
     ready_at = woke + timedelta(seconds=12.5)
     later = run(

@@ -1,4 +1,4 @@
-"""The work queue the TrainingJob passes run from: each key queued once, never worked on by
+"""The work queue the passes run from (`handlers.passes`): each key queued once, never worked on by
 two workers at once, worked on again when added meanwhile, and retried after a failure."""
 
 from __future__ import annotations

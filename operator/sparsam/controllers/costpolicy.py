@@ -61,6 +61,11 @@ class CostPolicyController:
         with self._lock:
             return self._pass(policy, policies, namespaces, spenders, now)
 
+    def forget(self, name: str) -> None:
+        """The policy is gone: drop the alerts it sent in its period."""
+        with self._lock:
+            self.memory.alerted.pop(name, None)
+
     def _pass(
         self,
         policy: CostPolicy,

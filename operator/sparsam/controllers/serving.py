@@ -5,9 +5,10 @@ from the watch caches and its traffic from Prometheus (`providers.metrics`), cal
 `decisions.scaling.decide_scaling`, applies the Deployments (the replicas split between the
 on-demand base and the spot policy by `spot_split`) and the Service, and returns the status.
 
-A pass runs on the timer, and at once when the activator asks for a wake (it sets the
-`sparsam.dev/wake-requested-at` annotation when it holds a request at zero replicas). Passes
-of one service hold its lock (`KeyedLocks`), so a timer pass and a wake pass never interleave.
+A pass runs every interval, and at once when the activator asks for a wake (it sets the
+`sparsam.dev/wake-requested-at` annotation when it holds a request at zero replicas); the work
+queue never runs two passes of one service at once (`handlers.passes`). They still hold the
+service's lock (`KeyedLocks`), which `forget` takes too.
 
 What it remembers between passes, per service uid: the scaler's memory (the scale-down window,
 the last traffic seen), the wake request last handled, when the current wake began (for
@@ -101,9 +102,10 @@ class ServingController:
         self.memory = ServingMemory()
         self._locks = KeyedLocks()
 
-    def wake_pending(self, svc: InferenceService, wake_at: datetime | None) -> bool:
-        """Whether `wake_at` (the annotation) is a wake request not acted on yet."""
-        handled = self.memory.wake_handled.get(svc.metadata.uid)
+    def wake_pending(self, uid: str, wake_at: datetime | None) -> bool:
+        """Whether `wake_at` (the annotation) is a wake request for the service `uid` not acted
+        on yet."""
+        handled = self.memory.wake_handled.get(uid)
         return wake_at is not None and (handled is None or wake_at > handled)
 
     def reconcile(
@@ -157,7 +159,7 @@ class ServingController:
             )
         current = sum(_replicas(d) for d in deployments)
         ready = sum(_ready(d) for d in deployments)
-        wake = self.wake_pending(svc, wake_at)
+        wake = self.wake_pending(svc.metadata.uid, wake_at)
         if wake and wake_at is not None:
             self.memory.wake_handled[uid] = wake_at
             if current == 0:

@@ -1,9 +1,10 @@
 """Whether this replica may act, from its ClusterKopfPeering's status: Kopf's own rule.
 
 Kopf pauses its watches and timers while another live peer has a priority at least ours
-(equal priorities all pause), and resumes when none has. The TrainingJob passes run outside
-Kopf's handlers (`handlers.workqueue`), so they follow the same rule, read from the same
-object. A peer is live until `lastseen + lifetime`, as Kopf counts it.
+(equal priorities all pause), and resumes when none has. The passes of TrainingJobs,
+InferenceServices and CostPolicies run outside Kopf's handlers (`handlers.passes`), so they
+follow the same rule, read from the same object. A peer is live until `lastseen + lifetime`,
+as Kopf counts it.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""Kopf handlers of the CostPolicy controller: one pass per policy on a timer, status out.
+"""Kopf handlers of the CostPolicy controller: policies' events in, one pass per policy from a
+work queue (`handlers.passes`), status out.
 
-Thin: policies, namespaces and TrainingJobs come from the caches (`handlers.indexes`), the pass
-is `controllers.costpolicy.CostPolicyController.reconcile`, its result goes to status (only what
-changed) and Events. The policy itself is never changed: it lives in Git.
+Thin: policies, namespaces and every spender's cost come from the caches (`handlers.indexes`),
+and the pass is `controllers.costpolicy.CostPolicyController.reconcile`. The policy itself is
+never changed: it lives in Git.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,30 +18,53 @@ import kopf
 from sparsam.api import constants as c
 from sparsam.api.costpolicy import CostPolicy, CostPolicyStatus
 from sparsam.controllers.costpolicy import CostPolicyController
+from sparsam.controllers.results import PassResult
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import read, report
+from sparsam.handlers.passes import Passes, Reconcile
 
 
-def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[], datetime]) -> None:
-    @kopf.timer(
-        c.GROUP,
-        c.VERSION,
-        c.COST_POLICY.plural,
-        interval=interval,
-        id="spending",
-        registry=registry,
-    )
-    def spending(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-        moment = now()
-        policy = read(body, patch, CostPolicy.from_body, CostPolicyStatus, moment)
-        if policy is None:
-            return
-        controller: CostPolicyController = memo.costpolicy
-        result = controller.reconcile(
+def policy_pass(
+    controller: CostPolicyController, caches: Mapping[str, Any]
+) -> Reconcile[CostPolicy]:
+    """A policy's pass, reading every policy, namespace and spender from `caches`
+    (`indexes.live`)."""
+
+    def reconcile(policy: CostPolicy, _: kopf.Body, moment: datetime) -> PassResult:
+        return controller.reconcile(
             policy,
-            indexes.policies(kwargs),
-            indexes.namespaces(kwargs),
-            indexes.spenders(kwargs),
+            indexes.policies(caches),
+            indexes.namespaces(caches),
+            indexes.spenders(caches),
             moment,
         )
-        report(body, patch, result)
+
+    return reconcile
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    interval: float,
+    now: Callable[[], datetime],
+    active: Callable[[], bool],
+) -> None:
+    passes = Passes(CostPolicy.from_body, CostPolicyStatus, interval, now, active)
+
+    @kopf.on.event(c.GROUP, c.VERSION, c.COST_POLICY.plural, id="queue", registry=registry)
+    async def queue_policy(
+        type: str | None, uid: str, name: str, body: kopf.Body, memo: Any, **kwargs: Any
+    ) -> None:
+        """A watching handler: no diff of the policy is computed, no state is kept on it."""
+        key = ("", name)  # cluster-scoped
+        controller: CostPolicyController = memo.costpolicy
+        if type == "DELETED":
+            passes.gone(key, uid)
+            await asyncio.to_thread(controller.forget, name)
+            return
+        if not passes.started:
+            # As for TrainingJobs (`handlers.trainingjob`): the caches are synced by now.
+            passes.start(policy_pass(controller, indexes.live(kwargs)), memo.policy_status)
+        passes.seen(key, body)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_passes(**_: Any) -> None:
+        await passes.workers.stop()

@@ -1,14 +1,13 @@
-"""Kopf handlers of the InferenceService controller: a pass per service on a timer, and at once
-on a wake request.
+"""Kopf handlers of the InferenceService controller: services' events in, one pass per service
+from a work queue (`handlers.passes`), and one at once on a wake request.
 
-Thin: the service, its Deployments and replica pods come from the caches
-(`handlers.indexes`), the pass is `controllers.serving.ServingController.reconcile` (in a
-thread: it queries Prometheus and calls the apiserver), and its result is written to status
-(only what changed) and posted as Events.
+Thin: the service's Deployments and replica pods come from the caches (`handlers.indexes`,
+`kube.podcache`), and the pass is `controllers.serving.ServingController.reconcile` (it
+queries Prometheus and calls the apiserver).
 
 The activator asks for a wake by setting the `sparsam.dev/wake-requested-at` annotation; the
-event handler sees the change in the watch and runs the pass without waiting for the timer,
-so a request held at zero replicas waits for the cold start only.
+watching handler sees the change and queues a pass ahead of those only due, so a request held
+at zero replicas waits for the cold start only.
 """
 
 from __future__ import annotations
@@ -23,11 +22,11 @@ import kopf
 from sparsam.api import constants as c
 from sparsam.api.conditions import parse_rfc3339
 from sparsam.api.inferenceservice import InferenceService, InferenceServiceStatus
+from sparsam.controllers.results import PassResult
 from sparsam.controllers.serving import ServingController
-from sparsam.decisions.policy import effective_policy
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import read, report
-from sparsam.kube.errors import ApiRefused
+from sparsam.handlers.passes import Passes, Reconcile
+from sparsam.kube.podcache import PodViews
 
 
 def _wake_at(body: kopf.Body) -> datetime | None:
@@ -38,59 +37,65 @@ def _wake_at(body: kopf.Body) -> datetime | None:
         return None  # not ours to fix; the next request's wake overwrites it
 
 
-def register(registry: kopf.OperatorRegistry, interval: float, now: Callable[[], datetime]) -> None:
-    async def reconcile(
-        body: kopf.Body, patch: kopf.Patch, memo: Any, kwargs: Mapping[str, Any]
-    ) -> None:
-        moment = now()
-        svc = read(body, patch, InferenceService.from_body, InferenceServiceStatus, moment)
-        if svc is None:
-            return
-        controller: ServingController = memo.serving
+def serving_pass(
+    controller: ServingController, pods: PodViews, caches: Mapping[str, Any]
+) -> Reconcile[InferenceService]:
+    """A service's pass, reading its replicas from `pods` and the rest from `caches`
+    (`indexes.live`)."""
+
+    def reconcile(svc: InferenceService, body: kopf.Body, moment: datetime) -> PassResult:
         namespace, name = svc.metadata.namespace, svc.metadata.name
-        pods = memo.pods.replicas(namespace, name)
-        try:
-            result = await asyncio.to_thread(
-                controller.reconcile,
-                svc,
-                _wake_at(body),
-                indexes.deployments(kwargs, namespace, name),
-                pods,
-                indexes.nodes_of(kwargs, pods),
-                indexes.pools(kwargs),
-                effective_policy(
-                    indexes.policies(kwargs), indexes.namespaces(kwargs).get(namespace, {})
-                ),
-                moment,
-            )
-        except ApiRefused as exc:
-            kopf.warn(body, reason="ApiRefused", message=str(exc))
-            raise kopf.TemporaryError(str(exc), delay=max(interval, 10.0)) from exc
-        report(body, patch, result)
+        replicas = pods.replicas(namespace, name)
+        return controller.reconcile(
+            svc,
+            _wake_at(body),
+            indexes.deployments(caches, namespace, name),
+            replicas,
+            indexes.nodes_of(caches, replicas),
+            indexes.pools(caches),
+            indexes.policy_of(caches, namespace),
+            moment,
+        )
 
-    @kopf.timer(
-        c.GROUP,
-        c.VERSION,
-        c.INFERENCE_SERVICE.plural,
-        interval=interval,
-        id="replicas",
-        registry=registry,
-    )
-    async def replicas(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-        await reconcile(body, patch, memo, kwargs)
+    return reconcile
 
-    @kopf.on.event(c.GROUP, c.VERSION, c.INFERENCE_SERVICE.plural, id="wake", registry=registry)
-    async def wake(type: str, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+
+def register(
+    registry: kopf.OperatorRegistry,
+    interval: float,
+    now: Callable[[], datetime],
+    active: Callable[[], bool],
+) -> None:
+    passes = Passes(InferenceService.from_body, InferenceServiceStatus, interval, now, active)
+
+    @kopf.on.event(c.GROUP, c.VERSION, c.INFERENCE_SERVICE.plural, id="queue", registry=registry)
+    async def queue_service(
+        type: str | None,
+        uid: str,
+        namespace: str | None,
+        name: str,
+        body: kopf.Body,
+        memo: Any,
+        **kwargs: Any,
+    ) -> None:
+        """A watching handler: no diff of the service is computed, no state is kept on it."""
+        key = (namespace or "", name)
         controller: ServingController = memo.serving
         if type == "DELETED":
-            meta = body.get("metadata") or {}
-            controller.forget(
-                str(meta.get("uid")), str(meta.get("namespace")), str(meta.get("name"))
-            )
+            passes.gone(key, uid)
+            # Waits for a pass of the service that is under way to end, in a thread.
+            await asyncio.to_thread(controller.forget, uid, key[0], name)
             return
-        try:
-            svc = InferenceService.from_body(body)
-        except ValueError:
-            return  # the timer reports it
-        if controller.wake_pending(svc, _wake_at(body)):
-            await reconcile(body, patch, memo, kwargs)
+        if not passes.started:
+            # As for TrainingJobs (`handlers.trainingjob`): the caches are synced by now, and
+            # the workers inherit this handler's context, where `kopf.event` finds its poster.
+            passes.start(
+                serving_pass(controller, memo.pods, indexes.live(kwargs)), memo.serving_status
+            )
+        passes.seen(key, body)
+        if controller.wake_pending(uid, _wake_at(body)):
+            passes.hurry(key)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_passes(**_: Any) -> None:
+        await passes.workers.stop()

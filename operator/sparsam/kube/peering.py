@@ -4,8 +4,8 @@ Kopf, told to peer through an object that does not exist, waits paused and says 
 operator that looks alive and acts on nothing. So a missing object stops `sparsam run` with
 a sentence saying what to create.
 
-While it runs, `PeeringGate` tells the TrainingJob passes, which run outside Kopf's handlers,
-whether Kopf's peering rule lets this replica act.
+While it runs, `PeeringGate` tells the passes from the work queues (`handlers.passes`), which
+run outside Kopf's handlers, whether Kopf's peering rule lets this replica act.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class PeeringGate:
         self._open = may_act(peers, self.identity, self._priority, datetime.now(UTC))
         if self._open != was:
             state = "resumed" if self._open else "paused"
-            log.info("TrainingJob passes %s (clusterkopfpeering %s)", state, self._name)
+            log.info("the work queues' passes %s (clusterkopfpeering %s)", state, self._name)
 
     async def watch(self) -> None:
         while True:
