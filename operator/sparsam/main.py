@@ -143,14 +143,18 @@ def registry(
     reg = kopf.OperatorRegistry()
     indexes.register(reg)
     gpunodepool.register(reg, interval=config.capacity_interval.total_seconds(), now=_now)
-    trainingjob.register(
+    jobs = trainingjob.register(
         reg, interval=config.training_interval.total_seconds(), now=_now, active=active
     )
-    costpolicy.register(
-        reg, interval=config.policy_interval.total_seconds(), now=_now, active=active
-    )
-    inferenceservice.register(
+    services = inferenceservice.register(
         reg, interval=config.serving_interval.total_seconds(), now=_now, active=active
+    )
+    costpolicy.register(
+        reg,
+        interval=config.policy_interval.total_seconds(),
+        now=_now,
+        active=active,
+        spenders=lambda: [*jobs.bodies(), *services.bodies()],
     )
 
     @kopf.on.login(registry=reg)

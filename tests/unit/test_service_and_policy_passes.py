@@ -89,7 +89,7 @@ def test_a_wake_request_is_queued_ahead_of_passes_that_are_only_due_and_read_by_
     asyncio.run(test())
 
 
-def test_a_policy_pass_counts_from_the_caches_and_writes_its_status() -> None:
+def test_a_policy_pass_counts_what_the_spenders_accrued_and_writes_its_status() -> None:
     async def test() -> None:
         written = Written()
         passes = Passes(
@@ -105,14 +105,21 @@ def test_a_policy_pass_counts_from_the_caches_and_writes_its_status() -> None:
         caches: dict[str, Any] = {
             "policy_index": {"ml": [CostPolicy.from_body(body)]},
             "namespace_index": {"ml": [{"team": "ml"}], "web": [{"team": "web"}]},
-            "job_index": {},
-            "service_index": {},
         }
-        passes.start(policy_pass(CostPolicyController(), caches), written.write)
+
+        def job(namespace: str, accrued: float) -> dict[str, Any]:
+            meta = {"name": "tj", "namespace": namespace, "uid": f"{namespace}-tj"}
+            return {"metadata": meta, "status": {"cost": {"accrued": accrued}}}
+
+        spenders = [job("ml", 1.0), job("web", 1.0)]
+        passes.start(policy_pass(CostPolicyController(), caches, lambda: spenders), written.write)
         await passes.workers.stop()
         passes.seen(("", "ml"), body)
         assert await passes.work(("", "ml")) == 15.0
-        ((namespace, name, status),) = written.status
-        assert (namespace, name, status["matchedNamespaces"]) == ("", "ml", ["ml"])
+        spenders = [job("ml", 3.5), job("web", 9.0)]  # the next pass counts growth since
+        assert await passes.work(("", "ml")) == 15.0
+        first, second = (status for _, _, status in written.status)
+        assert (first["spent"], first["matchedNamespaces"]) == (0.0, ["ml"])
+        assert second["spent"] == 2.5  # the governed namespace's job only
 
     asyncio.run(test())

@@ -1,15 +1,17 @@
 """Kopf handlers of the CostPolicy controller: policies' events in, one pass per policy from a
 work queue (`handlers.passes`), status out.
 
-Thin: policies, namespaces and every spender's cost come from the caches (`handlers.indexes`),
-and the pass is `controllers.costpolicy.CostPolicyController.reconcile`. The policy itself is
+Thin: policies and namespaces come from the caches (`handlers.indexes`), every TrainingJob's
+and InferenceService's cost from the bodies their passes hold (`Passes.bodies`: not a Kopf
+index, whose machinery cost the operator a tenth of its CPU on every job's event), and the pass
+is `controllers.costpolicy.CostPolicyController.reconcile`. The policy itself is
 never changed: it lives in Git.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,19 +24,21 @@ from sparsam.controllers.results import PassResult
 from sparsam.handlers import indexes
 from sparsam.handlers.passes import Passes, Reconcile
 
+#: Every TrainingJob and InferenceService as last watched (their passes' `Passes.bodies`).
+Spenders = Callable[[], Sequence[Mapping[str, Any]]]
+
 
 def policy_pass(
-    controller: CostPolicyController, caches: Mapping[str, Any]
+    controller: CostPolicyController, caches: Mapping[str, Any], spenders: Spenders
 ) -> Reconcile[CostPolicy]:
-    """A policy's pass, reading every policy, namespace and spender from `caches`
-    (`indexes.live`)."""
+    """A policy's pass, reading every policy and namespace from `caches` (`indexes.live`)."""
 
     def reconcile(policy: CostPolicy, _: kopf.Body, moment: datetime) -> PassResult:
         return controller.reconcile(
             policy,
             indexes.policies(caches),
             indexes.namespaces(caches),
-            indexes.spenders(caches),
+            spenders(),
             moment,
         )
 
@@ -46,6 +50,7 @@ def register(
     interval: float,
     now: Callable[[], datetime],
     active: Callable[[], bool],
+    spenders: Spenders,
 ) -> None:
     passes = Passes(CostPolicy.from_body, CostPolicyStatus, interval, now, active)
 
@@ -62,7 +67,9 @@ def register(
             return
         if not passes.started:
             # As for TrainingJobs (`handlers.trainingjob`): the caches are synced by now.
-            passes.start(policy_pass(controller, indexes.live(kwargs)), memo.policy_status)
+            passes.start(
+                policy_pass(controller, indexes.live(kwargs), spenders), memo.policy_status
+            )
         passes.seen(key, body)
 
     @kopf.on.cleanup(registry=registry)

@@ -39,14 +39,6 @@ def _node_view(body: kopf.Body) -> dict[str, Any]:
     }
 
 
-def _spender(body: kopf.Body) -> dict[str, dict[str, Any]]:
-    """What CostPolicies count of an object that spends: who it is, and status.cost."""
-    meta = body.get("metadata") or {}
-    cost = (body.get("status") or {}).get("cost") or {}
-    view = {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid")}}
-    return {str(meta.get("uid")): {**view, "status": {"cost": dict(cost)}}}
-
-
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.index("", "v1", "nodes", id="node_index", registry=registry)
     async def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
@@ -82,16 +74,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
         except InvalidSpec:
             return None  # the CostPolicy controller reports it; it governs nothing meanwhile
         return {policy.metadata.name: policy}
-
-    @kopf.index(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="job_index", registry=registry)
-    async def job_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-        return _spender(body)
-
-    @kopf.index(
-        c.GROUP, c.VERSION, c.INFERENCE_SERVICE.plural, id="service_index", registry=registry
-    )
-    async def service_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-        return _spender(body)
 
     @kopf.index("", "v1", "namespaces", id="namespace_index", registry=registry)
     async def namespace_index(
@@ -147,8 +129,3 @@ def namespaces(kwargs: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 def policy_of(kwargs: Mapping[str, Any], namespace: str) -> CostPolicy | None:
     """The CostPolicy that governs `namespace` (`decisions.policy.effective_policy`)."""
     return effective_policy(policies(kwargs), namespaces(kwargs).get(namespace, {}))
-
-
-def spenders(kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every TrainingJob and InferenceService: name, namespace, uid and status.cost."""
-    return [*_one(kwargs, "job_index").values(), *_one(kwargs, "service_index").values()]

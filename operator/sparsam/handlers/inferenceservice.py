@@ -65,7 +65,8 @@ def register(
     interval: float,
     now: Callable[[], datetime],
     active: Callable[[], bool],
-) -> None:
+) -> Passes[InferenceService]:
+    """Register the handlers; the passes they feed (whose bodies CostPolicies count)."""
     passes = Passes(InferenceService.from_body, InferenceServiceStatus, interval, now, active)
 
     @kopf.on.event(c.GROUP, c.VERSION, c.INFERENCE_SERVICE.plural, id="queue", registry=registry)
@@ -99,3 +100,5 @@ def register(
     @kopf.on.cleanup(registry=registry)
     async def stop_passes(**_: Any) -> None:
         await passes.workers.stop()
+
+    return passes

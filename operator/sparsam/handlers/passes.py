@@ -87,6 +87,11 @@ class Passes(Generic[M]):
             observed = (body.get("status") or {}).get("observedGeneration")
             self.queue.add(key, urgent=observed != generation)
 
+    def bodies(self) -> list[kopf.Body]:
+        """Every object's latest body. Safe from any thread: the copy is made in one call that
+        no other thread's Python code runs within (the GIL), though `seen` runs on the loop."""
+        return list(self._bodies.values())
+
     def hurry(self, key: Key) -> None:
         """A pass for `key` as soon as a worker is free, ahead of those only due."""
         if key in self._bodies:

@@ -52,7 +52,8 @@ def register(
     interval: float,
     now: Callable[[], datetime],
     active: Callable[[], bool],
-) -> None:
+) -> Passes[TrainingJob]:
+    """Register the handlers; the passes they feed (whose bodies CostPolicies count)."""
     passes = Passes(TrainingJob.from_body, TrainingJobStatus, interval, now, active)
 
     @kopf.on.event(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="queue", registry=registry)
@@ -87,3 +88,5 @@ def register(
     @kopf.on.cleanup(registry=registry)
     async def stop_passes(**_: Any) -> None:
         await passes.workers.stop()
+
+    return passes
