@@ -2,10 +2,10 @@
 work queue (`handlers.passes`), status out.
 
 Thin: policies and namespaces come from the caches (`handlers.indexes`), every TrainingJob's
-and InferenceService's cost from the bodies their passes hold (`Passes.bodies`: not a Kopf
-index, whose machinery cost the operator a tenth of its CPU on every job's event), and the pass
-is `controllers.costpolicy.CostPolicyController.reconcile`. The policy itself is
-never changed: it lives in Git.
+and InferenceService's cost from the bodies their passes hold (`Passes.bodies`; a Kopf index
+of them ran Kopf's indexing machinery on every event of every job), and the pass is
+`controllers.costpolicy.CostPolicyController.reconcile`. The policy itself is never changed:
+it lives in Git.
 """
 
 from __future__ import annotations
