@@ -10,7 +10,6 @@ it lives in Git.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -22,7 +21,7 @@ from sparsam.api.costpolicy import CostPolicy, CostPolicyStatus
 from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.controllers.results import PassResult
 from sparsam.handlers import indexes
-from sparsam.handlers.passes import Passes, Reconcile
+from sparsam.handlers.passes import Key, Passes, Reconcile, WriteStatus
 
 #: Every TrainingJob and InferenceService as last watched (their passes' `Passes.bodies`).
 Spenders = Callable[[], Sequence[Mapping[str, Any]]]
@@ -54,24 +53,10 @@ def register(
 ) -> None:
     passes = Passes(CostPolicy.from_body, CostPolicyStatus, interval, now, active)
 
-    @kopf.on.event(c.GROUP, c.VERSION, c.COST_POLICY.plural, id="queue", registry=registry)
-    async def queue_policy(
-        type: str | None, uid: str, name: str, body: kopf.Body, memo: Any, **kwargs: Any
-    ) -> None:
-        """A watching handler: no diff of the policy is computed, no state is kept on it."""
-        key = ("", name)  # cluster-scoped
-        controller: CostPolicyController = memo.costpolicy
-        if type == "DELETED":
-            passes.gone(key, uid)
-            await asyncio.to_thread(controller.forget, name)
-            return
-        if not passes.started:
-            # As for TrainingJobs (`handlers.trainingjob`): the caches are synced by now.
-            passes.start(
-                policy_pass(controller, indexes.live(kwargs), spenders), memo.policy_status
-            )
-        passes.seen(key, body)
+    def start(memo: Any, caches: Mapping[str, Any]) -> tuple[Reconcile[CostPolicy], WriteStatus]:
+        return policy_pass(memo.costpolicy, caches, spenders), memo.policy_status
 
-    @kopf.on.cleanup(registry=registry)
-    async def stop_passes(**_: Any) -> None:
-        await passes.workers.stop()
+    def forget(memo: Any, _: str, key: Key, __: kopf.Body) -> None:
+        memo.costpolicy.forget(key[1])
+
+    passes.register(registry, c.COST_POLICY, start, forget)

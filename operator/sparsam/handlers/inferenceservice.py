@@ -12,7 +12,6 @@ at zero replicas waits for the cold start only.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -25,7 +24,7 @@ from sparsam.api.inferenceservice import InferenceService, InferenceServiceStatu
 from sparsam.controllers.results import PassResult
 from sparsam.controllers.serving import ServingController
 from sparsam.handlers import indexes
-from sparsam.handlers.passes import Passes, Reconcile
+from sparsam.handlers.passes import Key, Passes, Reconcile, WriteStatus
 from sparsam.kube.podcache import PodViews
 
 
@@ -69,36 +68,18 @@ def register(
     """Register the handlers; the passes they feed (whose bodies CostPolicies count)."""
     passes = Passes(InferenceService.from_body, InferenceServiceStatus, interval, now, active)
 
-    @kopf.on.event(c.GROUP, c.VERSION, c.INFERENCE_SERVICE.plural, id="queue", registry=registry)
-    async def queue_service(
-        type: str | None,
-        uid: str,
-        namespace: str | None,
-        name: str,
-        body: kopf.Body,
-        memo: Any,
-        **kwargs: Any,
-    ) -> None:
-        """A watching handler: no diff of the service is computed, no state is kept on it."""
-        key = (namespace or "", name)
-        controller: ServingController = memo.serving
-        if type == "DELETED":
-            passes.gone(key, uid)
-            # Waits for a pass of the service that is under way to end, in a thread.
-            await asyncio.to_thread(controller.forget, uid, key[0], name)
-            return
-        if not passes.started:
-            # As for TrainingJobs (`handlers.trainingjob`): the caches are synced by now, and
-            # the workers inherit this handler's context, where `kopf.event` finds its poster.
-            passes.start(
-                serving_pass(controller, memo.pods, indexes.live(kwargs)), memo.serving_status
-            )
-        passes.seen(key, body)
-        if controller.wake_pending(uid, _wake_at(body)):
+    def start(
+        memo: Any, caches: Mapping[str, Any]
+    ) -> tuple[Reconcile[InferenceService], WriteStatus]:
+        return serving_pass(memo.serving, memo.pods, caches), memo.serving_status
+
+    def forget(memo: Any, uid: str, key: Key, _: kopf.Body) -> None:
+        memo.serving.forget(uid, *key)
+
+    def wake(memo: Any, key: Key, body: kopf.Body) -> None:
+        uid = str((body.get("metadata") or {}).get("uid"))
+        if memo.serving.wake_pending(uid, _wake_at(body)):
             passes.hurry(key)
 
-    @kopf.on.cleanup(registry=registry)
-    async def stop_passes(**_: Any) -> None:
-        await passes.workers.stop()
-
+    passes.register(registry, c.INFERENCE_SERVICE, start, forget, wake)
     return passes

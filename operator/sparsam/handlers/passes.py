@@ -1,11 +1,12 @@
 """A pass per object from a work queue: the glue between Kopf's watch of one kind and its
 controller's pass, for TrainingJobs, InferenceServices and CostPolicies.
 
-A watching handler gives each object's latest body to `Passes.seen`, which queues the object
-when it is new or its spec changed (`metadata.generation`), ahead of every other object when
-its status says no pass has acted on that spec yet; after each pass the object is queued again
-`interval` seconds later. A pass parses the object, runs the controller's reconcile in a
-thread, writes the status fields that changed, and posts the Events.
+A watching handler (`Passes.register`) gives each object's latest body to `Passes.seen`, which
+queues the object when it is new or its spec changed (`metadata.generation`), ahead of every
+other object when its status says no pass has acted on that spec yet; after each pass the
+object is queued again `interval` seconds later. A pass parses the object, runs the
+controller's reconcile in a thread, writes the status fields that changed, and posts the
+Events.
 
 Not a Kopf timer per object (see `handlers.workqueue`): with no timer and no deletion handler,
 Kopf puts no finalizer on these kinds, and takes off the one an older version put there, so
@@ -18,14 +19,16 @@ InvalidSpec; nothing crashes, and nothing is retried until the spec changes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import kopf
 
+from sparsam.api import constants as c
 from sparsam.api.parse import InvalidSpec
 from sparsam.controllers.results import Event, PassResult
+from sparsam.handlers import indexes
 from sparsam.handlers.reporting import LastParsed, StatusType, changed, invalid_spec, post
 from sparsam.handlers.workqueue import Workers, WorkQueue
 from sparsam.kube.client import PASS_THREADS
@@ -38,6 +41,13 @@ Post = Callable[[kopf.Body, Iterable[Event]], None]
 Reconcile = Callable[[M, kopf.Body, datetime], PassResult]
 #: Merges the status fields that changed into the object's (namespace, name, fields).
 WriteStatus = Callable[[str, str, dict[str, Any]], None]
+#: The pass and its status writer, from Kopf's memo and the caches (`indexes.live`).
+Starter = Callable[[Any, Mapping[str, Any]], tuple[Reconcile[M], WriteStatus]]
+#: What to drop of a deleted object (memo, uid, key, its last body). Run in a thread, so it
+#: may wait for a pass of the object that is under way.
+Forget = Callable[[Any, str, Key, kopf.Body], None]
+#: Anything else an event of an object asks for (memo, key, body), e.g. a wake.
+OnEvent = Callable[[Any, Key, kopf.Body], None]
 
 
 class Passes(Generic[M]):
@@ -75,6 +85,46 @@ class Passes(Generic[M]):
         """Start the passes, once the caches `reconcile` reads have synced."""
         self._pass = (reconcile, write_status)
         self.workers.start()
+
+    def register(
+        self,
+        registry: kopf.OperatorRegistry,
+        resource: c.Resource,
+        start: Starter[M],
+        forget: Forget,
+        on_event: OnEvent | None = None,
+    ) -> None:
+        """A watching handler of `resource` that feeds these passes (no diff of the object is
+        computed, no state kept on it), and their stop at Kopf's cleanup."""
+
+        @kopf.on.event(c.GROUP, c.VERSION, resource.plural, id="queue", registry=registry)
+        async def queue(
+            type: str | None,
+            uid: str,
+            namespace: str | None,
+            name: str,
+            body: kopf.Body,
+            memo: Any,
+            **kwargs: Any,
+        ) -> None:
+            key = (namespace or "", name)
+            if type == "DELETED":
+                self.gone(key, uid)
+                await asyncio.to_thread(forget, memo, uid, key, body)
+                return
+            if not self.started:
+                # Kopf runs no handler before every index has listed its objects (nor starts
+                # before the pods have), so the caches are synced; and `kopf.event` finds
+                # Kopf's Event poster through this handler's context, which the workers
+                # started here inherit.
+                self.start(*start(memo, indexes.live(kwargs)))
+            self.seen(key, body)
+            if on_event is not None:
+                on_event(memo, key, body)
+
+        @kopf.on.cleanup(registry=registry)
+        async def stop(**_: Any) -> None:
+            await self.workers.stop()
 
     def seen(self, key: Key, body: kopf.Body) -> None:
         """The object as the watch shows it now: queued if it is new to us or its spec

@@ -10,7 +10,6 @@ owner references.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -22,7 +21,7 @@ from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
 from sparsam.controllers.results import PassResult
 from sparsam.controllers.training import TrainingController
 from sparsam.handlers import indexes
-from sparsam.handlers.passes import Passes, Reconcile
+from sparsam.handlers.passes import Key, Passes, Reconcile, WriteStatus
 from sparsam.kube.podcache import PodViews
 
 
@@ -56,37 +55,13 @@ def register(
     """Register the handlers; the passes they feed (whose bodies CostPolicies count)."""
     passes = Passes(TrainingJob.from_body, TrainingJobStatus, interval, now, active)
 
-    @kopf.on.event(c.GROUP, c.VERSION, c.TRAINING_JOB.plural, id="queue", registry=registry)
-    async def queue_job(
-        type: str | None,
-        uid: str,
-        namespace: str | None,
-        name: str,
-        body: kopf.Body,
-        memo: Any,
-        **kwargs: Any,
-    ) -> None:
-        """A watching handler: no diff of the job is computed, no state is kept on it."""
-        key = (namespace or "", name)
-        if type == "DELETED":
-            passes.gone(key, uid)
-            # Waits for a pass of the job that is under way to end, in a thread.
-            phase = (body.get("status") or {}).get("phase")
-            await asyncio.to_thread(memo.training.forget, uid, key[0], name, phase)
-            return
-        if not passes.started:
-            # Kopf runs no handler before every index has listed its objects (nor starts
-            # before the pods have), so the caches are synced; and `kopf.event` finds Kopf's
-            # Event poster through this handler's context, which the workers started here
-            # inherit.
-            controller: TrainingController = memo.training
-            passes.start(
-                training_pass(controller, memo.pods, indexes.live(kwargs)), controller.write_status
-            )
-        passes.seen(key, body)
+    def start(memo: Any, caches: Mapping[str, Any]) -> tuple[Reconcile[TrainingJob], WriteStatus]:
+        controller: TrainingController = memo.training
+        return training_pass(controller, memo.pods, caches), controller.write_status
 
-    @kopf.on.cleanup(registry=registry)
-    async def stop_passes(**_: Any) -> None:
-        await passes.workers.stop()
+    def forget(memo: Any, uid: str, key: Key, body: kopf.Body) -> None:
+        phase = (body.get("status") or {}).get("phase")
+        memo.training.forget(uid, *key, phase)
 
+    passes.register(registry, c.TRAINING_JOB, start, forget)
     return passes
