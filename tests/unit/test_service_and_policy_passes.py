@@ -11,9 +11,11 @@ from typing import Any
 import kopf
 from tests.unit.test_serving_controller import NOW, controller
 
+from sparsam import main
 from sparsam.api import constants as c
 from sparsam.api.costpolicy import CostPolicy, CostPolicyStatus
 from sparsam.api.inferenceservice import InferenceService, InferenceServiceStatus
+from sparsam.config import OperatorConfig
 from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.controllers.results import Event
 from sparsam.handlers.costpolicy import policy_pass
@@ -123,3 +125,23 @@ def test_a_policy_pass_counts_what_the_spenders_accrued_and_writes_its_status() 
         assert second["spent"] == 2.5  # the governed namespace's job only
 
     asyncio.run(test())
+
+
+def test_the_queued_kinds_have_no_timer_or_changing_handler_and_each_stops_its_passes() -> None:
+    """What a finalizer would come from (a timer, a daemon, a changing handler) is on
+    GPUNodePools only; each kind's passes stop at cleanup under an id of their own."""
+    registry = main.registry(OperatorConfig())
+    finalizing = {
+        handler.selector.any_name
+        for handler in (
+            *registry._changing.get_all_handlers(),
+            *registry._spawning.get_all_handlers(),
+        )
+        if handler.selector is not None
+    }
+    assert finalizing == {c.GPU_NODE_POOL.plural}
+    queued = (c.TRAINING_JOB, c.INFERENCE_SERVICE, c.COST_POLICY)
+    watched = {h.selector.any_name for h in registry._watching.get_all_handlers() if h.selector}
+    assert watched == {kind.plural for kind in queued}
+    cleanup = [h.id for h in registry._activities.get_all_handlers() if h.activity == "cleanup"]
+    assert sorted(cleanup) == sorted(f"stop-{kind.plural}" for kind in queued)

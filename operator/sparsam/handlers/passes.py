@@ -122,7 +122,9 @@ class Passes(Generic[M]):
             if on_event is not None:
                 on_event(memo, key, body)
 
-        @kopf.on.cleanup(registry=registry)
+        # An id of its own: Kopf keeps an activity's state by handler id, and the three
+        # kinds' `stop` would otherwise share one (their qualified name).
+        @kopf.on.cleanup(id=f"stop-{resource.plural}", registry=registry)
         async def stop(**_: Any) -> None:
             await self.workers.stop()
 
