@@ -145,3 +145,31 @@ def test_the_queued_kinds_have_no_timer_or_changing_handler_and_each_stops_its_p
     assert watched == {kind.plural for kind in queued}
     cleanup = [h.id for h in registry._activities.get_all_handlers() if h.activity == "cleanup"]
     assert sorted(cleanup) == sorted(f"stop-{kind.plural}" for kind in queued)
+
+
+def test_a_pass_that_finds_nothing_changed_makes_no_call() -> None:
+    async def test() -> None:
+        written = Written()
+        passes = Passes(
+            CostPolicy.from_body, CostPolicyStatus, 15.0, lambda: NOW, lambda: True, written.post
+        )
+        raw: dict[str, Any] = {
+            "metadata": {"name": "ml", "uid": "p-uid", "generation": 1, "resourceVersion": "1"},
+            "spec": {"namespaceSelector": {"matchLabels": {"team": "ml"}}},
+            "status": {},
+        }
+        caches: dict[str, Any] = {
+            "policy_index": {"ml": [CostPolicy.from_body(kopf.Body(raw))]},
+            "namespace_index": {"ml": [{"team": "ml"}]},
+        }
+        passes.start(policy_pass(CostPolicyController(), caches, lambda: []), written.write)
+        await passes.workers.stop()
+        passes.seen(("", "ml"), kopf.Body(raw))
+        await passes.work(("", "ml"))
+        ((_, _, status),) = written.status
+        # The watch brings our own write back; the next pass finds the same and writes nothing.
+        passes.seen(("", "ml"), kopf.Body({**raw, "status": status}))
+        await passes.work(("", "ml"))
+        assert len(written.status) == 1
+
+    asyncio.run(test())

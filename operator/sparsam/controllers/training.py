@@ -456,8 +456,7 @@ class TrainingController:
 
     def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge `status` into the job's: what a pass found that differs from it."""
-        if status:
-            self._actuator.write_status(namespace, name, status)
+        self._actuator.write_status(namespace, name, status)
 
     def forget(self, job_uid: str, namespace: str, name: str, phase: str | None) -> None:
         """The job is gone: drop what was remembered about it, and its phase gauge."""

@@ -170,12 +170,18 @@ class Passes(Generic[M]):
         except InvalidSpec as exc:
             invalid = invalid_spec(body, self._status_type, str(exc), moment)
 
+        def write(status: dict[str, Any]) -> None:
+            """Only the fields that differ from the object's: an idle object costs no call."""
+            fields = changed(body, status)
+            if fields:
+                write_status(namespace, name, fields)
+
         def run() -> PassResult | None:
             if model is None:
-                write_status(namespace, name, changed(body, invalid))
+                write(invalid)
                 return None
             result = reconcile(model, body, moment)
-            write_status(namespace, name, changed(body, result.status))
+            write(result.status)
             return result
 
         try:

@@ -15,16 +15,14 @@ from sparsam.kube.rest import MERGE_PATCH, Rest, path
 
 class StatusWriter:
     """Merges status fields into the objects of one of our kinds: a merge PATCH of the status
-    subresource, as field manager `sparsam`; no call when there is nothing to write. Sync (a
-    pass runs it in a thread); a refusal raises ApiRefused."""
+    subresource, as field manager `sparsam`. Sync (a pass runs it in a thread); a refusal
+    raises ApiRefused."""
 
     def __init__(self, api: ApiClient, resource: c.Resource) -> None:
         self._rest = Rest(api)
         self._resource = resource
 
     def __call__(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        if not status:
-            return
         kind = self._resource
         scope = ("namespaces", namespace) if kind.namespaced else ()
         try:
