@@ -119,7 +119,23 @@ def test_workers_on_their_way_out_are_not_counted_twice() -> None:
     )
     assert (decision.preemptions, decision.restarts) == (1, 1)
     assert decision.delete == ()
-    assert decision.create == (2,)
+    # Not counted yet, so not replaced yet: their names are free once they are gone.
+    assert decision.create == ()
+
+
+def test_an_evicted_worker_is_counted_and_replaced_in_the_pass_that_finds_it_gone() -> None:
+    evicted = decide_workers(job(), [worker(0), worker(1), worker(2, deleting=True)], NOW)
+    assert (evicted.preemptions, evicted.counted, evicted.create, evicted.delete) == (0, (), (), ())
+
+    lost = "pod tj-worker-2 was deleted (evicted, or its node drained)"
+    gone = worker(2, "Failed", node_lost=lost, gone=True)
+    replaced = decide_workers(job(), [worker(0), worker(1), gone], NOW)
+    assert (replaced.preemptions, replaced.create) == (1, (2,))
+
+    # One counted before (status.countedPods) but still terminating does not hold its name.
+    counted = worker(2, deleting=True, counted=True)
+    again = decide_workers(job({"preemptions": 1}), [worker(0), worker(1), counted], NOW)
+    assert again.create == (2,)
 
 
 def test_workers_already_counted_are_deleted_but_not_counted_again_and_gone_ones_counted() -> None:

@@ -76,7 +76,7 @@ class Worker:
     #: Why its node is lost (deleted, NotReady, an interruption notice), or None.
     node_lost: str | None = None
     #: The pod is on its way out (a deletionTimestamp, or the controller deleted it already):
-    #: it is not counted again.
+    #: it is not counted again, and until it is gone or counted it is not replaced.
     deleting: bool = False
     #: Its end is already in status (status.countedPods): it is deleted, not counted again.
     counted: bool = False
@@ -188,9 +188,16 @@ def decide_workers(
     # capacity. Its Failed pod stays meanwhile, holding its name.
     store_up = any(hosts_the_store(w) for w in workers)
     held: set[int] = set()
+    # A pod on its way out whose end is not counted yet (evicted by a drain, deleted by
+    # someone) holds its name until it is gone; the pass that finds it gone counts it (from
+    # status.workerPods) and creates its replacement, in that order. Created sooner, in the
+    # moment the old pod vanishes, the replacement could be seen before the loss it replaces.
+    leaving: set[int] = set()
     succeeded = False
     for worker in sorted(workers, key=lambda w: w.index):
         result = outcome(worker)
+        if worker.deleting and not worker.counted and not worker.gone:
+            leaving.add(worker.index)
         if result == "succeeded":
             succeeded = True
         elif result == "active":
@@ -249,7 +256,7 @@ def decide_workers(
         return _stop("Suspended", counts, workers, "Suspended", "runPolicy.suspend is true", events)
 
     delete.extend(w.name for i, w in sorted(live.items()) if i >= desired)
-    create = tuple(i for i in range(desired) if i not in live and i not in held)
+    create = tuple(i for i in range(desired) if i not in live and i not in held | leaving)
     minimum = job.spec.workers.min
     if blocked and budget is not None:
         return WorkerDecision(
