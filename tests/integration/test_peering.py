@@ -118,7 +118,10 @@ def test_the_training_passes_gate_follows_kopfs_rule_on_the_real_peering_object(
     """The TrainingJob passes run outside Kopf's handlers, so Kopf's pause does not stop
     them: `PeeringGate` reads the peering object as Kopf does, and closes while a live peer of
     a higher priority is in it (a laptop taking over from the chart's replica)."""
-    gate = PeeringGate(api_client(cluster.kubeconfig), peering, identity="in-cluster", priority=5)
+    # No hold: this checks the rule on the real object (the hold has a unit test).
+    gate = PeeringGate(
+        api_client(cluster.kubeconfig), peering, identity="in-cluster", priority=5, hold=0
+    )
     assert not gate()  # closed until its first read, as Kopf starts paused
 
     def peers(laptop_priority: int) -> None:

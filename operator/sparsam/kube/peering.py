@@ -16,7 +16,9 @@ import logging
 import os
 import secrets
 import socket
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
@@ -46,16 +48,30 @@ def require_peering(api: ApiClient, name: str) -> None:
 class PeeringGate:
     """Whether this replica may act now (`decisions.peering.may_act`), from the peering
     object read every `every` seconds (`watch`, a task). Closed until the first read, as Kopf
-    starts paused; a failed read keeps the last answer."""
+    starts paused; a failed read keeps the last answer.
+
+    A replica that joins above an active one opens only once its own entry (Kopf writes it
+    as it starts) has been in the object for `hold` seconds: the other replicas' gates read
+    it every `every` seconds too, and must have closed, and finished the pass they were in,
+    before this one acts. Without the hold, both would act for up to `every` seconds."""
 
     def __init__(
-        self, api: ApiClient, name: str, identity: str, priority: int, every: float = 2.0
+        self,
+        api: ApiClient,
+        name: str,
+        identity: str,
+        priority: int,
+        every: float = 2.0,
+        hold: float = 4.0,
     ) -> None:
         self._api = CustomObjectsApi(api)
         self._name = name
         self.identity = identity
         self._priority = priority
         self._every = every
+        self._hold = timedelta(seconds=hold)
+        #: When this replica's own entry was first seen in the object (None: not yet).
+        self._listed: datetime | None = None
         self._open = False
 
     def __call__(self) -> bool:
@@ -68,8 +84,14 @@ class PeeringGate:
             log.warning("reading clusterkopfpeering %s: %s", self._name, exc.reason)
             return
         peers = (body.get("status") if isinstance(body, dict) else None) or {}
+        self.update(peers, datetime.now(UTC))
+
+    def update(self, peers: Mapping[str, Any], now: datetime) -> None:
+        """Open or close on the peering object's status `peers`, read at `now`."""
+        self._listed = (self._listed or now) if self.identity in peers else None
+        listed = self._listed is not None and now - self._listed >= self._hold
         was = self._open
-        self._open = may_act(peers, self.identity, self._priority, datetime.now(UTC))
+        self._open = listed and may_act(peers, self.identity, self._priority, now)
         if self._open != was:
             state = "resumed" if self._open else "paused"
             log.info("the work queues' passes %s (clusterkopfpeering %s)", state, self._name)
