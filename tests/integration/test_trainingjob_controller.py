@@ -166,9 +166,37 @@ def test_a_preempted_worker_is_replaced_and_counted_and_failures_count_restarts(
     assert status(kubectl, namespace)["preemptions"] == 1
     assert any(e.startswith("WorkerPreempted: tj-worker-1") for e in object_events(kubectl, "tj"))
 
+    # Evicted by someone else (kubectl drain): counted once its pod is gone, and replaced
+    # after that count is written, never before it.
+    old = workers(kubectl, namespace)["tj-worker-1"]["metadata"]["uid"]
+    eventually(
+        "worker 1 in status.workerPods, where a vanished worker is found",
+        lambda: old in {ref["uid"] for ref in status(kubectl, namespace).get("workerPods", [])},
+        operator,
+    )
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": "tj-worker-1", "namespace": namespace},
+    }
+    path = f"/api/v1/namespaces/{namespace}/pods/tj-worker-1/eviction"
+    kubectl("create", "--raw", path, "-f", "-", input=json.dumps(eviction))
+    eventually(
+        "worker 1 replaced and running",
+        lambda: (
+            (pod := workers(kubectl, namespace).get("tj-worker-1")) is not None
+            and pod["metadata"]["uid"] != old
+            and pod["status"].get("phase") == "Running"
+        ),
+        operator,
+    )
+    assert status(kubectl, namespace)["preemptions"] == 2
+    said = get(kubectl, "events", "-n", namespace, "--field-selector", "reason=WorkerPreempted")
+    assert any("was deleted (evicted" in e["message"] for e in said["items"])
+
     # The trainer's "preempted, resumable" exit is a preemption, not a failure.
     exit_worker(kubectl, namespace, "tj-worker-0", 75)
-    eventually("2 preemptions", lambda: status(kubectl, namespace)["preemptions"] == 2, operator)
+    eventually("3 preemptions", lambda: status(kubectl, namespace)["preemptions"] == 3, operator)
     assert status(kubectl, namespace)["restarts"] == 0
 
     # Program failures count: one is within backoffLimit 1, the second fails the job.
