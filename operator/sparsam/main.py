@@ -197,6 +197,10 @@ def settings() -> kopf.OperatorSettings:
     s.watching.server_timeout = 300
     s.watching.client_timeout = 330
     s.networking.request_timeout = 60
+    # A deleted GPUNodePool keeps its finalizer until its timer has exited. A timer caught in
+    # a pass (a thread call, which cannot be cancelled) is asked again only after this many
+    # seconds: Kopf's 60 s made a pool's deletion take a minute longer than its drain.
+    s.background.cancellation_polling = 1.0
     return s
 
 

@@ -214,5 +214,6 @@ def test_deleting_a_pool_takes_its_nodes_with_it(
     apply(kubectl, pool(name, gpu_type, "on-demand", minNodes=1))
     eventually("the minNodes node", lambda: pool_nodes(kubectl, name), operator)
 
-    kubectl("delete", "gpunodepool", name, "--timeout=60s")
+    # Well within Kopf's default 60 s wait for a busy timer to exit (main.settings).
+    kubectl("delete", "gpunodepool", name, "--timeout=30s")
     assert not pool_nodes(kubectl, name)
