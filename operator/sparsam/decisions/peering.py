@@ -1,4 +1,5 @@
-"""Whether this replica may act, from its ClusterKopfPeering's status: Kopf's own rule.
+"""Whether this replica may act, from its ClusterKopfPeering's status: Kopf's own rule, and
+the hold of a replica that joins (`announced`).
 
 Kopf pauses its watches and timers while another live peer has a priority at least ours
 (equal priorities all pause), and resumes when none has. The passes of TrainingJobs,
@@ -28,3 +29,11 @@ def may_act(peers: Mapping[str, Any], identity: str, priority: int, now: datetim
         if int(info.get("priority") or 0) >= priority:
             return False
     return True
+
+
+def announced(listed: datetime | None, now: datetime, hold: timedelta) -> bool:
+    """This replica's own entry has been in the peering object (since `listed`; None: not
+    there) for `hold`: long enough for the other replicas, which read it as often as this one,
+    to have seen it and stopped, and to have finished the pass they were in. Without it, a
+    replica joining above an active one would act while the other still does."""
+    return listed is not None and now - listed >= hold

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from sparsam.decisions.peering import may_act
+from sparsam.decisions.peering import announced, may_act
 from sparsam.kube.errors import ApiRefused, refused
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,9 @@ class PeeringGate:
     object read every `every` seconds (`watch`, a task). Closed until the first read, as Kopf
     starts paused; a failed read keeps the last answer.
 
-    A replica that joins above an active one opens only once its own entry (Kopf writes it
-    as it starts) has been in the object for `hold` seconds: the other replicas' gates read
-    it every `every` seconds too, and must have closed, and finished the pass they were in,
-    before this one acts. Without the hold, both would act for up to `every` seconds."""
+    A replica that joins opens only once its own entry (Kopf writes it as it starts) has been
+    in the object for `hold` seconds (`decisions.peering.announced`): two of the other
+    replicas' reads, every `every` seconds, and a pass in flight."""
 
     def __init__(
         self,
@@ -89,9 +88,10 @@ class PeeringGate:
     def update(self, peers: Mapping[str, Any], now: datetime) -> None:
         """Open or close on the peering object's status `peers`, read at `now`."""
         self._listed = (self._listed or now) if self.identity in peers else None
-        listed = self._listed is not None and now - self._listed >= self._hold
         was = self._open
-        self._open = listed and may_act(peers, self.identity, self._priority, now)
+        self._open = announced(self._listed, now, self._hold) and may_act(
+            peers, self.identity, self._priority, now
+        )
         if self._open != was:
             state = "resumed" if self._open else "paused"
             log.info("the work queues' passes %s (clusterkopfpeering %s)", state, self._name)
