@@ -35,7 +35,9 @@ writes); what separates it from the target is the control plane on two cores. Bo
 report the whole machine's busy cores (/proc/stat; the operator run also the cores stolen by
 the hypervisor) and the apiserver's requests per job by verb and resource (the difference of
 its `apiserver_request_total` across the run): how much room the control plane leaves an
-operator, and what the operator adds to its load.
+operator, and what the operator adds to its load. They also count the watchers the apiserver
+closed for falling behind (its log): a worker is seen when the apiserver's watch delivers it,
+and when the apiserver is short of CPU that delivery, not the operator, is what lags.
 
 Targets (issue 4): p99 create -> all workers < 5 s at 50 creates/s on 2 cores; RSS < 300 MB.
 Prints a table, then one JSON line last. Asserts nothing.
@@ -185,6 +187,25 @@ def processes_cpu_s(cluster: Cluster) -> dict[str, float]:
         pids |= {p.name: p.pid for p in state.processes}
     found = {name: _stat(pid) for name, pid in pids.items()}
     return {name: stat[1] for name, stat in found.items() if stat is not None}
+
+
+def watchers_closed(cluster: Cluster) -> int | None:
+    """How many watchers the apiserver has closed so far because they fell behind (its log's
+    "Forcing ... watcher close due to unresponsiveness"; None for an existing cluster). A
+    watcher's buffer fills when the apiserver has no CPU to send its events, or its client
+    none to read them; events of that resource then wait for everyone, and the closed watcher
+    starts again. Pod events seen late are create -> workers latency this benchmark counts."""
+    if cluster.dev is None:
+        return None
+    try:
+        with (cluster.dev.logs / "kube-apiserver.log").open(errors="replace") as log:
+            return sum(1 for line in log if "due to unresponsiveness" in line)
+    except OSError:
+        return None
+
+
+def closed_between(before: int | None, after: int | None) -> int | None:
+    return None if before is None or after is None else after - before
 
 
 def cores_between(
@@ -633,6 +654,7 @@ class Direct:
     #: The same, by process: the dev cluster's and this benchmark's.
     process_cores: dict[str, float]
     apiserver_requests_per_job: dict[str, float]
+    watchers_closed: int | None
 
 
 def measure_direct(
@@ -669,6 +691,7 @@ def measure_direct(
     started, busy_before = time.monotonic(), machine_busy_s()
     processes_before = processes_cpu_s(cluster)
     requests_before = apiserver_requests(api)
+    closed_before = watchers_closed(cluster)
     created = paced(len(max_workers), rate, one)
     keys = {
         i: [f"{ns}/{name}-worker-{w}" for w in range(max_workers[i])]
@@ -703,6 +726,7 @@ def measure_direct(
         round(busy_cores, 3),
         process_cores,
         requests,
+        closed_between(closed_before, watchers_closed(cluster)),
     )
 
 
@@ -832,6 +856,7 @@ def main() -> int:
         cpu_before_jobs = sampler.cpu_s
         busy_before_jobs, steal_before_jobs = machine_busy_s(), machine_steal_s()
         requests_before_jobs = apiserver_requests(api)
+        closed_before_jobs = watchers_closed(cluster)
         processes_before_jobs = processes_cpu_s(cluster)
         rss_before_jobs = sampler.rss_mib
 
@@ -883,6 +908,7 @@ def main() -> int:
         busy_jobs = machine_busy_s() - busy_before_jobs
         steal_jobs = machine_steal_s() - steal_before_jobs
         requests_jobs = per_job(requests_before_jobs, apiserver_requests(api), args.jobs)
+        closed_jobs = closed_between(closed_before_jobs, watchers_closed(cluster))
         processes_jobs = cores_between(processes_before_jobs, processes_cpu_s(cluster), jobs_wall)
         by_decile = [
             percentiles([v for i, v in done_by_index.items() if i * 10 // args.jobs == d])["p50"]
@@ -997,6 +1023,10 @@ def main() -> int:
             "machine_steal_cores_jobs_phase": round(steal_jobs / jobs_wall, 3),
             "process_cores_jobs_phase": processes_jobs,
             "baseline_direct_process_cores": None if direct is None else direct.process_cores,
+            "apiserver_watchers_closed_jobs_phase": closed_jobs,
+            "baseline_direct_apiserver_watchers_closed": (
+                None if direct is None else direct.watchers_closed
+            ),
             "apiserver_requests_per_job": requests_jobs,
             "baseline_direct_apiserver_requests_per_job": None
             if direct is None
@@ -1115,6 +1145,11 @@ def print_table(r: dict[str, Any], examples: list[str]) -> None:
         ),
         ("cores by process, jobs phase", _cores(r["process_cores_jobs_phase"])),
         ("cores by process, baseline", _cores(r["baseline_direct_process_cores"])),
+        (
+            "watchers the apiserver closed (fell behind)",
+            f"{r['apiserver_watchers_closed_jobs_phase']} in the jobs phase / "
+            f"{r['baseline_direct_apiserver_watchers_closed']} in the baseline",
+        ),
         ("operator steady CPU with all jobs (cores)", f"{r['operator_steady_cpu_cores']}"),
         ("worker pods seen per second (jobs phase)", f"{r['workers_seen_per_s']}"),
         (
