@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from sparsam import metrics
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.checkpoints import CheckpointReader
@@ -61,13 +60,9 @@ class FakeActuator:
 
 
 def job(
-    status: dict[str, Any] | None = None,
-    workers: int | None = None,
-    least: int | None = None,
-    new: bool = False,
+    status: dict[str, Any] | None = None, workers: int | None = None, least: int | None = None
 ) -> TrainingJob:
-    """min 1, max 2; or `workers` of them, at least `least` (default all) to start. A job a
-    pass has reported on before (observedGeneration set) unless `new`."""
+    """min 1, max 2; or `workers` of them, at least `least` (default all) to start."""
     return TrainingJob.from_body(
         {
             "metadata": {"name": "tj", "namespace": "ml", "uid": "job-uid", "generation": 3},
@@ -77,7 +72,7 @@ def job(
                 if workers is None
                 else {"min": least or workers, "max": workers},
             },
-            "status": {} if new else {"observedGeneration": 3, **(status or {})},
+            "status": status or {},
         }
     )
 
@@ -105,50 +100,19 @@ def controller() -> tuple[TrainingController, FakeActuator]:
     return TrainingController(actuator), actuator
 
 
-def phases(name: str = "tj") -> dict[str, float]:
-    """The job's series of the phase gauge."""
-    return {
-        sample.labels["phase"]: sample.value
-        for family in metrics.TRAINING_PHASE.collect()
-        for sample in family.samples
-        if sample.labels["name"] == name
-    }
-
-
-def test_a_new_job_gets_its_service_and_workers_then_a_status_that_says_what_they_do() -> None:
-    for phase in phases():  # left by other tests of a job of the same name
-        metrics.remove(metrics.TRAINING_PHASE, "ml", "tj", phase)
+def test_a_new_job_gets_its_service_and_workers_and_a_status() -> None:
     ctl, act = controller()
-    first = ctl.reconcile(job(new=True), [], {"n1": NODE}, NOW)
+    result = ctl.reconcile(job(), [], {"n1": NODE}, NOW)
     assert act.services == 1 and act.created == ["tj-worker-0", "tj-worker-1"]
-    # Nothing to report yet that would still hold when it landed: no status write, and no
-    # phase series (the gauge moves from the phase the job shows).
-    assert first.status == {} and first.events == ()
-    assert phases() == {}
+    assert result.status["phase"] == "Pending"
+    assert result.status["selector"] == "sparsam.dev/job=tj,sparsam.dev/role=worker"
+    assert result.status["observedGeneration"] == 3
+    assert "startTime" not in result.status
 
-    pending = ctl.reconcile(job(new=True), [pod(0, phase="Pending")], {"n1": NODE}, NOW)
-    assert pending.status["phase"] == "Pending"
-    assert pending.status["selector"] == "sparsam.dev/job=tj,sparsam.dev/role=worker"
-    assert pending.status["observedGeneration"] == 3
-    assert "startTime" not in pending.status
-    assert phases() == {"Pending": 1.0}
-
-    running = ctl.reconcile(job(pending.status), [pod(0), pod(1)], {"n1": NODE}, NOW)
+    running = ctl.reconcile(job(), [pod(0), pod(1)], {"n1": NODE}, NOW)
     assert running.status["phase"] == "Running" and running.status["startTime"]
     assert running.status["workers"] == {"desired": 2, "running": 2}
     assert act.created == ["tj-worker-0", "tj-worker-1"]  # nothing more
-    assert phases() == {"Running": 1.0}
-    ctl.forget("job-uid", "ml", "tj", "Running")
-
-
-def test_a_job_reported_on_before_writes_the_status_of_a_pass_that_creates_workers() -> None:
-    """A replacement, or workers created again after a spec edit: what status shows may be
-    out of date, so the pass writes what it found."""
-    ctl, act = controller()
-    shown = {"phase": "Running", "workers": {"desired": 2, "running": 2}}
-    result = ctl.reconcile(job(shown), [pod(0)], {"n1": NODE}, NOW)
-    assert act.created == ["tj-worker-1"]
-    assert result.status["workers"] == {"desired": 2, "running": 1}
 
 
 @pytest.mark.parametrize(
@@ -470,16 +434,7 @@ def test_checkpoint_cadence_goes_to_status_and_to_new_workers(
 ) -> None:
     actuator = RecordingActuator()
     ctl = TrainingController(actuator)
-    result = ctl.reconcile(checkpointed_job(interval, {"observedGeneration": 1}), [], {}, NOW,
-                           {}, policy)  # fmt: skip
-    cadence = result.status["checkpointInterval"]
-    assert (cadence["seconds"], cadence["mode"]) == (seconds, mode)
-    assert "C=60s (default, not yet measured)" in cadence["message"]
-    assert {env_of(m)["SPARSAM_CHECKPOINT_INTERVAL"] for m in actuator.manifests} == {f"{seconds}s"}
-
-
-def checkpointed_job(interval: str, status: dict[str, Any] | None = None) -> TrainingJob:
-    return TrainingJob.from_body(
+    job_ = TrainingJob.from_body(
         {
             "metadata": {"name": "tj", "namespace": "ml", "uid": "u", "generation": 1},
             "spec": {
@@ -487,23 +442,13 @@ def checkpointed_job(interval: str, status: dict[str, Any] | None = None) -> Tra
                 "workers": {"min": 1, "max": 2},
                 "checkpoint": {"volumeClaim": "ckpt", "interval": interval},
             },
-            "status": status or {},
         }
     )
-
-
-def test_a_new_jobs_first_status_reports_the_interval_its_workers_were_given() -> None:
-    """Not the one the next pass would give new workers: here the policy that bounded it is
-    gone by then."""
-    actuator = RecordingActuator()
-    ctl = TrainingController(actuator)
-    bound = costpolicy(checkpoint={"maxLostWorkFraction": 0.01})
-    assert ctl.reconcile(checkpointed_job("auto"), [], {}, NOW, {}, bound).status == {}
-    assert {env_of(m)["SPARSAM_CHECKPOINT_INTERVAL"] for m in actuator.manifests} == {"3480s"}
-    later = NOW + timedelta(seconds=5)
-    result = ctl.reconcile(checkpointed_job("auto"), [pod(0), pod(1)], {"n1": NODE}, later)
-    assert result.status["checkpointInterval"]["seconds"] == 3480
-    assert result.status["phase"] == "Running"
+    result = ctl.reconcile(job_, [], {}, NOW, {}, policy)
+    cadence = result.status["checkpointInterval"]
+    assert (cadence["seconds"], cadence["mode"]) == (seconds, mode)
+    assert "C=60s (default, not yet measured)" in cadence["message"]
+    assert {env_of(m)["SPARSAM_CHECKPOINT_INTERVAL"] for m in actuator.manifests} == {f"{seconds}s"}
 
 
 class FakeJobMetrics:
@@ -528,7 +473,16 @@ def test_the_measured_checkpoint_write_time_sets_the_cadence_and_status() -> Non
     )
     actuator = RecordingActuator()
     ctl = TrainingController(actuator, checkpoints=CheckpointReader(source, 5.0))
-    job_ = checkpointed_job("auto", {"observedGeneration": 1})
+    job_ = TrainingJob.from_body(
+        {
+            "metadata": {"name": "tj", "namespace": "ml", "uid": "u", "generation": 1},
+            "spec": {
+                "image": "t:1",
+                "workers": {"min": 1, "max": 2},
+                "checkpoint": {"volumeClaim": "ckpt", "interval": "auto"},
+            },
+        }
+    )
     result = ctl.reconcile(job_, [], {}, NOW)
     cadence = result.status["checkpointInterval"]
     assert cadence["writeSeconds"] == 12.0

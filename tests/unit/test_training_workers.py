@@ -10,14 +10,7 @@ from typing import Any
 import pytest
 
 from sparsam.api.trainingjob import TrainingJob
-from sparsam.decisions.training import (
-    CREATE_PATIENCE,
-    Worker,
-    awaited,
-    decide_workers,
-    first_status_waits,
-    outcome,
-)
+from sparsam.decisions.training import CREATE_PATIENCE, Worker, awaited, decide_workers, outcome
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -305,22 +298,3 @@ def test_a_created_worker_is_awaited_until_the_cache_shows_it_or_patience_runs_o
     created = {"tj-worker-0": NOW, "tj-worker-1": NOW, "tj-worker-2": NOW - CREATE_PATIENCE}
     assert awaited(created, {"tj-worker-0"}, NOW) == {"tj-worker-1": NOW}
     assert awaited(created, set(), NOW + CREATE_PATIENCE) == {}
-
-
-@pytest.mark.parametrize(
-    ("status", "creating", "waits"),
-    [
-        ({}, True, True),  # a new job's first pass
-        ({}, False, False),  # nothing to create: e.g. blocked by a budget, which status says
-        ({"observedGeneration": 1}, True, False),  # a replacement, a scale-up
-        # A spec that could not be read, now fixed: InvalidSpec must not stay up meanwhile.
-        ({"conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec",
-                          "message": "spec.image: is required",
-                          "lastTransitionTime": "2026-11-22T12:00:00Z"}]},
-         True, False),
-    ],
-)  # fmt: skip
-def test_only_a_new_jobs_first_status_waits_for_its_workers(
-    status: dict[str, Any], creating: bool, waits: bool
-) -> None:
-    assert first_status_waits(job(status), creating) is waits

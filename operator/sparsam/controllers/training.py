@@ -57,7 +57,6 @@ from sparsam.decisions.training import (
     decide_workers,
     desired_workers,
     expired,
-    first_status_waits,
 )
 from sparsam.kube.client import CALL_THREADS
 from sparsam.kube.observe import Body, node_from_body, worker_from_body
@@ -95,9 +94,6 @@ class TrainingMemory:
     created: dict[str, dict[str, datetime]] = field(default_factory=dict)
     #: Job uids whose budget Alert has been posted.
     alerted: set[str] = field(default_factory=set)
-    #: Job uid -> the checkpoint interval its first workers were created with, by a pass that
-    #: left the first status to the next (`first_status_waits`), which reports it.
-    first_interval: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class TrainingController:
@@ -225,6 +221,8 @@ class TrainingController:
         handled = self.memory.handled[job.metadata.uid]
         decision = decide_workers(job, workers, now, stop)
         _count(job, decision)
+        labels = (namespace, job.metadata.name)
+        metrics.set_phase(metrics.TRAINING_PHASE, labels, job.status.phase, decision.phase)
         # Every worker the decision counted is among these: deleted, and never counted again.
         # A pod whose node is gone has no kubelet to confirm its end: it is removed at once,
         # as the pod GC would do later, so that its replacement can take its name now.
@@ -283,14 +281,6 @@ class TrainingController:
             interval = None if cadence is None else f"{max(1, round(cadence.seconds))}s"
             self._create(job, [worker_manifest(job, i, placement, interval) for i in create])
             created.update((worker_name(job.metadata.name, i), now) for i in create)
-        if first_status_waits(job, bool(create)):
-            if cadence is not None:
-                self.memory.first_interval[job.metadata.uid] = _raw_interval(cadence)
-            failpoints.hit("training.before-status", namespace)
-            return PassResult({}, budget_events + _events(decision))
-        # The phase gauge moves from the phase the job shows, so only with a status written.
-        labels = (namespace, job.metadata.name)
-        metrics.set_phase(metrics.TRAINING_PHASE, labels, job.status.phase, decision.phase)
         status = self._status(job, decision, now)
         if facts is not None and facts.step is not None and facts.time is not None:
             status["lastCheckpoint"] = {"step": facts.step, "time": rfc3339(facts.time)}
@@ -301,13 +291,9 @@ class TrainingController:
             left = []
         if left or job.status.worker_pods:
             status["workerPods"] = left or None
-        # The interval the workers created now were given (their env is fixed at creation);
-        # in a new job's first status, the one its first pass gave its first workers.
-        given = self.memory.first_interval.pop(job.metadata.uid, None)
-        if cadence is not None and create:
+        # The interval the workers created now were given (their env is fixed at creation).
+        if cadence is not None and (create or job.status.checkpoint_interval is None):
             status["checkpointInterval"] = _raw_interval(cadence)
-        elif cadence is not None and job.status.checkpoint_interval is None:
-            status["checkpointInterval"] = given or _raw_interval(cadence)
         # At most every 30 s while it runs, and with every change of phase, so that a
         # suspended or finished job shows what it cost.
         moved = decision.phase != job.status.phase
@@ -480,7 +466,6 @@ class TrainingController:
             self.memory.handled.pop(job_uid, None)
             self.memory.created.pop(job_uid, None)
             self.memory.alerted.discard(job_uid)
-            self.memory.first_interval.pop(job_uid, None)
         self._locks.drop(job_uid)
 
 

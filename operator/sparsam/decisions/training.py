@@ -323,21 +323,6 @@ def awaited(
     return {name: at for name, at in created.items() if name not in shown and now - at < patience}
 
 
-def first_status_waits(job: TrainingJob, creating: bool) -> bool:
-    """Whether this pass, which is creating the workers of a job with no status yet, leaves
-    the job's first status to the next one.
-
-    All it could report is that none of the workers it is creating runs yet, out of date once
-    the scheduler places them. The next pass, one interval later, reports what they do: a new
-    job's status is written once on its way to Running, not twice. In a burst of new jobs
-    that first write was one of the apiserver's twelve requests per job, and its round trip
-    held a pass (`benchmarks/operator_scale.py`). A job already reported on (observedGeneration
-    or a condition set, e.g. InvalidSpec) is reported by every pass, as its status may be out
-    of date."""
-    status = job.status
-    return creating and status.observed_generation is None and not status.conditions
-
-
 def expired(job: TrainingJob, now: datetime) -> bool:
     """A finished job past runPolicy.ttlSecondsAfterFinished: delete it (its workers go with
     it by owner reference; its model and InferenceService do not)."""
