@@ -36,8 +36,8 @@ report the whole machine's busy cores (/proc/stat; the operator run also the cor
 the hypervisor) and the apiserver's requests per job by verb and resource (the difference of
 its `apiserver_request_total` across the run): how much room the control plane leaves an
 operator, and what the operator adds to its load. They also count the watchers the apiserver
-closed for falling behind (its log): a worker is seen when the apiserver's watch delivers it,
-and when the apiserver is short of CPU that delivery, not the operator, is what lags.
+closed for falling behind (its log): a worker counts as created when the apiserver's watch
+delivers it, so a pod watch that falls behind adds its lag to the operator's.
 
 Targets (issue 4): p99 create -> all workers < 5 s at 50 creates/s on 2 cores; RSS < 300 MB.
 Prints a table, then one JSON line last. Asserts nothing.
