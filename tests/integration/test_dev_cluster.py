@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from sparsam.api import constants as c
-from sparsam.devcluster import tools
+from sparsam.devcluster import audit, pki, tools
 from sparsam.devcluster.cluster import DevCluster, alive
 
 if TYPE_CHECKING:
@@ -144,6 +144,25 @@ def test_pod_asking_for_more_gpus_than_any_node_stays_pending(
     assert got["status"]["phase"] == "Pending"
     scheduled = next(x for x in got["status"]["conditions"] if x["type"] == "PodScheduled")
     assert "Insufficient nvidia.com/gpu" in scheduled["message"]
+
+
+def test_audit_log_says_who_created_and_deleted_a_pod_and_when(
+    kubectl: Kubectl, namespace: str, cluster: Cluster
+) -> None:
+    if cluster.dev is None:
+        pytest.skip("runs against an existing cluster (SPARSAM_TEST_KUBECONFIG): no audit log")
+    before = time.time()
+    pod = _pod("audited", gpus=0, tolerate_spot=False, spot_only=False)
+    kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(pod))
+    after = time.time()
+    kubectl("delete", "pod", "audited", "-n", namespace, "--wait=false")
+    ours = [w for w in audit.read(cluster.dev.audit_log) if w.namespace == namespace]
+    created = audit.created(ours, "pods")
+    assert before <= created[namespace, "audited"] <= after, "the apiserver's clock is ours"
+    assert [(w.verb, w.name, w.user) for w in ours if w.resource == "pods"] == [
+        ("create", "audited", pki.ADMIN.user),
+        ("delete", "audited", pki.ADMIN.user),
+    ]
 
 
 def _sparsam(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from sparsam.api import constants as c
-from sparsam.devcluster import nodes, pki, tools
+from sparsam.devcluster import audit, nodes, pki, tools
 from sparsam.devcluster.cluster import Process, State, alive
 from sparsam.devcluster.errors import DevClusterError
 
@@ -114,3 +115,54 @@ def test_state_round_trips_and_dead_pids_are_not_alive(tmp_path: Path) -> None:
     assert State.load(tmp_path / "state.json") == state
     assert not alive(state.processes[0])
     assert State.load(tmp_path / "missing.json") is None
+
+
+def _audit_line(verb: str, name: str, code: int, at: str, stage: str = "ResponseComplete") -> str:
+    """An event as the apiserver writes it at level Metadata (fields we do not read left out)."""
+    return json.dumps(
+        {
+            "kind": "Event",
+            "apiVersion": "audit.k8s.io/v1",
+            "level": "Metadata",
+            "stage": stage,
+            "verb": verb,
+            "user": {"username": "sparsam-admin", "groups": ["system:masters"]},
+            "objectRef": {"resource": "pods", "namespace": "ns", "name": name, "apiVersion": "v1"},
+            "responseStatus": {"metadata": {}, "code": code},
+            "requestReceivedTimestamp": "2026-12-03T04:02:38.565128Z",
+            "stageTimestamp": at,
+        }
+    )
+
+
+def test_audit_log_gives_each_objects_first_successful_create(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_text(
+        "\n".join(
+            [
+                _audit_line("create", "a", 201, "2026-12-03T04:02:38.571624Z"),
+                _audit_line("create", "a", 409, "2026-12-03T04:02:39.000000Z"),  # exists
+                _audit_line("create", "b", 403, "2026-12-03T04:02:40.000000Z"),  # refused
+                _audit_line("create", "c", 201, "2026-12-03T04:02:41.5Z", stage="Panic"),
+                _audit_line("delete", "a", 200, "2026-12-03T04:02:42.000000Z"),
+                _audit_line("create", "a", 201, "2026-12-03T04:02:43.000000Z"),  # a new one
+                '{"kind":"Event","stage":"ResponseComp',  # cut short by a rotation
+            ]
+        )
+        + "\n"
+    )
+    writes = list(audit.read(log))
+    assert [(w.verb, w.name, w.code) for w in writes] == [
+        ("create", "a", 201),
+        ("create", "a", 409),
+        ("create", "b", 403),
+        ("delete", "a", 200),
+        ("create", "a", 201),
+    ]
+    assert writes[0].user == "sparsam-admin"
+    first = audit.created(writes, "pods")
+    assert list(first) == [("ns", "a")]
+    # The apiserver's time, to the microsecond.
+    assert first["ns", "a"] == pytest.approx(1796270558.571624, abs=1e-6)
+    assert audit.created(writes, "services") == {}
+    assert list(audit.read(tmp_path / "absent.log")) == []

@@ -2,8 +2,9 @@
 scheduler and KWOK as local processes, like controller-runtime's envtest plus KWOK.
 
 A cluster lives in one state folder: its certificates (pki/), kubeconfigs, etcd's data, one log
-file per component (logs/) and `state.json`, which records each process and its ports so that
-`down` and `status` find them from another process. Every component binds 127.0.0.1 only, on
+file per component (logs/), the apiserver's audit log of workload writes (logs/audit.log) and
+`state.json`, which records each process and its ports so that `down` and `status` find them
+from another process. Every component binds 127.0.0.1 only, on
 ports picked free at `up`, so several clusters (a demo and a test session) can run side by side.
 """
 
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
 
+from sparsam.api import constants as c
 from sparsam.devcluster import pki
 from sparsam.devcluster.errors import DevClusterError
 from sparsam.devcluster.lock import file_lock
@@ -35,6 +37,24 @@ POD_CIDR: Final = "127.1.0.0/16"
 #: The order components start in; `down` stops them in reverse.
 COMPONENTS: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 START_TIMEOUT: Final = 60.0
+#: The apiserver records who created or deleted which workload object, and when (to the
+#: microsecond, on the apiserver's clock): how a test finds who removed a pod, and how
+#: `benchmarks/operator_scale.py` times a pod's creation apart from its watch's delivery.
+#: Nothing else, so that it costs the apiserver next to nothing.
+AUDIT_POLICY: Final = f"""\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["create", "delete", "deletecollection"]
+  resources:
+  - group: ""
+    resources: ["pods", "services"]
+  - group: "{c.GROUP}"
+    resources: ["{c.TRAINING_JOB.plural}", "{c.INFERENCE_SERVICE.plural}"]
+- level: None
+"""
 STOP_TIMEOUT: Final = 10.0
 
 
@@ -104,6 +124,7 @@ class DevCluster:
         self.dir = (root or state_root()) / name
         self.pki = self.dir / "pki"
         self.logs = self.dir / "logs"
+        self.audit_log = self.logs / "audit.log"
         self.state_file = self.dir / "state.json"
         self.kubeconfig = self.dir / "kubeconfig"
 
@@ -137,6 +158,7 @@ class DevCluster:
         self._down(STOP_TIMEOUT)  # whatever half of a cluster a crash left goes first
         shutil.rmtree(self.dir, ignore_errors=True)
         self.logs.mkdir(parents=True)
+        (self.dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
         pki.generate(self.pki)
         state = State(self.name, apiserver_port=free_port())
         server = f"https://127.0.0.1:{state.apiserver_port}"
@@ -209,6 +231,10 @@ class DevCluster:
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=1",
+                f"--audit-policy-file={self.dir / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxsize=100",  # MB, then one older file is kept
+                "--audit-log-maxbackup=1",
             ]
         kubeconfig = {
             "kube-controller-manager": pki.CONTROLLER_MANAGER,
