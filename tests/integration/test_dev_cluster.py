@@ -165,6 +165,32 @@ def test_audit_log_says_who_created_and_deleted_a_pod_and_when(
     ]
 
 
+def test_audit_log_has_when_a_trainingjobs_status_was_first_written(
+    kubectl: Kubectl, namespace: str, cluster: Cluster
+) -> None:
+    if cluster.dev is None:
+        pytest.skip("runs against an existing cluster (SPARSAM_TEST_KUBECONFIG): no audit log")
+    kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "trainingjob.yaml"))
+    before = time.time()
+    for phase in ("Pending", "Running"):
+        kubectl(
+            "patch",
+            "trainingjob",
+            "bbc-minilm",
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"phase": phase}}),
+        )
+    after = time.time()
+    ours = [w for w in audit.read(cluster.dev.audit_log) if w.namespace == namespace]
+    first = audit.first_status(ours, c.TRAINING_JOB.plural)
+    assert before <= first[namespace, "bbc-minilm"] <= after
+    assert [w.verb for w in ours if w.subresource == "status"] == ["patch", "patch"]
+
+
 def _sparsam(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sparsam", *args],

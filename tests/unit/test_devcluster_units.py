@@ -117,7 +117,18 @@ def test_state_round_trips_and_dead_pids_are_not_alive(tmp_path: Path) -> None:
     assert State.load(tmp_path / "missing.json") is None
 
 
-def _audit_line(verb: str, name: str, code: int, at: str, stage: str = "ResponseComplete") -> str:
+JOB = ("trainingjobs", "status")
+
+
+def _audit_line(
+    verb: str,
+    name: str,
+    code: int,
+    at: str,
+    stage: str = "ResponseComplete",
+    resource: str = "pods",
+    subresource: str | None = None,
+) -> str:
     """An event as the apiserver writes it at level Metadata (fields we do not read left out)."""
     return json.dumps(
         {
@@ -127,7 +138,13 @@ def _audit_line(verb: str, name: str, code: int, at: str, stage: str = "Response
             "stage": stage,
             "verb": verb,
             "user": {"username": "sparsam-admin", "groups": ["system:masters"]},
-            "objectRef": {"resource": "pods", "namespace": "ns", "name": name, "apiVersion": "v1"},
+            "objectRef": {
+                "resource": resource,
+                "namespace": "ns",
+                "name": name,
+                "apiVersion": "v1",
+                **({"subresource": subresource} if subresource else {}),
+            },
             "responseStatus": {"metadata": {}, "code": code},
             "requestReceivedTimestamp": "2026-12-03T04:02:38.565128Z",
             "stageTimestamp": at,
@@ -135,7 +152,7 @@ def _audit_line(verb: str, name: str, code: int, at: str, stage: str = "Response
     )
 
 
-def test_audit_log_gives_each_objects_first_successful_create(tmp_path: Path) -> None:
+def test_audit_log_gives_each_objects_first_create_and_first_status(tmp_path: Path) -> None:
     log = tmp_path / "audit.log"
     log.write_text(
         "\n".join(
@@ -146,6 +163,9 @@ def test_audit_log_gives_each_objects_first_successful_create(tmp_path: Path) ->
                 _audit_line("create", "c", 201, "2026-12-03T04:02:41.5Z", stage="Panic"),
                 _audit_line("delete", "a", 200, "2026-12-03T04:02:42.000000Z"),
                 _audit_line("create", "a", 201, "2026-12-03T04:02:43.000000Z"),  # a new one
+                _audit_line("patch", "j", 404, "2026-12-03T04:02:44Z", "ResponseComplete", *JOB),
+                _audit_line("patch", "j", 200, "2026-12-03T04:02:45Z", "ResponseComplete", *JOB),
+                _audit_line("patch", "j", 200, "2026-12-03T04:02:46Z", "ResponseComplete", *JOB),
                 '{"kind":"Event","stage":"ResponseComp',  # cut short by a rotation
             ]
         )
@@ -158,6 +178,9 @@ def test_audit_log_gives_each_objects_first_successful_create(tmp_path: Path) ->
         ("create", "b", 403),
         ("delete", "a", 200),
         ("create", "a", 201),
+        ("patch", "j", 404),
+        ("patch", "j", 200),
+        ("patch", "j", 200),
     ]
     assert writes[0].user == "sparsam-admin"
     first = audit.created(writes, "pods")
@@ -165,4 +188,6 @@ def test_audit_log_gives_each_objects_first_successful_create(tmp_path: Path) ->
     # The apiserver's time, to the microsecond.
     assert first["ns", "a"] == pytest.approx(1796270558.571624, abs=1e-6)
     assert audit.created(writes, "services") == {}
+    assert audit.created(writes, "trainingjobs") == {}
+    assert audit.first_status(writes, "trainingjobs") == {("ns", "j"): pytest.approx(1796270565.0)}
     assert list(audit.read(tmp_path / "absent.log")) == []

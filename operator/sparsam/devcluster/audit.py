@@ -1,5 +1,6 @@
 """Reading the dev cluster's audit log (`DevCluster.audit_log`, policy `cluster.AUDIT_POLICY`):
-which workload objects were created and deleted, by whom, and when.
+which workload objects were created and deleted, and whose status was written, by whom, and
+when.
 
 The time is the apiserver's, to the microsecond, at the end of the request: for a create, when
 the object was stored. A watch delivers it later, by how much depends on how far the
@@ -17,8 +18,9 @@ from pathlib import Path
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    verb: str  # create, delete, deletecollection
+    verb: str  # create, delete, deletecollection, patch, update
     resource: str  # plural: pods, trainingjobs, ...
+    subresource: str  # status, or "" for the object itself
     namespace: str
     name: str
     code: int  # the response's HTTP status
@@ -42,6 +44,7 @@ def parse(line: str) -> Write | None:
     return Write(
         verb=str(event.get("verb", "")),
         resource=str(ref.get("resource", "")),
+        subresource=str(ref.get("subresource", "")),
         namespace=str(ref.get("namespace", "")),
         name=str(ref.get("name", "")),
         code=int((event.get("responseStatus") or {}).get("code", 0)),
@@ -61,10 +64,28 @@ def read(path: Path) -> Iterator[Write]:
         return
 
 
-def created(writes: Iterable[Write], resource: str) -> dict[tuple[str, str], float]:
-    """When each (namespace, name) of `resource` was first created (201 Created)."""
-    first: dict[tuple[str, str], float] = {}
+def first(
+    writes: Iterable[Write], verbs: Iterable[str], resource: str, subresource: str = ""
+) -> dict[tuple[str, str], float]:
+    """When each (namespace, name) of `resource` (its `subresource`) first had one of `verbs`
+    succeed."""
+    wanted = set(verbs)
+    found: dict[tuple[str, str], float] = {}
     for write in writes:
-        if write.verb == "create" and write.resource == resource and write.code == 201:
-            first.setdefault((write.namespace, write.name), write.at)
-    return first
+        if (
+            write.verb in wanted
+            and (write.resource, write.subresource) == (resource, subresource)
+            and 200 <= write.code < 300
+        ):
+            found.setdefault((write.namespace, write.name), write.at)
+    return found
+
+
+def created(writes: Iterable[Write], resource: str) -> dict[tuple[str, str], float]:
+    """When each (namespace, name) of `resource` was first created."""
+    return first(writes, ("create",), resource)
+
+
+def first_status(writes: Iterable[Write], resource: str) -> dict[tuple[str, str], float]:
+    """When the status of each (namespace, name) of `resource` was first written."""
+    return first(writes, ("patch", "update"), resource, "status")

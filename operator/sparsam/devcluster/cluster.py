@@ -37,10 +37,11 @@ POD_CIDR: Final = "127.1.0.0/16"
 #: The order components start in; `down` stops them in reverse.
 COMPONENTS: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 START_TIMEOUT: Final = 60.0
-#: The apiserver records who created or deleted which workload object, and when (to the
-#: microsecond, on the apiserver's clock): how a test finds who removed a pod, and how
-#: `benchmarks/operator_scale.py` times a pod's creation apart from its watch's delivery.
-#: Nothing else, so that it costs the apiserver next to nothing.
+#: The apiserver records who created or deleted which workload object, and who wrote the
+#: status of ours, and when (to the microsecond, on the apiserver's clock): how a test finds who
+#: removed a pod, and how `benchmarks/operator_scale.py` times a pod's creation apart from its
+#: watch's delivery, and a job's first status. Nothing else: it costs the apiserver next to
+#: nothing.
 AUDIT_POLICY: Final = f"""\
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -53,6 +54,11 @@ rules:
     resources: ["pods", "services"]
   - group: "{c.GROUP}"
     resources: ["{c.TRAINING_JOB.plural}", "{c.INFERENCE_SERVICE.plural}"]
+- level: Metadata
+  verbs: ["patch", "update"]
+  resources:
+  - group: "{c.GROUP}"
+    resources: ["{c.TRAINING_JOB.plural}/status", "{c.INFERENCE_SERVICE.plural}/status"]
 - level: None
 """
 STOP_TIMEOUT: Final = 10.0
