@@ -6,7 +6,7 @@ actuator (`test_training_controller`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kopf
@@ -15,6 +15,7 @@ from tests.unit.test_training_controller import NOW, FakeActuator
 from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
 from sparsam.controllers.results import Event
 from sparsam.controllers.training import TrainingController
+from sparsam.handlers.pacing import TokenBucket
 from sparsam.handlers.passes import Passes
 from sparsam.handlers.trainingjob import training_pass
 from sparsam.kube.errors import ApiRefused
@@ -43,11 +44,17 @@ def body(generation: int = 1, **spec: Any) -> kopf.Body:
 
 
 class Setup:
-    def __init__(self, active: bool = True) -> None:
+    def __init__(self, active: bool = True, reports: TokenBucket | None = None) -> None:
         self.actuator = FakeActuator()
         self.posted: list[Event] = []
         self.passes = Passes(
-            TrainingJob.from_body, TrainingJobStatus, 5.0, lambda: NOW, lambda: active, self.post
+            TrainingJob.from_body,
+            TrainingJobStatus,
+            5.0,
+            lambda: NOW,
+            lambda: active,
+            self.post,
+            reports,
         )
         controller = TrainingController(self.actuator)
         self.passes.start(training_pass(controller, PodViews(), CACHES), controller.write_status)
@@ -56,9 +63,9 @@ class Setup:
         self.posted.extend(events)
 
 
-def run(test: Any) -> None:
+def run(test: Any, make: Callable[[], Setup] = Setup) -> None:
     async def wrapped() -> None:
-        setup = Setup()
+        setup = make()
         try:
             await test(setup)
         finally:
@@ -156,3 +163,27 @@ def test_a_paused_replica_and_a_deleted_job_do_nothing() -> None:
         assert setup.actuator.created == paused.actuator.created == []
 
     run(test)
+
+
+def test_a_report_with_no_token_is_left_to_the_next_pass_and_the_workers_are_not() -> None:
+    async def test(setup: Setup) -> None:
+        setup.passes.seen(KEY, body())
+        assert await setup.passes.work(KEY) == 5.0  # its next pass, as always
+        assert setup.actuator.created == ["tj-worker-0", "tj-worker-1"]
+        assert setup.actuator.writes == []
+        # Nothing later would write this one: it is not paced.
+        setup.passes.seen(KEY, body(generation=2, workers={"min": 1, "max": "many"}))
+        assert await setup.passes.work(KEY) is None
+        assert setup.actuator.writes[-1]["conditions"][0]["reason"] == "InvalidSpec"
+
+    run(test, lambda: Setup(reports=TokenBucket(rate=0.0, burst=0.0)))
+
+
+def test_the_bucket_gives_a_burst_then_its_rate_and_saves_no_more_than_a_burst() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=2.0, burst=3.0, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    now[0] = 0.5  # one token a half second
+    assert [bucket.take() for _ in range(2)] == [True, False]
+    now[0] = 100.0  # idle for long: a burst, not 200
+    assert sum(bucket.take() for _ in range(10)) == 3

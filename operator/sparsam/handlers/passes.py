@@ -6,7 +6,8 @@ queues the object when it is new or its spec changed (`metadata.generation`), ah
 other object when its status says no pass has acted on that spec yet; after each pass the
 object is queued again `interval` seconds later. A pass parses the object, runs the
 controller's reconcile in a thread, writes the status fields that changed, and posts the
-Events.
+Events. Status reports are paced (`handlers.pacing`): in a burst, a report that finds no token
+is left to the object's next pass.
 
 Not a Kopf timer per object (see `handlers.workqueue`): with no timer and no deletion handler,
 Kopf puts no finalizer on these kinds, and takes off the one an older version put there, so
@@ -29,6 +30,7 @@ from sparsam.api import constants as c
 from sparsam.api.parse import InvalidSpec
 from sparsam.controllers.results import Event, PassResult
 from sparsam.handlers import indexes
+from sparsam.handlers.pacing import TokenBucket
 from sparsam.handlers.reporting import LastParsed, StatusType, changed, invalid_spec, post
 from sparsam.handlers.workqueue import Workers, WorkQueue
 from sparsam.kube.client import PASS_THREADS
@@ -55,7 +57,8 @@ class Passes(Generic[M]):
 
     `model` parses a body (`InvalidSpec` for a spec it cannot read); `active`: whether this
     replica may act now (`kube.peering.PeeringGate`), a pass due while it may not is put off by
-    `interval`; `post`: how Events are posted (Kopf's poster)."""
+    `interval`; `post`: how Events are posted (Kopf's poster); `reports`: the pace of status
+    reports (not of the spec-is-invalid report: no later pass would write it)."""
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class Passes(Generic[M]):
         now: Callable[[], datetime],
         active: Callable[[], bool],
         post: Post = post,
+        reports: TokenBucket | None = None,
     ) -> None:
         self._parse = LastParsed(model)
         self._status_type = status_type
@@ -72,6 +76,7 @@ class Passes(Generic[M]):
         self._now = now
         self._active = active
         self._post = post
+        self._reports = reports or TokenBucket()
         self._bodies: dict[Key, kopf.Body] = {}
         self._pass: tuple[Reconcile[M], WriteStatus] | None = None
         self.queue: WorkQueue[Key] = WorkQueue()
@@ -170,18 +175,18 @@ class Passes(Generic[M]):
         except InvalidSpec as exc:
             invalid = invalid_spec(body, self._status_type, str(exc), moment)
 
-        def write(status: dict[str, Any]) -> None:
+        def write(status: dict[str, Any], paced: bool) -> None:
             """Only the fields that differ from the object's: an idle object costs no call."""
             fields = changed(body, status)
-            if fields:
+            if fields and (not paced or self._reports.take()):
                 write_status(namespace, name, fields)
 
         def run() -> PassResult | None:
             if model is None:
-                write(invalid)
+                write(invalid, paced=False)
                 return None
             result = reconcile(model, body, moment)
-            write(result.status)
+            write(result.status, paced=True)
             return result
 
         try:
