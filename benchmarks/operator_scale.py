@@ -21,7 +21,9 @@ first-seen times minus the time its create call returned. The dev cluster's audi
 (`devcluster.audit`) also has when the apiserver stored the TrainingJob and each worker, to the
 microsecond: from the one to the last of the others is the time to create the workers without
 the watch that delivers them (`create_to_workers_stored_s`), and each worker's time from
-stored to seen is how far the watch is behind (`worker_stored_to_seen_s`).
+stored to seen is how far the watch is behind (`worker_stored_to_seen_s`). It also has each
+job's first status write: how long a job waits for its status while reports are paced
+(`create_to_first_status_s`, `jobs_without_status`; `handlers.pacing`).
 
 Second baseline, after the operator has stopped (`--direct`, on by default): the machine's
 ceiling for this workload. The operator run's jobs, pods and Services are deleted first, so
@@ -209,14 +211,33 @@ def watchers_closed(cluster: Cluster) -> int | None:
         return None
 
 
-def stored_at(cluster: Cluster) -> tuple[dict[Key, float], dict[Key, float]] | None:
+@dataclass(frozen=True, slots=True)
+class Stored:
     """When the apiserver stored each TrainingJob and each pod (their create calls' end on its
-    clock, seconds since the epoch), from the dev cluster's audit log; None on an existing
-    cluster, whose audit log this cannot read."""
+    clock, seconds since the epoch), and each job's first status, from its audit log."""
+
+    jobs: dict[Key, float]
+    pods: dict[Key, float]
+    statuses: dict[Key, float]
+
+    def first_status(self, names: Sequence[Key]) -> tuple[list[float], int]:
+        """From each job stored to its first status written; and how many jobs had none."""
+        after = [
+            self.statuses[k] - self.jobs[k] for k in names if k in self.jobs and k in self.statuses
+        ]
+        return after, len(names) - len(after)
+
+
+def stored_at(cluster: Cluster) -> Stored | None:
+    """The dev cluster's audit log; None on an existing cluster, whose log this cannot read."""
     if cluster.dev is None:
         return None
     writes = list(audit.read(cluster.dev.audit_log))
-    return audit.created(writes, c.TRAINING_JOB.plural), audit.created(writes, "pods")
+    return Stored(
+        audit.created(writes, c.TRAINING_JOB.plural),
+        audit.created(writes, "pods"),
+        audit.first_status(writes, c.TRAINING_JOB.plural),
+    )
 
 
 def job_names(namespaces: Sequence[str], count: int) -> list[Key]:
@@ -231,7 +252,7 @@ def worker_keys(names: Sequence[Key], max_workers: Sequence[int]) -> dict[int, l
 
 
 def stored_latency(
-    stored: tuple[dict[Key, float], dict[Key, float]] | None,
+    stored: Stored | None,
     names: Sequence[Key],
     max_workers: Sequence[int],
 ) -> list[float] | None:
@@ -239,7 +260,7 @@ def stored_latency(
     has them: the workers' creation, without the watch that delivers them to a client."""
     if stored is None:
         return None
-    jobs, pods = stored
+    jobs, pods = stored.jobs, stored.pods
     latency = []
     for i, keys in worker_keys(names, max_workers).items():
         times = [pods.get(k) for k in keys]
@@ -1006,12 +1027,13 @@ def main() -> int:
             None
             if stored is None
             else [
-                at + wall_offset - stored[1][k]
+                at + wall_offset - stored.pods[k]
                 for keys in workers.values()
                 for k in keys
-                if k in stored[1] and (at := watch.first_seen(k)) is not None
+                if k in stored.pods and (at := watch.first_seen(k)) is not None
             ]
         )
+        first_status = None if stored is None else stored.first_status(names)
         total_workers = sum(max_workers)
         lat = percentiles(latency)
         met = {
@@ -1043,6 +1065,11 @@ def main() -> int:
             if stored_latency_op is None
             else percentiles(stored_latency_op),
             "worker_stored_to_seen_s": None if watch_lag is None else percentiles(watch_lag),
+            # What pacing status reports costs (handlers.pacing): a job's wait for its first.
+            "create_to_first_status_s": None
+            if first_status is None
+            else percentiles(first_status[0]),
+            "jobs_without_status": None if first_status is None else first_status[1],
             # From when the job was due by the pace: what the direct baseline is compared by.
             "due_to_workers_s": percentiles(from_due),
             "baseline_pod_create_to_watch_s": {
@@ -1178,6 +1205,7 @@ def print_table(r: dict[str, Any], examples: list[str]) -> None:
     if r["create_to_workers_stored_s"] is not None:
         print(row("create -> all workers stored (audit log)", r["create_to_workers_stored_s"]))
         print(row("worker stored -> seen by the watch", r["worker_stored_to_seen_s"]))
+        print(row("create -> first status written (audit log)", r["create_to_first_status_s"]))
     print(row(f"baseline: pod create -> ADDED ({floor['pods']} pods)", floor))
     print(row("baseline: pod create sent -> ADDED", floor["from_send"]))
     print(row("baseline: pod create call", r["baseline_pod_create_call_s"]))
@@ -1230,6 +1258,7 @@ def print_table(r: dict[str, Any], examples: list[str]) -> None:
             f"{r['baseline_direct_apiserver_watchers_closed']} in the baseline",
         ),
         ("operator steady CPU with all jobs (cores)", f"{r['operator_steady_cpu_cores']}"),
+        ("jobs with no status when the operator stopped", f"{r['jobs_without_status']}"),
         ("worker pods seen per second (jobs phase)", f"{r['workers_seen_per_s']}"),
         (
             "p50 create -> workers by create-order decile",
