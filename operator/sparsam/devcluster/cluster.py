@@ -4,8 +4,8 @@ scheduler and KWOK as local processes, like controller-runtime's envtest plus KW
 A cluster lives in one state folder: its certificates (pki/), kubeconfigs, etcd's data, one log
 file per component (logs/), the apiserver's audit log of workload writes (logs/audit.log) and
 `state.json`, which records each process and its ports so that `down` and `status` find them
-from another process. Every component binds 127.0.0.1 only, on
-ports picked free at `up`, so several clusters (a demo and a test session) can run side by side.
+from another process. Every component binds 127.0.0.1 only, on ports picked free at `up`, so
+several clusters (a demo and a test session) can run side by side.
 """
 
 from __future__ import annotations
