@@ -159,10 +159,9 @@ def test_audit_log_says_who_created_and_deleted_a_pod_and_when(
     ours = [w for w in audit.read(cluster.dev.audit_log) if w.namespace == namespace]
     created = audit.created(ours, "pods")
     assert before <= created[namespace, "audited"] <= after, "the apiserver's clock is ours"
-    assert [(w.verb, w.name, w.user) for w in ours if w.resource == "pods"] == [
-        ("create", "audited", pki.ADMIN.user),
-        ("delete", "audited", pki.ADMIN.user),
-    ]
+    # KWOK, playing the kubelet, may have ended the deleted pod by now (a delete of its own).
+    mine = [(w.verb, w.name) for w in ours if w.resource == "pods" and w.user == pki.ADMIN.user]
+    assert mine == [("create", "audited"), ("delete", "audited")]
 
 
 def test_audit_log_has_when_a_trainingjobs_status_was_first_written(
