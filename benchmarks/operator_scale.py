@@ -227,6 +227,16 @@ class Stored:
         ]
         return after, len(names) - len(after)
 
+    def workers_latency(self, names: Sequence[Key], max_workers: Sequence[int]) -> list[float]:
+        """Each job's time from its TrainingJob stored to its last worker stored: the workers'
+        creation, without the watch that delivers them to a client."""
+        latency = []
+        for i, keys in worker_keys(names, max_workers).items():
+            times = [self.pods.get(k) for k in keys]
+            if names[i] in self.jobs and all(t is not None for t in times):
+                latency.append(max(t for t in times if t is not None) - self.jobs[names[i]])
+        return latency
+
 
 def stored_at(cluster: Cluster) -> Stored | None:
     """The dev cluster's audit log; None on an existing cluster, whose log this cannot read."""
@@ -249,24 +259,6 @@ def worker_keys(names: Sequence[Key], max_workers: Sequence[int]) -> dict[int, l
         i: [(ns, f"{name}-worker-{w}") for w in range(max_workers[i])]
         for i, (ns, name) in enumerate(names)
     }
-
-
-def stored_latency(
-    stored: Stored | None,
-    names: Sequence[Key],
-    max_workers: Sequence[int],
-) -> list[float] | None:
-    """Each job's time from its TrainingJob stored to its last worker stored, as the audit log
-    has them: the workers' creation, without the watch that delivers them to a client."""
-    if stored is None:
-        return None
-    jobs, pods = stored.jobs, stored.pods
-    latency = []
-    for i, keys in worker_keys(names, max_workers).items():
-        times = [pods.get(k) for k in keys]
-        if names[i] in jobs and all(t is not None for t in times):
-            latency.append(max(t for t in times if t is not None) - jobs[names[i]])
-    return latency
 
 
 def closed_between(before: int | None, after: int | None) -> int | None:
@@ -1016,11 +1008,11 @@ def main() -> int:
             direct = measure_direct(api, cluster, direct_namespaces, max_workers, args.rate, run)
 
         stored = stored_at(cluster)
-        stored_latency_op = stored_latency(stored, names, max_workers)
+        stored_latency_op = None if stored is None else stored.workers_latency(names, max_workers)
         stored_latency_direct = (
             None
-            if direct is None
-            else stored_latency(stored, job_names(direct_namespaces, args.jobs), max_workers)
+            if direct is None or stored is None
+            else stored.workers_latency(job_names(direct_namespaces, args.jobs), max_workers)
         )
         # Each worker's wait in the watch: stored by the apiserver -> first seen here.
         watch_lag = (
