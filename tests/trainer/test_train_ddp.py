@@ -115,6 +115,12 @@ def build():
     splits = Splits(part(0, 280), part(280, 340), part(340, 400))
     return torch.nn.Linear(2, 2), splits, torch.nn.functional.cross_entropy
 
+def build_with_exit_hook():
+    import atexit, os
+    marker = f"{os.environ['EXIT_MARKER_DIR']}/rank-{os.environ.get('RANK', '0')}"
+    atexit.register(lambda: open(marker, "w").close())
+    return build()
+
 def not_a_triple():
     return "model"
 
@@ -159,6 +165,33 @@ def test_entrypoint_trains_user_code(
     saved: dict[str, Any] = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
     assert saved["task"] == f"entrypoint:{user_module}:build"
     assert saved["metrics"]["accuracy"] >= 0.9
+
+
+def test_ranks_exit_ok_and_run_user_exit_hooks(
+    tmp_path: Path,
+    user_module: str,
+    trainer_env: dict[str, str],
+    train_command: Callable[..., list[str]],
+) -> None:
+    """The train process skips interpreter teardown (see sparsam_trainer.__main__), but not the
+    exit functions user code registered, on every rank."""
+    completed = subprocess.run(
+        train_command(
+            f"--entrypoint={user_module}:build_with_exit_hook",
+            "--epochs=1",
+            "--batch-size=20",
+            f"--output-dir={tmp_path}/out",
+            torchrun=["--standalone", "--nproc-per-node=2"],
+        ),
+        env={**trainer_env, "PYTHONPATH": str(tmp_path), "EXIT_MARKER_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == exitcodes.OK, completed.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0", "rank-1"]
+    assert "done: test" in completed.stderr  # logging flushed before the process left
 
 
 @pytest.mark.parametrize(
