@@ -115,6 +115,36 @@ def test_a_new_job_gets_its_service_and_workers_and_a_status() -> None:
     assert act.created == ["tj-worker-0", "tj-worker-1"]  # nothing more
 
 
+def test_start_time_is_the_first_container_start_not_the_pass_that_reports_it() -> None:
+    """A report left to a later pass (paced in a burst) still says when the job started."""
+    ctl, _ = controller()
+
+    def running(index: int, since: datetime) -> dict[str, Any]:
+        state = {"running": {"startedAt": since.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        return pod(index, containerStatuses=[{"name": "trainer", "state": state}])
+
+    pods = [running(0, NOW - timedelta(seconds=30)), running(1, NOW - timedelta(seconds=40))]
+    result = ctl.reconcile(job(), pods, {"n1": NODE}, NOW)
+    assert result.status["startTime"] == "2026-11-22T11:59:20Z"
+
+
+def test_a_suspend_clears_start_time_so_the_deadline_counts_from_the_resume() -> None:
+    ctl, act = controller()
+    body = {
+        "metadata": {"name": "tj", "namespace": "ml", "uid": "job-uid", "generation": 4},
+        "spec": {
+            "image": "t:1",
+            "workers": {"min": 1, "max": 2},
+            "runPolicy": {"suspend": True, "activeDeadlineSeconds": 60},
+        },
+        "status": {"phase": "Running", "startTime": "2026-11-22T11:59:00Z"},
+    }
+    result = ctl.reconcile(TrainingJob.from_body(body), [pod(0), pod(1)], {"n1": NODE}, NOW)
+    assert result.status["phase"] == "Suspended"
+    assert result.status["startTime"] is None  # the merge patch removes the field
+    assert act.deleted == ["tj-worker-0", "tj-worker-1"]
+
+
 @pytest.mark.parametrize(
     ("count", "first", "sizes"),
     [

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from sparsam.api.trainingjob import TrainingJob
-from sparsam.decisions.training import CREATE_PATIENCE, Worker, awaited, decide_workers, outcome
+from sparsam.decisions.training import (
+    CREATE_PATIENCE,
+    Worker,
+    awaited,
+    decide_workers,
+    outcome,
+    start_time,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -284,6 +291,17 @@ def test_active_deadline() -> None:
     )
     assert decision.phase == "Failed" and decision.ready[1] == "DeadlineExceeded"
     assert decision.delete == ("tj-worker-0", "tj-worker-1")
+
+
+def test_a_job_started_when_its_first_worker_container_did() -> None:
+    early, late = NOW - timedelta(seconds=40), NOW - timedelta(seconds=5)
+    assert start_time([worker(0, started=late), worker(1, started=early), worker(2)], NOW) == early
+    assert start_time([worker(0, "Pending"), worker(1, "Pending")], NOW) == NOW
+    # A worker of the run before a suspend, still terminating, is not this run's start.
+    assert (
+        start_time([worker(0, started=early, deleting=True), worker(1, started=late)], NOW) == late
+    )
+    assert start_time([], NOW) == NOW
 
 
 def test_suspend_removes_the_workers_and_is_not_final() -> None:

@@ -57,6 +57,7 @@ from sparsam.decisions.training import (
     decide_workers,
     desired_workers,
     expired,
+    start_time,
 )
 from sparsam.kube.client import CALL_THREADS
 from sparsam.kube.observe import Body, node_from_body, worker_from_body
@@ -281,7 +282,7 @@ class TrainingController:
             interval = None if cadence is None else f"{max(1, round(cadence.seconds))}s"
             self._create(job, [worker_manifest(job, i, placement, interval) for i in create])
             created.update((worker_name(job.metadata.name, i), now) for i in create)
-        status = self._status(job, decision, now)
+        status = self._status(job, decision, workers, now)
         if facts is not None and facts.step is not None and facts.time is not None:
             status["lastCheckpoint"] = {"step": facts.step, "time": rfc3339(facts.time)}
         # None removes a list from status once it is empty.
@@ -426,7 +427,9 @@ class TrainingController:
             return events, None
         return events, BudgetStop(budget.on_exceeded, message)
 
-    def _status(self, job: TrainingJob, decision: WorkerDecision, now: datetime) -> dict[str, Any]:
+    def _status(
+        self, job: TrainingJob, decision: WorkerDecision, workers: Sequence[Worker], now: datetime
+    ) -> dict[str, Any]:
         status = job.status
         ready_status, reason, message = decision.ready
         conditions = set_condition(
@@ -447,9 +450,12 @@ class TrainingController:
             "restarts": decision.restarts,
             "conditions": [cond.to_raw() for cond in conditions],
         }
+        if decision.phase == "Suspended":
+            # As a Job's: activeDeadlineSeconds counts again from the resumed workers' start.
+            out["startTime"] = None
         # A job whose only worker ran and finished between two passes never looked Running.
-        if status.start_time is None and (decision.phase == "Running" or decision.finished):
-            out["startTime"] = rfc3339(now)
+        elif status.start_time is None and (decision.phase == "Running" or decision.finished):
+            out["startTime"] = rfc3339(start_time(workers, now))
         if decision.finished:
             out["completionTime"] = rfc3339(now)
         return out

@@ -84,7 +84,8 @@ class Worker:
     gone: bool = False
     #: The terminated container's message (the end of its log, for a failure), or None.
     message: str | None = None
-    #: When its pod was created, and when its container started (for `lost_its_store`).
+    #: When its pod was created, and when its container started, running or since ended (for
+    #: `lost_its_store` and `start_time`).
     created: datetime | None = None
     started: datetime | None = None
 
@@ -116,6 +117,15 @@ def lost_its_store(worker: Worker, workers: Collection[Worker]) -> bool:
         hosts_the_store(other) and other.created is not None and other.created <= started
         for other in workers
     )
+
+
+def start_time(workers: Collection[Worker], now: datetime) -> datetime:
+    """When the job started: its first worker container's start (of those not on their way
+    out), else `now`. Not the time of the pass that first reports Running: a paced report
+    (`handlers.pacing`) can come tens of seconds later, and `activeDeadlineSeconds` counts
+    from here."""
+    starts = (w.started for w in workers if w.started is not None and not w.deleting)
+    return min(starts, default=now)
 
 
 def hosts_the_store(worker: Worker) -> bool:

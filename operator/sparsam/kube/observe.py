@@ -216,8 +216,11 @@ def worker_from_body(
     status: Body = body.get("status") or {}
     labels: Mapping[str, str] = metadata.get("labels") or {}
     terminated: Body = {}
+    running: Body = {}
     for container in status.get("containerStatuses") or ():
-        terminated = (container.get("state") or {}).get("terminated") or terminated
+        state: Body = container.get("state") or {}
+        terminated = state.get("terminated") or terminated
+        running = state.get("running") or running
     lost: str | None = None
     if gone_node:
         lost = f"node {(body.get('spec') or {}).get('nodeName')} is gone"
@@ -237,5 +240,5 @@ def worker_from_body(
         deleting=deleting or bool(metadata.get("deletionTimestamp")),
         message=terminated.get("message"),
         created=parse_rfc3339(metadata.get("creationTimestamp")),
-        started=parse_rfc3339(terminated.get("startedAt")),
+        started=parse_rfc3339((terminated or running).get("startedAt")),
     )
