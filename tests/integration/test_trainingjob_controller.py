@@ -1,7 +1,8 @@
 """The TrainingJob controller on the real dev cluster, with the GPUNodePool controller beside
 it in the same `sparsam run`: workers are created and scheduled on nodes the pool adds, a
-preempted worker is replaced and counted, program failures count against backoffLimit, and
-the /scale subresource sets the worker count.
+preempted worker is replaced and counted, program failures count against backoffLimit, the
+/scale subresource sets the worker count, and the run policy (suspend and resume,
+activeDeadlineSeconds, ttlSecondsAfterFinished) does what it says.
 
 Pods on KWOK nodes run no containers, so a worker's exit is written into its status the way
 the kubelet would (`kubectl patch --subresource=status`).
@@ -233,6 +234,108 @@ def test_a_worker_that_exits_0_finishes_the_job(
         operator,
     )
     assert final["completionTime"] >= final["startTime"]
+
+
+def test_suspend_removes_the_workers_and_resume_brings_them_back_uncounted(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
+    apply(kubectl, trainingjob("tj", namespace, gpu_type))
+    eventually("two workers running", lambda: len(running(kubectl, namespace)) == 2, operator)
+
+    suspend = json.dumps({"spec": {"runPolicy": {"suspend": True}}})
+    kubectl("patch", "trainingjob", "tj", "-n", namespace, "--type=merge", "-p", suspend)
+    suspended = eventually(
+        "the job suspended",
+        lambda: (s := status(kubectl, namespace)).get("phase") == "Suspended" and s,
+        operator,
+    )
+    ready = next(c for c in suspended["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Suspended")
+    assert "startTime" not in suspended  # as a Job's, the deadline starts again on resume
+    eventually("no workers left", lambda: not workers(kubectl, namespace), operator)
+
+    resume = json.dumps({"spec": {"runPolicy": {"suspend": False}}})
+    kubectl("patch", "trainingjob", "tj", "-n", namespace, "--type=merge", "-p", resume)
+    resumed = eventually(
+        "the job running again on two workers",
+        lambda: (
+            (s := status(kubectl, namespace)).get("phase") == "Running"
+            and len(running(kubectl, namespace)) == 2
+            and s
+        ),
+        operator,
+    )
+    assert resumed["startTime"]
+    # Workers removed by a suspend are neither preemptions nor failures.
+    assert (resumed["preemptions"], resumed["restarts"]) == (0, 0)
+
+
+def test_active_deadline_fails_the_job_counted_from_its_workers_start(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
+    apply(kubectl, trainingjob("tj", namespace, gpu_type, runPolicy={"activeDeadlineSeconds": 4}))
+    started = eventually(
+        "the workers' containers started",
+        lambda: sorted(
+            state["running"]["startedAt"]
+            for pod in workers(kubectl, namespace).values()
+            for container in pod["status"].get("containerStatuses") or ()
+            if "running" in (state := container.get("state") or {})
+        ),
+        operator,
+    )
+    final = eventually(
+        "the job failed",
+        lambda: (s := status(kubectl, namespace)).get("phase") == "Failed" and s,
+        operator,
+    )
+    ready = next(c for c in final["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "DeadlineExceeded")
+    assert final["startTime"] == started[0]
+    eventually("no workers left", lambda: not workers(kubectl, namespace), operator)
+    assert any(e.startswith("DeadlineExceeded:") for e in object_events(kubectl, "tj"))
+
+
+def test_a_finished_job_is_deleted_ttl_seconds_after_it_finished(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
+    apply(
+        kubectl,
+        trainingjob(
+            "tj",
+            namespace,
+            gpu_type,
+            workers={"min": 1, "max": 1},
+            runPolicy={"ttlSecondsAfterFinished": 2},
+        ),
+    )
+    eventually("the worker running", lambda: running(kubectl, namespace), operator)
+    exit_worker(kubectl, namespace, "tj-worker-0", 0)
+    eventually(
+        "Succeeded", lambda: status(kubectl, namespace).get("phase") == "Succeeded", operator
+    )
+    eventually(
+        "the job deleted",
+        lambda: not get(kubectl, "trainingjobs", "-n", namespace)["items"],
+        operator,
+    )
+    # Its owned objects go with it (the garbage collector follows the owner references).
+    eventually("its worker pod gone", lambda: not workers(kubectl, namespace), operator)
 
 
 REPORT = (
