@@ -19,6 +19,7 @@ Errors the user can act on print one line and exit 1; they never print a traceba
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import subprocess
@@ -197,6 +198,15 @@ def _run_parser(commands: Any) -> None:
         f"(default {defaults.server_image})",
     )
     run.add_argument(
+        "--status-writes-per-second",
+        type=_positive,
+        default=defaults.status_writes_per_second,
+        metavar="RATE",
+        help="status reports a second per kind; in a burst of changes the rest wait for "
+        "each object's next pass, and the workers' pods go first "
+        f"(default {defaults.status_writes_per_second:g})",
+    )
+    run.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
@@ -268,6 +278,7 @@ def run_config(args: argparse.Namespace) -> OperatorConfig:
         capacity_interval=args.capacity_interval,
         training_interval=args.training_interval,
         policy_interval=args.policy_interval,
+        status_writes_per_second=args.status_writes_per_second,
         serving_interval=args.serving_interval,
         offering_ttl=args.offering_ttl,
         interruption_taints=tuple(args.interruption_taint or DEFAULT_INTERRUPTION_TAINTS),
@@ -292,6 +303,16 @@ def _duration(text: str) -> timedelta:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
 
 
 def _simulate_parser(commands: Any) -> None:

@@ -25,6 +25,9 @@ class OperatorConfig:
     serving_interval: timedelta = timedelta(seconds=5)
     #: How often each CostPolicy's spending is counted.
     policy_interval: timedelta = timedelta(seconds=15)
+    #: Status reports a second, per kind, after a burst of as many (`handlers.pacing`). 500
+    #: running TrainingJobs whose cost changes every 30 s need 17.
+    status_writes_per_second: float = 20.0
     offering_ttl: timedelta = timedelta(minutes=3)
     interruption_taints: tuple[str, ...] = DEFAULT_INTERRUPTION_TAINTS
     interruption_conditions: tuple[str, ...] = ()

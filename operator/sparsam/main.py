@@ -41,6 +41,7 @@ from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.scaling import ScalingSettings
 from sparsam.handlers import costpolicy, gpunodepool, indexes, inferenceservice, trainingjob
 from sparsam.handlers.diffbase import DIFFED, LeanDiffBaseStorage
+from sparsam.handlers.pacing import TokenBucket
 from sparsam.handlers.passes import WriteStatus
 from sparsam.kube.client import PASS_THREADS, api_client
 from sparsam.kube.drain import NodeDrainer
@@ -143,17 +144,27 @@ def registry(
     reg = kopf.OperatorRegistry()
     indexes.register(reg)
     gpunodepool.register(reg, interval=config.capacity_interval.total_seconds(), now=_now)
+    rate = config.status_writes_per_second  # each kind its own bucket
     jobs = trainingjob.register(
-        reg, interval=config.training_interval.total_seconds(), now=_now, active=active
+        reg,
+        interval=config.training_interval.total_seconds(),
+        now=_now,
+        active=active,
+        reports=TokenBucket(rate),
     )
     services = inferenceservice.register(
-        reg, interval=config.serving_interval.total_seconds(), now=_now, active=active
+        reg,
+        interval=config.serving_interval.total_seconds(),
+        now=_now,
+        active=active,
+        reports=TokenBucket(rate),
     )
     costpolicy.register(
         reg,
         interval=config.policy_interval.total_seconds(),
         now=_now,
         active=active,
+        reports=TokenBucket(rate),
         spenders=lambda: [*jobs.bodies(), *services.bodies()],
     )
 

@@ -95,6 +95,7 @@ def test_lint_and_template_grant_only_what_enabled_providers_need(
         if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "t-sparsam"
     )["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--prometheus-url=http://prom:9090" in args
+    assert "--status-writes-per-second=20" in args
     assert '--rps-query=sum(rate(x{a="{name}"}[1m]))' in args
     assert "--activator-url=http://t-sparsam-activator.default.svc.cluster.local" in args
     pinned = helm("template", "t", str(CHART), "--set=image.digest=sha256:" + "a" * 64)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sparsam.logs import JsonFormatter, RoutineSuccess
 
 
@@ -73,3 +75,15 @@ def test_peering_is_off_unless_named() -> None:
     assert (alone.peering, alone.priority) == (None, 0)
     peered = run_config(_parser().parse_args(["run", "--peering=sparsam", "--priority=10"]))
     assert (peered.peering, peered.priority) == ("sparsam", 10)
+
+
+def test_status_writes_per_second_is_a_positive_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    from sparsam.cli import _parser, run_config
+
+    assert run_config(_parser().parse_args(["run"])).status_writes_per_second == 20.0
+    faster = _parser().parse_args(["run", "--status-writes-per-second=50"])
+    assert run_config(faster).status_writes_per_second == 50.0
+    for bad in ("0", "-1", "nan", "inf", "fast"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["run", f"--status-writes-per-second={bad}"])
+        assert f"expected a number > 0, got '{bad}'" in capsys.readouterr().err

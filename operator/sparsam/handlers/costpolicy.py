@@ -21,6 +21,7 @@ from sparsam.api.costpolicy import CostPolicy, CostPolicyStatus
 from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.controllers.results import PassResult
 from sparsam.handlers import indexes
+from sparsam.handlers.pacing import TokenBucket
 from sparsam.handlers.passes import Key, Passes, Reconcile, WriteStatus
 
 #: Every TrainingJob and InferenceService as last watched (their passes' `Passes.bodies`).
@@ -49,9 +50,10 @@ def register(
     interval: float,
     now: Callable[[], datetime],
     active: Callable[[], bool],
+    reports: TokenBucket,
     spenders: Spenders,
 ) -> None:
-    passes = Passes(CostPolicy.from_body, CostPolicyStatus, interval, now, active)
+    passes = Passes(CostPolicy.from_body, CostPolicyStatus, interval, now, active, reports=reports)
 
     def start(memo: Any, caches: Mapping[str, Any]) -> tuple[Reconcile[CostPolicy], WriteStatus]:
         return policy_pass(memo.costpolicy, caches, spenders), memo.policy_status

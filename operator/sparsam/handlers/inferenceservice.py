@@ -24,6 +24,7 @@ from sparsam.api.inferenceservice import InferenceService, InferenceServiceStatu
 from sparsam.controllers.results import PassResult
 from sparsam.controllers.serving import ServingController
 from sparsam.handlers import indexes
+from sparsam.handlers.pacing import TokenBucket
 from sparsam.handlers.passes import Key, Passes, Reconcile, WriteStatus
 from sparsam.kube.podcache import PodViews
 
@@ -64,9 +65,12 @@ def register(
     interval: float,
     now: Callable[[], datetime],
     active: Callable[[], bool],
+    reports: TokenBucket,
 ) -> Passes[InferenceService]:
     """Register the handlers; the passes they feed (whose bodies CostPolicies count)."""
-    passes = Passes(InferenceService.from_body, InferenceServiceStatus, interval, now, active)
+    passes = Passes(
+        InferenceService.from_body, InferenceServiceStatus, interval, now, active, reports=reports
+    )
 
     def start(
         memo: Any, caches: Mapping[str, Any]

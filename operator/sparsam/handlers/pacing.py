@@ -10,7 +10,8 @@ had its workers seen 2.4 s after their jobs (p99) instead of 6-7 s. Paced at 20 
 jobs' status writes in the burst fell to 0.5 a job, and p99 to 2.4-4.1 s.
 
 A report is what a user reads; the workers are what the job needs. So reports yield: each kind
-writes at most `rate` a second, after a burst of `burst`. A pass whose report finds no token
+writes at most `rate` a second (`sparsam run --status-writes-per-second`), after a burst of
+`burst`. A pass whose report finds no token
 leaves it to its next pass, which writes the status of its own moment. Alone, a job is Pending
 at once; in that benchmark's burst a job's first status came 10 s (p50) and 40 s (p99) after
 it, about 1,000 reports at 20 a second. What a pass must make durable before it acts (the counts
@@ -22,10 +23,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
-
-#: Reports a second, per kind. 500 running TrainingJobs whose cost changes every 30 s need 17.
-STATUS_WRITES_PER_S: Final = 20.0
 
 
 class TokenBucket:
@@ -34,7 +31,7 @@ class TokenBucket:
 
     def __init__(
         self,
-        rate: float = STATUS_WRITES_PER_S,
+        rate: float,
         burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

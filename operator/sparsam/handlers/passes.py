@@ -58,7 +58,8 @@ class Passes(Generic[M]):
     `model` parses a body (`InvalidSpec` for a spec it cannot read); `active`: whether this
     replica may act now (`kube.peering.PeeringGate`), a pass due while it may not is put off by
     `interval`; `post`: how Events are posted (Kopf's poster); `reports`: the pace of status
-    reports (not of the spec-is-invalid report: no later pass would write it)."""
+    reports, None for none (never of the spec-is-invalid report: no later pass would write
+    it)."""
 
     def __init__(
         self,
@@ -76,7 +77,7 @@ class Passes(Generic[M]):
         self._now = now
         self._active = active
         self._post = post
-        self._reports = reports or TokenBucket()
+        self._reports = reports
         self._bodies: dict[Key, kopf.Body] = {}
         self._pass: tuple[Reconcile[M], WriteStatus] | None = None
         self.queue: WorkQueue[Key] = WorkQueue()
@@ -178,7 +179,7 @@ class Passes(Generic[M]):
         def write(status: dict[str, Any], paced: bool) -> None:
             """Only the fields that differ from the object's: an idle object costs no call."""
             fields = changed(body, status)
-            if fields and (not paced or self._reports.take()):
+            if fields and (not paced or self._reports is None or self._reports.take()):
                 write_status(namespace, name, fields)
 
         def run() -> PassResult | None:

@@ -21,6 +21,7 @@ from sparsam.api.trainingjob import TrainingJob, TrainingJobStatus
 from sparsam.controllers.results import PassResult
 from sparsam.controllers.training import TrainingController
 from sparsam.handlers import indexes
+from sparsam.handlers.pacing import TokenBucket
 from sparsam.handlers.passes import Key, Passes, Reconcile, WriteStatus
 from sparsam.kube.podcache import PodViews
 
@@ -51,9 +52,12 @@ def register(
     interval: float,
     now: Callable[[], datetime],
     active: Callable[[], bool],
+    reports: TokenBucket,
 ) -> Passes[TrainingJob]:
     """Register the handlers; the passes they feed (whose bodies CostPolicies count)."""
-    passes = Passes(TrainingJob.from_body, TrainingJobStatus, interval, now, active)
+    passes = Passes(
+        TrainingJob.from_body, TrainingJobStatus, interval, now, active, reports=reports
+    )
 
     def start(memo: Any, caches: Mapping[str, Any]) -> tuple[Reconcile[TrainingJob], WriteStatus]:
         controller: TrainingController = memo.training
