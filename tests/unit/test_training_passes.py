@@ -179,6 +179,27 @@ def test_a_report_with_no_token_is_left_to_the_next_pass_and_the_workers_are_not
     run(test, lambda: Setup(reports=TokenBucket(rate=0.0, burst=0.0)))
 
 
+def test_a_jobs_first_report_takes_a_token_an_update_would_leave() -> None:
+    async def test(setup: Setup) -> None:
+        await setup.passes.workers.stop()  # only the passes this test runs
+        setup.passes.seen(KEY, body())
+        await setup.passes.work(KEY)  # first report: 2 tokens -> 1
+        assert [w["phase"] for w in setup.actuator.writes] == ["Pending"]
+        reported = body(generation=2)
+        reported["status"].update(setup.actuator.writes[-1])
+        setup.passes.seen(KEY, kopf.Body(reported))
+        await setup.passes.work(KEY)  # an update (generation 2) finds 1 < 1 + reserve 0.5
+        assert len(setup.actuator.writes) == 1
+        other = ("ml", "new")
+        fresh = body()
+        fresh["metadata"].update(name="new", uid="new-uid")
+        setup.passes.seen(other, kopf.Body(fresh))
+        await setup.passes.work(other)  # a first report takes the last token
+        assert len(setup.actuator.writes) == 2
+
+    run(test, lambda: Setup(reports=TokenBucket(rate=0.0, burst=2.0)))
+
+
 def test_the_bucket_gives_a_burst_then_its_rate_and_saves_no_more_than_a_burst() -> None:
     now = [0.0]
     bucket = TokenBucket(rate=2.0, burst=3.0, clock=lambda: now[0])
@@ -187,3 +208,28 @@ def test_the_bucket_gives_a_burst_then_its_rate_and_saves_no_more_than_a_burst()
     assert [bucket.take() for _ in range(2)] == [True, False]
     now[0] = 100.0  # idle for long: a burst, not 200
     assert sum(bucket.take() for _ in range(10)) == 3
+
+
+def test_first_reports_go_before_updates_which_then_have_the_whole_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=8.0, burst=9.0, clock=lambda: now[0])  # updates leave 4
+    assert sum(bucket.take(update=True) for _ in range(20)) == 5
+    assert sum(bucket.take() for _ in range(20)) == 4  # first reports take the rest
+    now[0] = 0.5  # 4 tokens: all for first reports, none for updates
+    assert not bucket.take(update=True)
+    assert sum(bucket.take() for _ in range(20)) == 4
+    now[0] = 10.0  # no first reports waiting: the updates' reserve fills, then they go
+    assert sum(bucket.take(update=True) for _ in range(20)) == 5
+    taken = 0
+    for tick in range(1, 9):  # a second of updates, one every 1/8 s: the whole rate
+        now[0] = 10.0 + tick / 8
+        taken += bucket.take(update=True)
+    assert taken == 8
+
+
+def test_a_rate_below_one_a_second_still_writes() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=0.5, clock=lambda: now[0])
+    assert bucket.take() and not bucket.take()
+    now[0] = 2.0
+    assert bucket.take(update=True)  # a burst of one: no reserve to keep

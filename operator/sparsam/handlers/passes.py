@@ -179,8 +179,11 @@ class Passes(Generic[M]):
         def write(status: dict[str, Any], paced: bool) -> None:
             """Only the fields that differ from the object's: an idle object costs no call."""
             fields = changed(body, status)
-            if fields and (not paced or self._reports is None or self._reports.take()):
-                write_status(namespace, name, fields)
+            if not fields:
+                return
+            if paced and self._reports and not self._reports.take(update=bool(body.get("status"))):
+                return
+            write_status(namespace, name, fields)
 
         def run() -> PassResult | None:
             if model is None:
