@@ -40,6 +40,22 @@ def status(kubectl: Kubectl, namespace: str, name: str = "tj") -> dict[str, Any]
     return found
 
 
+def phase(kubectl: Kubectl, namespace: str, wanted: str, operator: Operator) -> dict[str, Any]:
+    """Job tj's status once its phase is `wanted`."""
+    found: dict[str, Any] = eventually(
+        f"the job {wanted}",
+        lambda: (s := status(kubectl, namespace)).get("phase") == wanted and s,
+        operator,
+    )
+    return found
+
+
+def ready(found: dict[str, Any]) -> tuple[str, str, str]:
+    """The status, reason and message of a job status's Ready condition."""
+    condition = next(c for c in found["conditions"] if c["type"] == "Ready")
+    return condition["status"], condition["reason"], condition.get("message", "")
+
+
 def workers(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
     """Worker pods that are not on their way out, by name."""
     pods = get(kubectl, "pods", "-n", namespace, "-l", "sparsam.dev/role=worker")["items"]
@@ -104,15 +120,10 @@ def test_workers_start_on_capacity_the_pool_adds(
         "two workers running", lambda: len(r := running(kubectl, namespace)) == 2 and r, operator
     )
     assert set(placed) == {"tj-worker-0", "tj-worker-1"}
-    current = eventually(
-        "status Running",
-        lambda: (s := status(kubectl, namespace)).get("phase") == "Running" and s,
-        operator,
-    )
+    current = phase(kubectl, namespace, "Running", operator)
     assert current["workers"] == {"desired": 2, "running": 2}
     assert current["selector"] == "sparsam.dev/job=tj,sparsam.dev/role=worker"
-    ready = next(c for c in current["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "True"
+    assert ready(current)[0] == "True"
 
     pod = workers(kubectl, namespace)["tj-worker-0"]
     assert pod["metadata"]["labels"]["team"] == "vision"
@@ -207,13 +218,8 @@ def test_a_preempted_worker_is_replaced_and_counted_and_failures_count_restarts(
     assert status(kubectl, namespace)["phase"] in ("Running", "Pending")
     eventually("worker 0 back", lambda: "tj-worker-0" in running(kubectl, namespace), operator)
     exit_worker(kubectl, namespace, "tj-worker-0", 1)
-    final = eventually(
-        "the job failed",
-        lambda: (s := status(kubectl, namespace)).get("phase") == "Failed" and s,
-        operator,
-    )
-    ready = next(c for c in final["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "BackoffLimitExceeded")
+    final = phase(kubectl, namespace, "Failed", operator)
+    assert ready(final)[:2] == ("False", "BackoffLimitExceeded")
     eventually("no workers left", lambda: not workers(kubectl, namespace), operator)
 
 
@@ -228,11 +234,7 @@ def test_a_worker_that_exits_0_finishes_the_job(
     apply(kubectl, trainingjob("tj", namespace, gpu_type, workers={"min": 1, "max": 1}))
     eventually("the worker running", lambda: running(kubectl, namespace), operator)
     exit_worker(kubectl, namespace, "tj-worker-0", 0)
-    final = eventually(
-        "Succeeded",
-        lambda: (s := status(kubectl, namespace)).get("phase") == "Succeeded" and s,
-        operator,
-    )
+    final = phase(kubectl, namespace, "Succeeded", operator)
     assert final["completionTime"] >= final["startTime"]
 
 
@@ -249,13 +251,8 @@ def test_suspend_removes_the_workers_and_resume_brings_them_back_uncounted(
 
     suspend = json.dumps({"spec": {"runPolicy": {"suspend": True}}})
     kubectl("patch", "trainingjob", "tj", "-n", namespace, "--type=merge", "-p", suspend)
-    suspended = eventually(
-        "the job suspended",
-        lambda: (s := status(kubectl, namespace)).get("phase") == "Suspended" and s,
-        operator,
-    )
-    ready = next(c for c in suspended["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "Suspended")
+    suspended = phase(kubectl, namespace, "Suspended", operator)
+    assert ready(suspended)[:2] == ("False", "Suspended")
     assert "startTime" not in suspended  # as a Job's, the deadline starts again on resume
     eventually("no workers left", lambda: not workers(kubectl, namespace), operator)
 
@@ -294,13 +291,8 @@ def test_active_deadline_fails_the_job_counted_from_its_workers_start(
         ),
         operator,
     )
-    final = eventually(
-        "the job failed",
-        lambda: (s := status(kubectl, namespace)).get("phase") == "Failed" and s,
-        operator,
-    )
-    ready = next(c for c in final["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "DeadlineExceeded")
+    final = phase(kubectl, namespace, "Failed", operator)
+    assert ready(final)[:2] == ("False", "DeadlineExceeded")
     assert final["startTime"] == started[0]
     eventually("no workers left", lambda: not workers(kubectl, namespace), operator)
     assert any(e.startswith("DeadlineExceeded:") for e in object_events(kubectl, "tj"))
@@ -380,11 +372,7 @@ def test_a_finished_job_compresses_and_deploys_its_inference_service(
     (container,) = pod["spec"]["containers"]
     assert container["command"][:4] == ["python", "-m", "sparsam_trainer", "compress"]
     exit_worker(kubectl, namespace, "tj-compress", 0, REPORT, container="compress")
-    final = eventually(
-        "Succeeded",
-        lambda: (s := status(kubectl, namespace)).get("phase") == "Succeeded" and s,
-        operator,
-    )
+    final = phase(kubectl, namespace, "Succeeded", operator)
     assert final["compression"]["sizeBytes"] == {"before": 84757, "after": 38477}
     assert final["model"] == {"uri": "pvc://ckpt/tj/compressed/model"}
     served = get(kubectl, "inferenceservice", "digits", "-n", namespace)
@@ -413,14 +401,9 @@ def test_a_spent_budget_suspends_the_job(
         trainingjob("tj", namespace, gpu_type, budget={"maxCost": 0.001, "onExceeded": "Suspend"}),
     )
 
-    final = eventually(
-        "the job suspended",
-        lambda: (s := status(kubectl, namespace)).get("phase") == "Suspended" and s,
-        operator,
-    )
-    ready = next(c for c in final["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "BudgetExceeded")
-    assert "spec.budget.maxCost 0.001" in ready["message"]
+    final = phase(kubectl, namespace, "Suspended", operator)
+    assert ready(final)[:2] == ("False", "BudgetExceeded")
+    assert "spec.budget.maxCost 0.001" in ready(final)[2]
     assert final["cost"]["accrued"] >= 0.001
     eventually("no workers left", lambda: not workers(kubectl, namespace), operator)
     assert any(e.startswith("BudgetExceeded:") for e in object_events(kubectl, "tj"))

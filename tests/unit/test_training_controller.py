@@ -60,9 +60,13 @@ class FakeActuator:
 
 
 def job(
-    status: dict[str, Any] | None = None, workers: int | None = None, least: int | None = None
+    status: dict[str, Any] | None = None,
+    workers: int | None = None,
+    least: int | None = None,
+    **spec: Any,
 ) -> TrainingJob:
-    """min 1, max 2; or `workers` of them, at least `least` (default all) to start."""
+    """min 1, max 2; or `workers` of them, at least `least` (default all) to start; `spec`
+    adds fields."""
     return TrainingJob.from_body(
         {
             "metadata": {"name": "tj", "namespace": "ml", "uid": "job-uid", "generation": 3},
@@ -71,6 +75,7 @@ def job(
                 "workers": {"min": 1, "max": 2}
                 if workers is None
                 else {"min": least or workers, "max": workers},
+                **spec,
             },
             "status": status or {},
         }
@@ -130,16 +135,11 @@ def test_start_time_is_the_first_container_start_not_the_pass_that_reports_it() 
 
 def test_a_suspend_clears_start_time_so_the_deadline_counts_from_the_resume() -> None:
     ctl, act = controller()
-    body = {
-        "metadata": {"name": "tj", "namespace": "ml", "uid": "job-uid", "generation": 4},
-        "spec": {
-            "image": "t:1",
-            "workers": {"min": 1, "max": 2},
-            "runPolicy": {"suspend": True, "activeDeadlineSeconds": 60},
-        },
-        "status": {"phase": "Running", "startTime": "2026-11-22T11:59:00Z"},
-    }
-    result = ctl.reconcile(TrainingJob.from_body(body), [pod(0), pod(1)], {"n1": NODE}, NOW)
+    suspended = job(
+        {"phase": "Running", "startTime": "2026-11-22T11:59:00Z"},
+        runPolicy={"suspend": True, "activeDeadlineSeconds": 60},
+    )
+    result = ctl.reconcile(suspended, [pod(0), pod(1)], {"n1": NODE}, NOW)
     assert result.status["phase"] == "Suspended"
     assert result.status["startTime"] is None  # the merge patch removes the field
     assert act.deleted == ["tj-worker-0", "tj-worker-1"]
