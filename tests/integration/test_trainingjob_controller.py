@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from tests.conftest import Kubectl
 from tests.operator_process import (
     Operator,
@@ -33,6 +34,20 @@ def small_pool(name: str, gpu_type: str) -> dict[str, Any]:
     body = pool(name, gpu_type, "spot", scaleDownAfter="30s")
     body["spec"]["nodeTemplate"]["gpusPerNode"] = 1
     return body
+
+
+@pytest.fixture
+def spot_pool(
+    kubectl: Kubectl,
+    operator: Operator,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> str:
+    """A spot GPUNodePool of 1-GPU nodes of this test's GPU type, applied once the operator
+    runs; its name."""
+    name = cluster_scoped_name("gpunodepool", "spot")
+    apply(kubectl, small_pool(name, gpu_type))
+    return name
 
 
 def status(kubectl: Kubectl, namespace: str, name: str = "tj") -> dict[str, Any]:
@@ -110,10 +125,9 @@ def test_workers_start_on_capacity_the_pool_adds(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
-    cluster_scoped_name: Callable[[str, str], str],
+    spot_pool: str,
     gpu_type: str,
 ) -> None:
-    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
     apply(kubectl, trainingjob("tj", namespace, gpu_type))
 
     placed = eventually(
@@ -156,10 +170,9 @@ def test_a_preempted_worker_is_replaced_and_counted_and_failures_count_restarts(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
-    cluster_scoped_name: Callable[[str, str], str],
+    spot_pool: str,
     gpu_type: str,
 ) -> None:
-    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
     apply(kubectl, trainingjob("tj", namespace, gpu_type, runPolicy={"backoffLimit": 1}))
     placed = eventually(
         "two workers running", lambda: len(r := running(kubectl, namespace)) == 2 and r, operator
@@ -227,10 +240,9 @@ def test_a_worker_that_exits_0_finishes_the_job(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
-    cluster_scoped_name: Callable[[str, str], str],
+    spot_pool: str,
     gpu_type: str,
 ) -> None:
-    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
     apply(kubectl, trainingjob("tj", namespace, gpu_type, workers={"min": 1, "max": 1}))
     eventually("the worker running", lambda: running(kubectl, namespace), operator)
     exit_worker(kubectl, namespace, "tj-worker-0", 0)
@@ -242,10 +254,9 @@ def test_suspend_removes_the_workers_and_resume_brings_them_back_uncounted(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
-    cluster_scoped_name: Callable[[str, str], str],
+    spot_pool: str,
     gpu_type: str,
 ) -> None:
-    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
     apply(kubectl, trainingjob("tj", namespace, gpu_type))
     eventually("two workers running", lambda: len(running(kubectl, namespace)) == 2, operator)
 
@@ -276,10 +287,9 @@ def test_active_deadline_fails_the_job_counted_from_its_workers_start(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
-    cluster_scoped_name: Callable[[str, str], str],
+    spot_pool: str,
     gpu_type: str,
 ) -> None:
-    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
     apply(kubectl, trainingjob("tj", namespace, gpu_type, runPolicy={"activeDeadlineSeconds": 4}))
     started = eventually(
         "the workers' containers started",
@@ -302,10 +312,9 @@ def test_a_finished_job_is_deleted_ttl_seconds_after_it_finished(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
-    cluster_scoped_name: Callable[[str, str], str],
+    spot_pool: str,
     gpu_type: str,
 ) -> None:
-    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
     apply(
         kubectl,
         trainingjob(
@@ -341,14 +350,13 @@ def test_a_finished_job_compresses_and_deploys_its_inference_service(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
-    cluster_scoped_name: Callable[[str, str], str],
+    spot_pool: str,
     gpu_type: str,
 ) -> None:
     """Training ends (worker exit 0): the job is Compressing with a compress pod running the
     trainer's compress command; the pod ends with its report as termination message: the job
     is Succeeded with status.compression and status.model, and the InferenceService of
     spec.deploy exists, serving the compressed model from the checkpoint claim."""
-    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
     volume, claim = host_volume(namespace, "ckpt", "ReadWriteMany")
     apply(kubectl, volume, claim)
     spec = {
@@ -390,12 +398,11 @@ def test_a_spent_budget_suspends_the_job(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
-    cluster_scoped_name: Callable[[str, str], str],
+    spot_pool: str,
     gpu_type: str,
 ) -> None:
     """Two workers on spot nodes at 2.0 per node-hour (one GPU each) spend 0.001 in about
     a second: the job is suspended, its workers removed, and status and an Event say why."""
-    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
     apply(
         kubectl,
         trainingjob("tj", namespace, gpu_type, budget={"maxCost": 0.001, "onExceeded": "Suspend"}),
@@ -414,13 +421,13 @@ def test_a_costpolicy_budget_blocks_new_jobs_and_lets_running_ones_go_on(
     operator: Operator,
     namespace: str,
     cluster_scoped_name: Callable[[str, str], str],
+    spot_pool: str,
     gpu_type: str,
 ) -> None:
     """A job runs in a namespace whose CostPolicy has a tiny monthly budget with BlockNew.
     Once the job's accrued cost reaches the policy (status.cost is written every 30 s), the
     policy reports BudgetExceeded, a second job waits with reason BudgetExceeded, and the
     first keeps running."""
-    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
     kubectl("label", "namespace", namespace, f"sparsam-test={namespace}")
     policy = cluster_scoped_name("costpolicy", "budget")
     apply(
@@ -470,7 +477,7 @@ def test_workers_are_admitted_under_pod_security_restricted_and_secrets_stay_ref
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
-    cluster_scoped_name: Callable[[str, str], str],
+    spot_pool: str,
     gpu_type: str,
 ) -> None:
     """The apiserver's PodSecurity admission enforces "restricted" in the namespace: the
@@ -479,7 +486,6 @@ def test_workers_are_admitted_under_pod_security_restricted_and_secrets_stay_ref
     canary = "canary-7f3a9c1e-do-not-leak"
     kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     kubectl("create", "secret", "generic", "wandb", "-n", namespace, f"--from-literal=key={canary}")
-    apply(kubectl, small_pool(cluster_scoped_name("gpunodepool", "spot"), gpu_type))
     secret = {
         "name": "WANDB_API_KEY",
         "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "key"}},
