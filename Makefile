@@ -37,8 +37,14 @@ prometheus:
 		echo "installing Debian's prometheus package (the tests and the demo start it on loopback)"; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-test: lint binaries prometheus
-	$(BIN)/python -m pytest
+# Each phase prints its time; pytest adds the 30 slowest tests and the time per test folder.
+PHASE = .ci/phase
+test:
+	@$(PHASE) venv $(MAKE) --no-print-directory install
+	@$(PHASE) lint $(MAKE) --no-print-directory lint
+	@$(PHASE) binaries $(MAKE) --no-print-directory binaries
+	@$(PHASE) system-packages $(MAKE) --no-print-directory prometheus
+	@$(PHASE) pytest $(BIN)/python -m pytest --durations=30
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

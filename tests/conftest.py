@@ -32,6 +32,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The time spent in each test folder (setup, call and teardown, session fixtures included
+    where they were first used), so that a CI log shows where the suite's time goes."""
+    per_folder: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            nodeid = getattr(report, "nodeid", "")
+            duration = getattr(report, "duration", None)
+            if not nodeid or not isinstance(duration, float):
+                continue
+            folder = "/".join(nodeid.split("::")[0].split("/")[:2])
+            per_folder[folder] = per_folder.get(folder, 0.0) + duration
+    if per_folder:
+        terminalreporter.section("time per test folder")
+        for folder, seconds in sorted(per_folder.items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{seconds:8.1f}s  {folder}")
+
+
 @dataclass(frozen=True)
 class Cluster:
     kubeconfig: Path
