@@ -8,7 +8,7 @@ the moment a model server process starts; its answer time against the server's o
 ready, measured side by side in each trial (`--trials`, default 20). Target: the overhead
 p50 < 200 ms and p99 < 1 s.
 
-Part (b) replays ../shared/data/traces/azure_llm_conv_2023.csv (19,366 requests, about 58
+Part (b) replays azure_llm_conv_2023.csv in `--traces` (19,366 requests, about 58
 minutes) through `sparsam.simulate.serving`, which drives the operator's own
 `decisions.scaling.decide_scaling` with a simulated clock, for cold starts of 20 s and 60 s:
 
