@@ -28,7 +28,7 @@ targets are per replica (`--rps-target`, `--concurrency-target`). A request's se
 comes from its tokens at the stated prefill/decode throughputs. Prints the assumptions and a
 markdown table, then one JSON line last. Asserts nothing. About 35 s on a 2-core machine.
 
-Anchors (issue 6): a fixed keep-alive is within 2x of the offline optimum (ski rental);
+Anchors: a fixed keep-alive is within 2x of the offline optimum (ski rental);
 SPES (2024) reports about 50 % fewer cold starts than a fixed keep-alive. Target: within 1.2x
 of the offline optimum.
 """
