@@ -143,3 +143,24 @@ def test_pending_pages_are_checked_once_they_exist() -> None:
             assert problems, f"{pending} exists, so its anchors are checked"
         else:
             assert problems == []
+
+
+def test_source_citations_of_docs_exist() -> None:
+    """Code comments that cite a page of docs/ (docs/architecture.md, ...) cite one that is
+    there, and a quoted section after it is one of its headings."""
+    cited = re.compile(r"(docs/[\w/.-]+\.md)(?:[,\s]*\(?\"([^\"]+)\")?")
+    problems = []
+    for root in ("operator", "trainer", "charts", "benchmarks"):
+        for path in sorted((REPO / root).rglob("*")):
+            if path.suffix not in (".py", ".yaml", ".tpl") or not path.is_file():
+                continue
+            text = " ".join(line.strip(" #") for line in path.read_text().splitlines())
+            for match in cited.finditer(text):
+                page, section = REPO / match.group(1), match.group(2)
+                where = f"{path.relative_to(REPO)}: {match.group(1)}"
+                if not page.exists():
+                    if match.group(1) not in PENDING:
+                        problems.append(f"{where}: no such page")
+                elif section and slug(section) not in anchors(page.read_text()):
+                    problems.append(f"{where}: no section {section!r}")
+    assert problems == []
