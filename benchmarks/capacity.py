@@ -4,13 +4,13 @@
 
 Runs what `sparsam simulate` runs (sparsam.simulate.compare, which drives
 sparsam.decisions.capacity.plan_capacity/apply_plan with a simulated clock) on
-../shared/data/traces/philly_multigpu_jobs_2017.json (all 3,034 jobs by default; about 30 s on
+philly_multigpu_jobs_2017.json in `--traces` (all 3,034 jobs by default; about 30 s on
 a 2-core machine), all three policies side by side in one run. Prints the assumptions and the
-markdown table, then one JSON line last: each policy's metrics, and the issue's targets for
+markdown table, then one JSON line last: each policy's metrics, and the targets for
 sparsam (cost <= 0.25 of the static pool, allocation utilization >= 0.85, p95 JCT inflation
 <= 0.10, cost within 1.25x of the floor) with whether each is met. Asserts nothing.
 
-Anchors (issue 5): "cut AI cost by 50 %"; Can't Be Late (NSDI'24) 27-84 % savings against
+Anchors: "cut AI cost by 50 %"; Can't Be Late (NSDI'24) 27-84 % savings against
 on-demand; SkyPilot managed spot "3x". Physics: average/peak GPU demand on this trace is about
 0.35, and spot costs (1 - discount) of on-demand.
 """

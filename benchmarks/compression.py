@@ -8,7 +8,7 @@ For each task it trains a model briefly (or takes a `train` model.pt), then runs
 spec below, and measures the original and every stage on the same full test split with the same
 thread count (2 by default, set with torch.set_num_threads). Prints one table per task (what each
 stage contributes) and one JSON line last: each task's original and final figures, the ratios,
-and the issue's targets for bbc-minilm (serialized model >= 4x smaller, >= 2x faster at batch 1,
+and the targets for bbc-minilm (serialized model >= 4x smaller, >= 2x faster at batch 1,
 accuracy within 1 point) with whether each is met. Asserts nothing.
 
 The stage table times each model after the previous one, so on a shared machine a burst of load

@@ -5,7 +5,7 @@
 Each run brings up a fresh cluster (binaries from the cache; a cold cache builds them first and
 that build is reported separately), creates GPU nodes and `--pods` one-GPU pods that the scheduler
 places and KWOK runs, reads every component's peak resident set (VmHWM), and takes it down. The
-target from the foundation issue is a warm `up` under 30 s. Prints one JSON line last.
+target is a warm `up` under 30 s. Prints one JSON line last.
 """
 
 from __future__ import annotations

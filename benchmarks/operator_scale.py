@@ -1,4 +1,4 @@
-"""Operator scale (issue 4): 500 TrainingJobs at 50 creates/s against 200 KWOK GPU nodes.
+"""Operator scale: 500 TrainingJobs at 50 creates/s against 200 KWOK GPU nodes.
 
     python benchmarks/operator_scale.py [--jobs 500] [--nodes 200] [--rate 50] [--seed 0]
                                         [--kubeconfig PATH] [--keep]
@@ -45,7 +45,7 @@ operator, and what the operator adds to its load. They also count the watchers t
 closed for falling behind (its log): where a worker counts as created when a watch delivers
 it, a watch that falls behind adds its lag to the operator's; the audit log's times leave it out.
 
-Targets (issue 4): p99 create -> all workers < 5 s at 50 creates/s on 2 cores; RSS < 300 MB.
+Targets: p99 create -> all workers < 5 s at 50 creates/s on 2 cores; RSS < 300 MB.
 Prints a table, then one JSON line last. Asserts nothing.
 """
 

@@ -11,7 +11,7 @@ is set beside a naive baseline from this file: one pod at a time, first fit over
 (resources first, then taints, selector, affinity and spot policy), else a new node in the pool
 that takes it, spot first, then the lowest price per node; no grouping, scale-up only (so it
 does less than the planner), and about a minute per run, hence one run by default. The target
-from the issue is 1 s for the planner on this machine. Prints one JSON line last; asserts
+is 1 s for the planner on this machine. Prints one JSON line last; asserts
 nothing.
 """
 

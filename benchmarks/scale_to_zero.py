@@ -8,7 +8,7 @@ the moment a model server process starts; its answer time against the server's o
 ready, measured side by side in each trial (`--trials`, default 20). Target: the overhead
 p50 < 200 ms and p99 < 1 s.
 
-Part (b) replays ../shared/data/traces/azure_llm_conv_2023.csv (19,366 requests, about 58
+Part (b) replays azure_llm_conv_2023.csv in `--traces` (19,366 requests, about 58
 minutes) through `sparsam.simulate.serving`, which drives the operator's own
 `decisions.scaling.decide_scaling` with a simulated clock, for cold starts of 20 s and 60 s:
 
@@ -28,7 +28,7 @@ targets are per replica (`--rps-target`, `--concurrency-target`). A request's se
 comes from its tokens at the stated prefill/decode throughputs. Prints the assumptions and a
 markdown table, then one JSON line last. Asserts nothing. About 35 s on a 2-core machine.
 
-Anchors (issue 6): a fixed keep-alive is within 2x of the offline optimum (ski rental);
+Anchors: a fixed keep-alive is within 2x of the offline optimum (ski rental);
 SPES (2024) reports about 50 % fewer cold starts than a fixed keep-alive. Target: within 1.2x
 of the offline optimum.
 """

@@ -7,8 +7,9 @@ them, and a Kopf registry with every handler module's handlers, and runs Kopf wi
 
 - progress and diff-base annotations under `sparsam.dev/` (not kopf.zalando.org), our
   finalizer name, and `sparsam` as the field manager of what we write;
-- standalone mode: one replica (the chart's Deployment uses the Recreate strategy), so no
-  peering objects are needed;
+- standalone mode by default: one replica (the chart's Deployment uses the Recreate
+  strategy), so no peering objects are needed; `--peering NAME` joins a ClusterKopfPeering
+  instead, and only the replica of the highest `--priority` acts;
 - the whole cluster watched (GPUNodePools and Nodes are cluster-scoped);
 - the controllers in Kopf's memo, where handlers find them.
 
@@ -195,7 +196,7 @@ def connection_info(api: ApiClient) -> kopf.ConnectionInfo:
 
 
 def settings() -> kopf.OperatorSettings:
-    """Kopf's settings as ARCHITECTURE.md's conventions want them."""
+    """Kopf's settings as docs/architecture.md ("Kopf's settings") describes them."""
     s = kopf.OperatorSettings()
     s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.ANNOTATION_PREFIX)
     s.persistence.diffbase_storage = LeanDiffBaseStorage(

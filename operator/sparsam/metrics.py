@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics: stable names, documented here and in README.md.
+"""The operator's Prometheus metrics: stable names, documented here and in docs/operations.md.
 
 One registry of our own (not prometheus_client's global one), served by `sparsam run
 --metrics-port`. Counters only move forward; after an operator restart they start at zero and

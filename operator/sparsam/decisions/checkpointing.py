@@ -1,4 +1,4 @@
-"""Checkpoint cadence: how often a TrainingJob writes a checkpoint (issue 4, part 4).
+"""Checkpoint cadence: how often a TrainingJob writes a checkpoint.
 
 Pure: inputs are numbers and frozen dataclasses, the output a frozen `CheckpointInterval` that
 the handler copies into `status.checkpointInterval` (`to_status`). No clock, no I/O.

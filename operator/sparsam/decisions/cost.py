@@ -1,4 +1,4 @@
-"""Cost: GPU-seconds and dollars accrued per worker, savings, budgets (issue 4, part 6).
+"""Cost: GPU-seconds and dollars accrued per worker, savings, budgets.
 
 Pure: the handler hands in the workers' intervals, prices and the last "accrued up to" mark
 it checkpointed in status; nothing here reads a clock or an API.

@@ -1,4 +1,4 @@
-"""After training: compress the model, then deploy it (issue 4, part 7).
+"""After training: compress the model, then deploy it.
 
     decision = decide_delivery(job, compress_pod)
     # create decision.create_pod; apply the InferenceService when decision.deploy_uri;

@@ -7,7 +7,8 @@ gone, NotReady or announced for interruption), calls this, and carries the decis
 create the missing workers, delete the ones that are done for, write status. Each worker is a
 pod named `<job>-worker-<i>`; `i` is stable, so a lost worker is replaced under its own name.
 
-How a worker that stopped is counted (ARCHITECTURE.md and the CRD say the same):
+How a worker that stopped is counted (the CRD and docs/controllers/trainingjob.md, "Lost
+workers: preemptions, restarts and the rendezvous store", say the same):
 
 - **preemption**: its node was deleted, went NotReady, or carries an interruption notice; or
   the trainer exited with `PREEMPTED` (75: checkpointed on SIGTERM, resumable); or it was

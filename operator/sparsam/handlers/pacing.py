@@ -4,10 +4,9 @@ A status write is not cheap for the apiserver. A merge PATCH of a TrainingJob's 
 validates and stores the whole object with its managed fields, and its watchers are sent the
 result: about 4 ms of the apiserver's CPU on the dev cluster (a CPU profile of 218 writes a
 second), as much as a pod create. In `benchmarks/operator_scale.py` (500 jobs at 50 a second on
-two cores) the jobs' status writes, 1.8 a job, were what put the apiserver's watches 3-4 s
-behind for every client, the scheduler included; a copy of the operator that wrote no status
-had its workers seen 2.4 s after their jobs (p99) instead of 6-7 s. Paced at 20 a second, the
-jobs' status writes in the burst fell to 0.5 a job, and p99 to 2.4-4.1 s.
+two cores) unpaced status writes, almost two a job, were what put the apiserver's watches
+seconds behind for every client, the scheduler included; paced, the burst has about one status
+write for every two jobs, and its workers are seen in time (docs/benchmarks.md).
 
 A report is what a user reads; the workers are what the job needs. So reports yield: each kind
 writes at most `rate` a second (`sparsam run --status-writes-per-second`), after a burst of
@@ -18,9 +17,9 @@ of its own moment. Alone, a job is Pending at once. What a pass must make durabl
 Among reports, an object's first goes first: until it, `kubectl get` shows the object with no
 phase at all. An update takes a token only while half a burst more are left, so in a burst the
 first reports take every token and the updates wait; once those are written, the updates have
-the whole rate again. In that benchmark's burst, with every report alike, a job's first status
-came 10 s (p50) and 40 s (p99) after it: about 1,000 reports (Pending, then Running) at 20 a
-second, in no order.
+the whole rate again. With every report alike, that benchmark's burst of about 1,000 reports
+(Pending, then Running) at 20 a second would be written in no order, and some jobs would show
+no phase for most of a minute.
 """
 
 from __future__ import annotations

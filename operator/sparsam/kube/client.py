@@ -14,11 +14,9 @@ from kubernetes import client, config
 
 #: Threads the operator runs its passes in (`sparsam.main`), and threads a pass hands the
 #: calls it makes at once to (`controllers.training`). In a burst of new TrainingJobs the jobs
-#: wait for a free pass (a pass takes about a second on a saturated apiserver): with 64
-#: rather than 32, operator_scale's p99 went from 9.8 s to 7.9 s (one rested run each). The
-#: calls of 64 passes did not fit 32 threads: in a timeline of operator_scale a create waited
-#: 1.35 s (median) for a thread, then 0.4 s for the apiserver; with 96 threads 0.15 s, then
-#: 0.9 s. The apiserver is the limit then: p99 at 50 jobs/s did not change measurably.
+#: wait for a free pass (a pass takes about a second on a saturated apiserver), so 64 passes
+#: run at once rather than 32. Their calls do not fit 64 threads: with too few, a create
+#: waits longer for a thread than for the apiserver; with 96, the apiserver is the limit.
 PASS_THREADS = 64
 CALL_THREADS = 96
 #: Connections kept open to the apiserver, one per thread that calls it: beyond the pool's size

@@ -48,7 +48,7 @@ from sparsam.simulate.traces import (
     load_spot_advisor,
 )
 
-#: The issue's targets for sparsam (benchmarks/capacity.py checks them).
+#: sparsam's targets (benchmarks/capacity.py checks them).
 TARGETS: dict[str, tuple[str, float]] = {
     "cost_vs_static": ("<=", 0.25),
     "allocation_utilization": (">=", 0.85),

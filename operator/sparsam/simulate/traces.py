@@ -1,5 +1,5 @@
-"""Loading the public traces the simulator replays (they live beside the repository, in
-`../shared/data/traces`, and are never copied into it).
+"""Loading the public traces the simulator replays (they live in a data folder beside the
+checkout, never copied into it; `default_trace_dir` says where, and flags point elsewhere).
 
 - Philly (Jeon et al., ATC'19): rigid multi-GPU training jobs, each `num_gpus`, `runtime` in
   minutes and `submitted_time` ("YYYY-MM-DD HH:MM:SS", treated as UTC). The recorded attempts
@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def default_trace_dir(repo_root: Path = REPO_ROOT) -> Path:
-    """Where the shared data sits: `../shared/data/traces` relative to the repository root."""
+    """Where the traces sit by default: `shared/data/traces` in the folder that holds the
+    checkout (`repo_root`'s parent)."""
     return repo_root.parent / "shared" / "data" / "traces"
 
 

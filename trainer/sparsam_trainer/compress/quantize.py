@@ -8,9 +8,9 @@ pooling, BatchNorm folded into the conv), which a small CNN is and a BERT encode
 GELU, softmax, embeddings) is not: for those `static_int8` raises `StaticUnsupported` with why.
 
 torch 2.13 marks torch.ao.quantization as deprecated in favour of torchao; torchao's int8 path
-ran slower than fp32 in eager mode on CPU when we measured it (ARCHITECTURE.md), so the eager
-API stays, and its deprecation notices are captured and returned for the report instead of being
-printed into a pod's log on every run.
+ran slower than fp32 in eager mode on CPU when we measured it (docs/architecture.md, "Why
+int8 stays on torch.ao"), so the eager API stays, and its deprecation notices are captured
+and returned for the report instead of being printed into a pod's log on every run.
 """
 
 from __future__ import annotations
