@@ -93,7 +93,7 @@ def test_minimal_body_gets_the_crd_defaults() -> None:
             scale_to_zero_after=timedelta(minutes=5),
             scale_down_delay=timedelta(minutes=1),
         ),
-        capacity=Capacity(spot="Prefer", on_demand_base=0),
+        capacity=Capacity(spot=None, on_demand_base=0),
         slo=None,
     )
     assert service.status.phase is None

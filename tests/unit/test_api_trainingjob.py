@@ -114,7 +114,7 @@ MINIMAL_JOB = TrainingJob.from_body(MINIMAL)
         ("spec.resources.gpu_type", None),
         ("spec.resources.cpu", Quantity(2)),
         ("spec.resources.memory", Quantity(8 * 2**30)),
-        ("spec.capacity.spot", "Prefer"),
+        ("spec.capacity.spot", None),
         ("spec.checkpoint", None),
         ("spec.compression", None),
         ("spec.deploy", None),

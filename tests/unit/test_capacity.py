@@ -38,6 +38,7 @@ from sparsam.decisions.capacity import (
     apply_plan,
     plan_capacity,
 )
+from sparsam.decisions.effective_policy import resolve_policy
 from sparsam.decisions.scheduling import NodeSelectorRequirement, NodeSelectorTerm, Toleration
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -813,16 +814,17 @@ def test_pool_from_gpunodepool_has_the_template_labels_and_taints() -> None:
     assert ON_DEMAND.taints == (Taint(c.TAINT_GPU, "NoSchedule", "present"),)
 
 
-def test_capacity_rules_from_cost_policy() -> None:
+def test_capacity_rules_from_the_effective_policy() -> None:
     meta = ObjectMeta(name="p", namespace="", uid="u", generation=1, labels={})
     spec = CostPolicySpec(
         namespace_selector=LabelSelector(),
         spot=SpotSpec(on_demand_fallback_after=2 * MIN),
         allowed_gpu_types=("NVIDIA-L40S",),
     )
-    rules = CapacityRules.from_cost_policy(CostPolicy(meta, spec, CostPolicyStatus()))
+    effective = resolve_policy(CostPolicy(meta, spec, CostPolicyStatus()))
+    rules = CapacityRules.from_policy(effective)
     assert rules == CapacityRules(frozenset({"NVIDIA-L40S"}), 2 * MIN)
-    assert CapacityRules.from_cost_policy(None) == CapacityRules()
+    assert CapacityRules.from_policy(resolve_policy(None)) == CapacityRules()
 
 
 @pytest.mark.parametrize(

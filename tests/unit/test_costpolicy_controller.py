@@ -12,8 +12,8 @@ import pytest
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.costpolicy import CostPolicyController
-from sparsam.controllers.training import policy_stop
 from sparsam.decisions.cost import month
+from sparsam.decisions.effective_policy import policy_stop
 from sparsam.decisions.training import Worker, decide_workers
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

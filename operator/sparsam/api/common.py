@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 #: Prefer: spot first, on-demand when spot has none; Require: spot only; Never: on-demand only.
 SpotPolicy = Literal["Prefer", "Require", "Never"]
+#: Where a setting in force comes from: the object's own spec, the CostPolicy governing its
+#: namespace, or the operator's default (no CostPolicy governs the namespace).
+SettingSource = Literal["Spec", "CostPolicy", "Default"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +43,13 @@ class Cost:
     on_demand_equivalent: float | None = None
     savings_ratio: float | None = None
     gpu_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpotStatus:
+    """status.spot: the spot policy in force (spec.capacity.spot, else the governing
+    CostPolicy's spot.default, else Prefer) and where it comes from."""
+
+    policy: SpotPolicy
+    source: SettingSource
+    message: str | None = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal
 
-from sparsam.api.common import Cost, ObjectMeta, SpotPolicy
+from sparsam.api.common import Cost, ObjectMeta, SpotPolicy, SpotStatus
 from sparsam.api.conditions import Condition
 from sparsam.api.parse import Quantity, from_raw
 
@@ -53,7 +53,8 @@ class Scaling:
 
 @dataclass(frozen=True, slots=True)
 class Capacity:
-    spot: SpotPolicy = "Prefer"
+    #: None: the governing CostPolicy's spot.default, else Prefer (`status.spot` says which).
+    spot: SpotPolicy | None = None
     on_demand_base: int = 0
 
 
@@ -74,6 +75,16 @@ class InferenceServiceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ScaleToZeroAfterStatus:
+    """status.scaleToZeroAfter: the idle time before scale to zero in force (the shorter of
+    spec.scaling.scaleToZeroAfter and the governing CostPolicy's scaleToZero.after)."""
+
+    seconds: float
+    source: Literal["Spec", "CostPolicy"]
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InferenceServiceStatus:
     observed_generation: int | None = None
     phase: Phase | None = None
@@ -82,6 +93,8 @@ class InferenceServiceStatus:
     url: str | None = None
     last_request_time: str | None = None
     last_cold_start_seconds: float | None = None
+    spot: SpotStatus | None = None
+    scale_to_zero_after: ScaleToZeroAfterStatus | None = None
     cost: Cost | None = None
     conditions: tuple[Condition, ...] = ()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal
 
-from sparsam.api.common import Cost, ObjectMeta, SpotPolicy
+from sparsam.api.common import Cost, ObjectMeta, SpotPolicy, SpotStatus
 from sparsam.api.conditions import Condition, find
 from sparsam.api.parse import Quantity, from_raw, parse_duration
 
@@ -124,7 +124,8 @@ class Resources:
 
 @dataclass(frozen=True, slots=True)
 class Capacity:
-    spot: SpotPolicy = "Prefer"
+    #: None: the governing CostPolicy's spot.default, else Prefer (`status.spot` says which).
+    spot: SpotPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +317,7 @@ class TrainingJobStatus:
     worker_pods: tuple[PodRef, ...] = ()
     last_checkpoint: LastCheckpoint | None = None
     checkpoint_interval: CheckpointIntervalStatus | None = None
+    spot: SpotStatus | None = None
     cost: Cost | None = None
     compression: CompressionStatus | None = None
     model: ModelStatus | None = None

@@ -54,6 +54,7 @@ from sparsam.decisions.capacity import (
     Pool,
     plan_capacity,
 )
+from sparsam.decisions.effective_policy import resolve_policy
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.policy import effective_policies
 from sparsam.kube.drain import EvictionResult
@@ -194,7 +195,7 @@ class CapacityController:
             nodes=tuple(nodes),
             pending=tuple(nominated),
             offerings=dict(self.memory.offerings),
-            rules={ns: CapacityRules.from_cost_policy(p) for ns, p in winners.items()},
+            rules={ns: CapacityRules.from_policy(resolve_policy(p)) for ns, p in winners.items()},
             settings=self.settings.planner,
         )
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from sparsam import metrics
@@ -31,8 +31,14 @@ from sparsam.api.inferenceservice import InferenceService
 from sparsam.controllers.costing import CostMeter
 from sparsam.controllers.locks import KeyedLocks
 from sparsam.controllers.results import Event, PassResult
-from sparsam.controllers.training import policy_stop
 from sparsam.decisions.cost import PriceTable
+from sparsam.decisions.effective_policy import (
+    EffectivePolicy,
+    SpotChoice,
+    choose_scale_to_zero_after,
+    choose_spot,
+    resolve_policy,
+)
 from sparsam.decisions.scaling import (
     REASON_METRICS_UNAVAILABLE,
     MetricSample,
@@ -125,8 +131,11 @@ class ServingController:
         # Prometheus is asked outside any lock: a slow or unreachable one delays this
         # service's pass only. Passes of one service never interleave; of two, they may.
         traffic = self._traffic(svc)
+        effective = resolve_policy(policy)
         with self._locks.of(svc.metadata.uid):
-            return self._pass(svc, wake_at, traffic, deployments, pods, nodes, pools, policy, now)
+            return self._pass(
+                svc, wake_at, traffic, deployments, pods, nodes, pools, effective, now
+            )
 
     def _traffic(self, svc: InferenceService) -> tuple[MetricSample, datetime | None]:
         """The scaling metric now, and the last request time Prometheus knows."""
@@ -143,7 +152,7 @@ class ServingController:
         pods: Sequence[Body],
         nodes: Mapping[str, Body],
         pools: Mapping[str, Body],
-        policy: CostPolicy | None,
+        policy: EffectivePolicy,
         now: datetime,
     ) -> PassResult:
         uid, spec = svc.metadata.uid, svc.spec
@@ -164,7 +173,10 @@ class ServingController:
             self.memory.wake_handled[uid] = wake_at
             if current == 0:
                 self.memory.waking_since.setdefault(uid, wake_at)
-        stop = policy_stop(policy)
+        stop = policy.budget_stop
+        spot = choose_spot(spec.capacity.spot, policy)
+        keep = choose_scale_to_zero_after(spec.scaling.scale_to_zero_after, policy)
+        spec = replace(spec, scaling=replace(spec.scaling, scale_to_zero_after=keep.after))
         suspended = stop is not None and stop.action == "Suspend"
         if suspended:
             # The namespace's budget is spent: no replicas, whatever the traffic.
@@ -189,19 +201,21 @@ class ServingController:
             decision = replace(
                 decision, ready_status="False", reason="BudgetExceeded", message=stop.message
             )
-        self._apply(svc, decision.replicas, deployments, policy)
+        self._apply(svc, decision.replicas, deployments, policy, spot)
 
         events: list[Event] = []
         labels = (svc.metadata.namespace, svc.metadata.name)
         metrics.REPLICAS.labels(*labels).set(decision.replicas)
         metrics.READY_REPLICAS.labels(*labels).set(ready)
         if decision.replicas != current:
-            events.append(_scaled(svc, current, decision, sample))
+            events.append(_scaled(svc, current, decision, sample, keep.after))
             if decision.replicas == 0:
                 metrics.SCALED_TO_ZERO.labels(*labels).inc()
             elif current == 0 and wake:
                 metrics.WAKES.labels(*labels).inc()
         status = self._status(svc, decision, ready, last_request, sample, now)
+        status["spot"] = spot.to_raw()
+        status["scaleToZeroAfter"] = keep.to_raw()
         woke = self.memory.waking_since.get(uid)
         if woke is not None and ready > 0:
             seconds = max(0.0, ((_first_ready(pods) or now) - woke).total_seconds())
@@ -243,17 +257,16 @@ class ServingController:
         svc: InferenceService,
         replicas: int,
         deployments: Sequence[Body],
-        policy: CostPolicy | None,
+        policy: EffectivePolicy,
+        spot: SpotChoice,
     ) -> None:
         """The Deployments and the Service as they should be; unchanged ones are not sent."""
-        spec = svc.spec
-        capacity = spec.capacity
-        on_demand, by_policy = spot_split(replicas, capacity.on_demand_base, capacity.spot)
-        placement = replace(
-            self.config.placement,
-            allowed_gpu_types=policy.spec.allowed_gpu_types if policy else None,
+        on_demand_base = svc.spec.capacity.on_demand_base
+        on_demand, by_policy = spot_split(replicas, on_demand_base, spot.policy)
+        placement = replace(self.config.placement, allowed_gpu_types=policy.allowed_gpu_types)
+        wanted = deployment_manifests(
+            svc, on_demand, by_policy, placement, self.config.server, spot.policy
         )
-        wanted = deployment_manifests(svc, on_demand, by_policy, placement, self.config.server)
         existing = {str((d.get("metadata") or {}).get("name")): d for d in deployments}
         if not existing:
             self._actuator.apply(service_manifest(svc))
@@ -376,7 +389,11 @@ def _differs(have: Body, want: dict[str, Any]) -> bool:
 
 
 def _scaled(
-    svc: InferenceService, before: int, decision: ScalingDecision, sample: MetricSample
+    svc: InferenceService,
+    before: int,
+    decision: ScalingDecision,
+    sample: MetricSample,
+    keep_alive: timedelta,
 ) -> Event:
     metric = svc.spec.scaling.metric
     load = "unavailable" if sample.value is None else f"{sample.value:g}"
@@ -384,8 +401,7 @@ def _scaled(
         return Event(
             "Normal",
             "ScaledToZero",
-            f"{before} -> 0 replicas: idle for "
-            f"{svc.spec.scaling.scale_to_zero_after.total_seconds():g}s",
+            f"{before} -> 0 replicas: idle for {keep_alive.total_seconds():g}s",
         )
     reason = "ScaledUp" if decision.replicas > before else "ScaledDown"
     return Event(

@@ -27,7 +27,8 @@ from typing import Any, Protocol, TypeVar
 
 from sparsam import failpoints, metrics
 from sparsam.api import constants as c
-from sparsam.api.conditions import READY, find, rfc3339, set_condition
+from sparsam.api.common import SpotPolicy
+from sparsam.api.conditions import READY, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.checkpoints import CheckpointReader
@@ -41,13 +42,14 @@ from sparsam.decisions.checkpointing import (
     checkpoint_interval,
     estimate_hazard,
 )
-from sparsam.decisions.cost import (
-    BUDGET_EXCEEDED,
-    Accrual,
-    PriceTable,
-    budget_action,
-)
+from sparsam.decisions.cost import Accrual, PriceTable, budget_action
 from sparsam.decisions.delivery import CompressPod, PodPhase, decide_delivery, delivers
+from sparsam.decisions.effective_policy import (
+    EffectivePolicy,
+    choose_spot,
+    compression_stop,
+    resolve_policy,
+)
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.training import (
     BudgetStop,
@@ -130,6 +132,7 @@ class TrainingController:
     ) -> PassResult:
         """One pass for `job`, given its worker pods, every node and every GPUNodePool (for
         prices) from the caches, and its namespace's effective CostPolicy."""
+        effective = resolve_policy(policy)
         workers = [p for p in pods if _role(p) != c.ROLE_COMPRESS]
         compress = next((p for p in pods if _role(p) == c.ROLE_COMPRESS), None)
         # Outside the job's lock: a refresh may wait on Prometheus.
@@ -144,8 +147,8 @@ class TrainingController:
                     nodes, pools or {}, now,
                 )  # fmt: skip
                 cost = self._cost.status(job.metadata.uid, job.status.cost, accrual, now)
-                return self._deliver(job, compress, policy, now, {"cost": cost} if cost else {})
-            return self._pass(job, workers, compress, nodes, pools or {}, policy, now, facts)
+                return self._deliver(job, compress, effective, now, {"cost": cost} if cost else {})
+            return self._pass(job, workers, compress, nodes, pools or {}, effective, now, facts)
 
     def _workers(
         self, job: TrainingJob, pods: Sequence[Body], nodes: Mapping[str, Body]
@@ -200,7 +203,7 @@ class TrainingController:
         compress: Body | None,
         nodes: Mapping[str, Body],
         pools: Mapping[str, Body],
-        policy: CostPolicy | None,
+        policy: EffectivePolicy,
         now: datetime,
         facts: CheckpointFacts | None = None,
     ) -> PassResult:
@@ -217,7 +220,8 @@ class TrainingController:
             job.metadata, job.status.cost, pods, job.spec.resources.gpus, nodes, pools, now
         )
         budget_events, stop = self._budget(job, accrual)
-        stop = stop or policy_stop(policy) or compression_stop(job, policy)
+        stop = stop or policy.budget_stop or compression_stop(job, policy)
+        spot = choose_spot(job.spec.capacity.spot, policy)
         workers, uids = self._workers(job, pods, nodes)
         handled = self.memory.handled[job.metadata.uid]
         decision = decide_workers(job, workers, now, stop)
@@ -269,20 +273,19 @@ class TrainingController:
                 self._actuator.delete_pod(namespace, name, uid, force=name in orphans)
                 failpoints.hit("training.after-delete", namespace)
                 handled.add(uid)
-        cadence = self._cadence(job, accrual, policy, facts)
+        cadence = self._cadence(job, accrual, policy, spot.policy, facts)
         created = self.memory.created[job.metadata.uid] = awaited(
             self.memory.created.get(job.metadata.uid, {}), placed, now
         )
         create = [i for i in decision.create if worker_name(job.metadata.name, i) not in created]
         if create:
-            placement = replace(
-                self.placement,
-                allowed_gpu_types=policy.spec.allowed_gpu_types if policy else None,
-            )
+            placement = replace(self.placement, allowed_gpu_types=policy.allowed_gpu_types)
             interval = None if cadence is None else f"{max(1, round(cadence.seconds))}s"
-            self._create(job, [worker_manifest(job, i, placement, interval) for i in create])
+            manifests = [worker_manifest(job, i, placement, interval, spot.policy) for i in create]
+            self._create(job, manifests)
             created.update((worker_name(job.metadata.name, i), now) for i in create)
         status = self._status(job, decision, workers, now)
+        status["spot"] = spot.to_raw()
         if facts is not None and facts.step is not None and facts.time is not None:
             status["lastCheckpoint"] = {"step": facts.step, "time": rfc3339(facts.time)}
         # None removes a list from status once it is empty.
@@ -335,7 +338,7 @@ class TrainingController:
         self,
         job: TrainingJob,
         compress: Body | None,
-        policy: CostPolicy | None,
+        policy: EffectivePolicy,
         now: datetime,
         status: dict[str, Any],
     ) -> PassResult:
@@ -343,13 +346,10 @@ class TrainingController:
         pass has written so far, if anything)."""
         decision = decide_delivery(job, _compress_pod(compress))
         if decision.create_pod:
-            placement = replace(
-                self.placement,
-                allowed_gpu_types=policy.spec.allowed_gpu_types if policy else None,
-            )
-            rule = policy.spec.compression if policy is not None else None
-            cap = rule.max_accuracy_drop if rule is not None else None
-            self._actuator.create_pod(compress_manifest(job, placement, cap))
+            placement = replace(self.placement, allowed_gpu_types=policy.allowed_gpu_types)
+            spot = choose_spot(job.spec.capacity.spot, policy).policy
+            cap = policy.max_accuracy_drop
+            self._actuator.create_pod(compress_manifest(job, placement, cap, spot))
             failpoints.hit("training.after-compress-pod", job.metadata.namespace)
         if decision.deploy_uri is not None:
             self._actuator.apply_inference_service(
@@ -380,7 +380,8 @@ class TrainingController:
         self,
         job: TrainingJob,
         accrual: Accrual,
-        policy: CostPolicy | None,
+        policy: EffectivePolicy,
+        spot: SpotPolicy,
         facts: CheckpointFacts | None,
     ) -> CheckpointInterval | None:
         """The checkpoint interval new workers get: the spec's, or Young/Daly from the
@@ -392,14 +393,13 @@ class TrainingController:
             return None
         gpus = max(job.spec.resources.gpus, 1)
         observed = Observed(job.status.preemptions, accrual.gpu_seconds / 3600.0 / gpus)
-        capacity = c.CAPACITY_ON_DEMAND if job.spec.capacity.spot == "Never" else c.CAPACITY_SPOT
-        bound = policy.spec.checkpoint if policy is not None else None
+        capacity = c.CAPACITY_ON_DEMAND if spot == "Never" else c.CAPACITY_SPOT
         return checkpoint_interval(
             workers=desired_workers(job),
             hazard=estimate_hazard(capacity, observed, self._cadence_settings),
             write_seconds=facts.write_seconds if facts is not None else None,
             fixed=checkpoint.interval_duration,
-            max_lost_work_fraction=bound.max_lost_work_fraction if bound else None,
+            max_lost_work_fraction=policy.max_lost_work_fraction,
             settings=self._cadence_settings,
         )
 
@@ -516,31 +516,6 @@ def _compress_pod(pod: Body | None) -> CompressPod | None:
 
 def _events(decision: WorkerDecision) -> tuple[Event, ...]:
     return tuple(Event(kind, reason, message) for kind, reason, message in decision.events)
-
-
-def policy_stop(policy: CostPolicy | None) -> BudgetStop | None:
-    """What the effective CostPolicy's spent monthly budget does to a job (its controller sets
-    the BudgetExceeded condition): BlockNew and Suspend stop it; Alert does not."""
-    if policy is None or policy.spec.budget is None:
-        return None
-    exceeded = find(policy.status.conditions, BUDGET_EXCEEDED)
-    action = policy.spec.budget.on_exceeded
-    if exceeded is None or exceeded.status != "True" or action == "Alert":
-        return None
-    return BudgetStop(action, f"CostPolicy {policy.metadata.name}: {exceeded.message}")
-
-
-def compression_stop(job: TrainingJob, policy: CostPolicy | None) -> BudgetStop | None:
-    """A CostPolicy with compression.required keeps a job without spec.compression from
-    starting (one that runs already goes on)."""
-    rule = policy.spec.compression if policy is not None else None
-    if policy is None or rule is None or not rule.required or job.spec.compression is not None:
-        return None
-    message = (
-        f"CostPolicy {policy.metadata.name} requires spec.compression (compression.required): "
-        "the job does not start without it"
-    )
-    return BudgetStop("BlockNew", message, reason="CompressionRequired")
 
 
 def _count(job: TrainingJob, decision: WorkerDecision) -> None:

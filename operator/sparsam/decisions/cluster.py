@@ -16,9 +16,9 @@ from decimal import Decimal
 
 from sparsam.api import constants as c
 from sparsam.api.common import SpotPolicy
-from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.gpunodepool import CapacityType, GPUNodePool, GPUNodePoolSpec, Taint
 from sparsam.api.parse import Quantity
+from sparsam.decisions.effective_policy import EffectivePolicy
 from sparsam.decisions.scheduling import NodeSelectorTerm, Toleration
 
 #: (namespace, name): how a pod is named in a plan.
@@ -209,13 +209,11 @@ class CapacityRules:
     on_demand_fallback_after: timedelta = timedelta(minutes=5)
 
     @classmethod
-    def from_cost_policy(cls, policy: CostPolicy | None) -> CapacityRules:
-        if policy is None:
-            return cls()
-        allowed = policy.spec.allowed_gpu_types
+    def from_policy(cls, policy: EffectivePolicy) -> CapacityRules:
+        allowed = policy.allowed_gpu_types
         return cls(
             allowed_gpu_types=None if allowed is None else frozenset(allowed),
-            on_demand_fallback_after=policy.spec.spot.on_demand_fallback_after,
+            on_demand_fallback_after=policy.on_demand_fallback_after,
         )
 
 

@@ -30,6 +30,7 @@ from typing import Any, Final
 from sparsam.api import constants as c
 from sparsam.api.common import SpotPolicy
 from sparsam.api.inferenceservice import InferenceService
+from sparsam.decisions.effective_policy import NO_POLICY, choose_spot
 from sparsam.kube.pods import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
@@ -189,12 +190,15 @@ def deployment_manifests(
     by_policy: int,
     placement: Placement | None = None,
     settings: ServerSettings | None = None,
+    spot: SpotPolicy | None = None,
 ) -> list[dict[str, Any]]:
     """The Deployments for `on_demand` base replicas and `by_policy` replicas placed by the
-    spot policy (`decisions.scaling.spot_split`). Spot Never and Require have one track."""
+    spot policy (`decisions.scaling.spot_split`). Spot Never and Require have one track.
+    `spot` is the spot policy in force (`decisions.effective_policy.choose_spot`); None: the
+    service's own, else Prefer (as where no CostPolicy governs)."""
     where = placement or Placement()
     config = settings or ServerSettings()
-    spot = svc.spec.capacity.spot
+    spot = spot or choose_spot(svc.spec.capacity.spot, NO_POLICY).policy
     main = c.TRACK_MAIN
     if spot != "Prefer":
         return [_deployment(svc, main, on_demand + by_policy, spot, where, config)]

@@ -22,8 +22,10 @@ from dataclasses import replace
 from typing import Any, Final
 
 from sparsam.api import constants as c
+from sparsam.api.common import SpotPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.decisions.delivery import EXPORT_ONLY, output_dir
+from sparsam.decisions.effective_policy import NO_POLICY, choose_spot
 from sparsam.kube.pods import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
@@ -145,11 +147,15 @@ def worker_manifest(
     index: int,
     placement: Placement | None = None,
     checkpoint_interval: str | None = None,
+    spot: SpotPolicy | None = None,
 ) -> dict[str, Any]:
     """Worker `index` of `job`. `checkpoint_interval` is the Go duration the operator chose
-    (spec.checkpoint.interval, or the auto cadence), passed as SPARSAM_CHECKPOINT_INTERVAL."""
+    (spec.checkpoint.interval, or the auto cadence), passed as SPARSAM_CHECKPOINT_INTERVAL.
+    `spot` is the spot policy in force (`decisions.effective_policy.choose_spot`); None: the
+    job's own, else Prefer (as where no CostPolicy governs)."""
     spec = job.spec
     where = placement or Placement()
+    spot = spot or choose_spot(spec.capacity.spot, NO_POLICY).policy
     name = worker_name(job.metadata.name, index)
     mounts: list[dict[str, Any]] = [
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, the pod's own
@@ -186,7 +192,7 @@ def worker_manifest(
     }
     labels = _labels(job)
     labels[c.LABEL_WORKER_INDEX] = str(index)
-    labels[c.LABEL_SPOT_POLICY] = spec.capacity.spot
+    labels[c.LABEL_SPOT_POLICY] = spot
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -206,7 +212,7 @@ def worker_manifest(
             "securityContext": dict(RESTRICTED_POD),
             "containers": [container],
             "volumes": volumes,
-            **where.pod_fields(spec.resources.gpus, spec.resources.gpu_type, spec.capacity.spot),
+            **where.pod_fields(spec.resources.gpus, spec.resources.gpu_type, spot),
         },
     }
 
@@ -216,7 +222,10 @@ def compress_name(job: str) -> str:
 
 
 def compress_manifest(
-    job: TrainingJob, placement: Placement | None = None, accuracy_cap: float | None = None
+    job: TrainingJob,
+    placement: Placement | None = None,
+    accuracy_cap: float | None = None,
+    spot: SpotPolicy | None = None,
 ) -> dict[str, Any]:
     """The pod that compresses the trained model (`python -m sparsam_trainer compress`): a
     worker's pod (image, resources, volumes, placement, Pod Security) with the compress command
@@ -224,13 +233,13 @@ def compress_manifest(
     $SPARSAM_COMPRESSION, and the report's summary as its termination message. Without
     spec.compression: `EXPORT_ONLY` into `<checkpoint dir>/exported/` (decisions.delivery).
     `accuracy_cap`: the effective CostPolicy's compression.maxAccuracyDrop, which the job's
-    own cannot exceed."""
+    own cannot exceed. `spot` as for `worker_manifest`."""
     compression, checkpoint = job.spec.compression or EXPORT_ONLY, job.spec.checkpoint
     if accuracy_cap is not None and accuracy_cap < compression.max_accuracy_drop:
         compression = replace(compression, max_accuracy_drop=accuracy_cap)
     if checkpoint is None:
         raise ValueError("a compress pod needs spec.checkpoint")
-    pod = worker_manifest(job, 0, placement)
+    pod = worker_manifest(job, 0, placement, spot=spot)
     pod["metadata"]["name"] = compress_name(job.metadata.name)
     labels = pod["metadata"]["labels"]
     labels[c.LABEL_ROLE] = c.ROLE_COMPRESS
