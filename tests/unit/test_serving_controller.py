@@ -283,3 +283,67 @@ def test_a_spent_budget_with_suspend_scales_to_zero_and_says_why() -> None:
     ready = condition(result.status, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "BudgetExceeded"
     assert "web-budget" in ready["message"]
+
+
+def idle_policy(**spec: Any) -> CostPolicy:
+    return CostPolicy.from_body(
+        {"metadata": {"name": "team-web"}, "spec": {"namespaceSelector": {}, **spec}}
+    )
+
+
+def test_the_policys_scale_to_zero_after_caps_the_services() -> None:
+    ctl, act, _ = controller(0.0)
+    policy = idle_policy(scaleToZero={"after": "30s"})
+    svc = service()  # scaleToZeroAfter 5m
+    ctl.reconcile(svc, None, [deployment("clf", 1, 1)], [], {}, {}, policy, NOW)
+    later = NOW + timedelta(seconds=30)
+    result = ctl.reconcile(svc, None, [deployment("clf", 1, 1)], [], {}, {}, policy, later)
+    assert result.status["phase"] == "ScaledToZero" and act.replicas()["clf"] == 0
+    assert result.status["scaleToZeroAfter"] == {
+        "seconds": 30.0,
+        "source": "CostPolicy",
+        "message": "scaleToZeroAfter: 30s (CostPolicy team-web scaleToZero.after caps"
+        " spec.scaling.scaleToZeroAfter 300s)",
+    }
+    (event,) = result.events
+    assert event.reason == "ScaledToZero" and "idle for 30s" in event.message
+    # Without the policy the same 30 s keep the replica.
+    ctl, act, _ = controller(0.0)
+    run(ctl, svc, [deployment("clf", 1, 1)], now=NOW)
+    kept = run(ctl, svc, [deployment("clf", 1, 1)], now=later)
+    assert kept.status["replicas"] == 1
+    assert kept.status["scaleToZeroAfter"]["source"] == "Spec"
+
+
+def test_a_policy_longer_than_the_service_changes_nothing() -> None:
+    ctl, _, _ = controller(0.0)
+    policy = idle_policy(scaleToZero={"after": "1h"})
+    result = ctl.reconcile(service(), None, [], [], {}, {}, policy, NOW)
+    assert result.status["scaleToZeroAfter"]["seconds"] == 300.0
+    assert result.status["scaleToZeroAfter"]["source"] == "Spec"
+
+
+def test_an_unset_spot_takes_the_policys_default() -> None:
+    ctl, act, _ = controller(20.0)
+    policy = idle_policy(spot={"default": "Never"})
+    result = ctl.reconcile(service(), None, [], [], {}, {}, policy, NOW)
+    # Never has one track, on on-demand nodes only.
+    (deployment_,) = [m for m in act.applied if m["kind"] == "Deployment"]
+    labels = deployment_["spec"]["template"]["metadata"]["labels"]
+    assert labels["sparsam.dev/spot"] == "Never"
+    assert result.status["spot"] == {
+        "policy": "Never",
+        "source": "CostPolicy",
+        "message": "spot: Never (from CostPolicy team-web spot.default)",
+    }
+    # The service's own wins.
+    ctl, act, _ = controller(20.0)
+    mine = service(capacity={"spot": "Require"})
+    result = ctl.reconcile(mine, None, [], [], {}, {}, policy, NOW)
+    assert result.status["spot"]["policy"] == "Require"
+    assert result.status["spot"]["source"] == "Spec"
+    # No policy: Prefer, the operator's default (two tracks).
+    ctl, act, _ = controller(20.0)
+    result = run(ctl, service())
+    assert result.status["spot"]["source"] == "Default"
+    assert len([m for m in act.applied if m["kind"] == "Deployment"]) == 2

@@ -717,3 +717,41 @@ def test_a_worker_whose_node_is_gone_is_force_deleted_so_its_replacement_can_sta
     first = ctl.reconcile(job(), [pod(0), pod(1, node="gone")], {"n1": NODE}, NOW)
     assert first.status["preemptions"] == 1
     assert act.deleted == ["tj-worker-1"] and act.forced == ["tj-worker-1"]
+
+
+def test_an_unset_spot_takes_the_policys_default_and_status_says_so() -> None:
+    actuator = RecordingActuator()
+    ctl = TrainingController(actuator)
+    result = ctl.reconcile(job(), [], {}, NOW, {}, costpolicy(spot={"default": "Never"}))
+    worker = actuator.manifests[0]
+    assert worker["metadata"]["labels"]["sparsam.dev/spot"] == "Never"
+    affinity = worker["spec"]["affinity"]["nodeAffinity"]
+    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {"key": "karpenter.sh/capacity-type", "operator": "NotIn", "values": ["spot"]} in term[
+        "matchExpressions"
+    ]
+    assert result.status["spot"] == {
+        "policy": "Never",
+        "source": "CostPolicy",
+        "message": "spot: Never (from CostPolicy team spot.default)",
+    }
+
+
+@pytest.mark.parametrize(
+    ("spot", "policy", "expected"),
+    [
+        ("Require", costpolicy(spot={"default": "Never"}), ("Require", "Spec")),
+        (None, None, ("Prefer", "Default")),
+        (None, costpolicy(), ("Prefer", "CostPolicy")),
+    ],
+    ids=["own-wins", "no-policy", "policy-without-a-default"],
+)
+def test_where_the_spot_policy_comes_from(
+    spot: str | None, policy: CostPolicy | None, expected: tuple[str, str]
+) -> None:
+    actuator = RecordingActuator()
+    ctl = TrainingController(actuator)
+    job_ = job(capacity={"spot": spot}) if spot else job()
+    result = ctl.reconcile(job_, [], {}, NOW, {}, policy)
+    assert (result.status["spot"]["policy"], result.status["spot"]["source"]) == expected
+    assert actuator.manifests[0]["metadata"]["labels"]["sparsam.dev/spot"] == expected[0]
