@@ -184,7 +184,8 @@ def test_apiserver_defaults_equal_the_model_defaults(kubectl: Kubectl, namespace
     assert done.returncode == 0, done.stderr
     stored = read_back(kubectl, namespace, "tiny")
     assert stored["spec"]["workers"] == {"min": 1, "max": 1}
-    assert stored["spec"]["capacity"] == {"spot": "Prefer"}
+    # spot is not defaulted: unset, the governing CostPolicy's spot.default applies.
+    assert stored["spec"]["capacity"] == {}
     assert stored["spec"]["runPolicy"] == {"backoffLimit": 3, "suspend": False}
     assert TrainingJob.from_body(stored).spec == TrainingJob.from_body(minimal()).spec
 
