@@ -127,7 +127,8 @@ class ServingController:
     ) -> PassResult:
         """One pass for `svc`, given its wake annotation, its Deployments and replica pods,
         every node and GPUNodePool (for prices) from the caches, and its namespace's
-        effective CostPolicy."""
+        effective CostPolicy (read once, here, into the `EffectivePolicy` the rest of the pass
+        takes)."""
         # Prometheus is asked outside any lock: a slow or unreachable one delays this
         # service's pass only. Passes of one service never interleave; of two, they may.
         traffic = self._traffic(svc)

@@ -131,7 +131,8 @@ class TrainingController:
         policy: CostPolicy | None = None,
     ) -> PassResult:
         """One pass for `job`, given its worker pods, every node and every GPUNodePool (for
-        prices) from the caches, and its namespace's effective CostPolicy."""
+        prices) from the caches, and its namespace's effective CostPolicy (read once, here,
+        into the `EffectivePolicy` the rest of the pass takes)."""
         effective = resolve_policy(policy)
         workers = [p for p in pods if _role(p) != c.ROLE_COMPRESS]
         compress = next((p for p in pods if _role(p) == c.ROLE_COMPRESS), None)

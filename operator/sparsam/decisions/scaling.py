@@ -3,7 +3,7 @@
     decision = decide_scaling(ScalingInput(spec, replicas, ready, sample, ...), now)
     # act on decision.replicas, write decision.phase / ready condition, keep decision.memory
     on_demand, spot = spot_split(decision.replicas, spec.capacity.on_demand_base,
-                                 spec.capacity.spot)
+                                 choose_spot(spec.capacity.spot, policy).policy)
 
 Pure: frozen inputs and `now` in, a frozen decision out. The controller feeds it what
 Prometheus said and carries `decision.memory` to the next call; the simulator calls the same
