@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint unit install binaries prometheus clean
+.PHONY: demo test lint unit install binaries prometheus container-tools clean
 install: $(VENV)/.installed
 
 # Reinstalled only when pyproject.toml changes; pip's own cache keeps re-runs fast.
@@ -36,6 +36,13 @@ prometheus:
 	@command -v prometheus >/dev/null || { \
 		echo "installing Debian's prometheus package (the tests and the demo start it on loopback)"; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+# Real nodes (`dev-cluster up --real-nodes N`) run containers: Debian's containerd, runc and CNI
+# plugins, installed when missing.
+container-tools:
+	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { \
+		echo "installing Debian's containerd, runc and containernetworking-plugins (real nodes)"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends containerd runc containernetworking-plugins >/dev/null; }
 
 test: lint binaries prometheus
 	$(BIN)/python -m pytest
