@@ -1,6 +1,10 @@
 """The `sparsam` command.
 
-    sparsam dev-cluster up [--gpu-nodes]    a real control plane on loopback, with our CRDs
+    sparsam dev-cluster up [--gpu-nodes] [--real-nodes N]
+                                             a real control plane on loopback, with our CRDs;
+                                             real nodes run containers (kubelet + containerd)
+    sparsam dev-cluster node add NAME [--gpu TYPE] [--capacity-type spot|on-demand]
+    sparsam dev-cluster node vanish NAME     a real node gone as a spot instance goes
     sparsam dev-cluster build                build (or find) its binaries, print their folder
     sparsam dev-cluster down|status|kubeconfig
     sparsam dev-cluster kubectl -- ARGS      the cluster's own kubectl, pointed at it
@@ -32,14 +36,19 @@ from typing import Any
 
 from sparsam import __version__
 from sparsam.activator import cli as activator_cli
+from sparsam.api import constants as c
 from sparsam.api.parse import parse_duration
 from sparsam.config import OperatorConfig
 from sparsam.decisions.cost import PriceTable
 from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS
-from sparsam.devcluster.bootstrap import REPO_ROOT, bring_up, install_crds
+from sparsam.devcluster import realnodes
+from sparsam.devcluster.bootstrap import REPO_ROOT, bring_up, image_archives, install_crds
 from sparsam.devcluster.cluster import DEFAULT_NAME, DevCluster, kubectl_runner
 from sparsam.devcluster.errors import DevClusterError
-from sparsam.devcluster.tools import KUBERNETES, ensure_binaries
+from sparsam.devcluster.nodeconfig import MAX_REAL_NODES, check_count
+from sparsam.devcluster.nodes import SHAPES
+from sparsam.devcluster.realnodes import NodeSpec
+from sparsam.devcluster.tools import KUBERNETES, REAL_NODE_TOOLS, ensure_binaries
 from sparsam.simulate.compare import Settings, compare
 from sparsam.simulate.traces import (
     PHILLY_FILE,
@@ -70,8 +79,43 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--gpu-nodes", action="store_true", help="also create KWOK GPU nodes (spot and on-demand)"
     )
+    up.add_argument(
+        "--real-nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"also start N real nodes (1 to {MAX_REAL_NODES}): a kubelet and containerd each, "
+        "running real containers; needs root and `make container-tools`",
+    )
+    _images_argument(up)
+    node = dev_commands.add_parser("node", help="add a real node, or make one vanish")
+    node_commands = node.add_subparsers(dest="node_action", required=True)
+    add = node_commands.add_parser("add", help="start a real node and wait until it is Ready")
+    add.add_argument("node", metavar="NAME")
+    add.add_argument(
+        "--gpu",
+        choices=sorted(SHAPES),
+        default=None,
+        metavar="TYPE",
+        help="present the node as this GPU instance type: nvidia.com/gpu capacity, its labels "
+        f"and taints (one of {', '.join(sorted(SHAPES))}); its pods run on the CPU",
+    )
+    add.add_argument(
+        "--capacity-type",
+        choices=(c.CAPACITY_SPOT, c.CAPACITY_ON_DEMAND),
+        default=c.CAPACITY_ON_DEMAND,
+        help="its karpenter.sh/capacity-type label; spot also taints it (default on-demand)",
+    )
+    _images_argument(add)
+    vanish = node_commands.add_parser(
+        "vanish",
+        help="kill the node's kubelet, containerd and containers (SIGKILL) and delete its Node",
+    )
+    vanish.add_argument("node", metavar="NAME")
     for sub in (
         up,
+        add,
+        vanish,
         *(
             dev_commands.add_parser(name, help=text)
             for name, text in (
@@ -237,6 +281,17 @@ def _run_parser(commands: Any) -> None:
     )
 
 
+def _images_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--images",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=[],
+        metavar="NAME,...",
+        help="our images to import into each real node, beside the pause image "
+        "(e.g. trainer-cpu,operator); pods use them with imagePullPolicy IfNotPresent",
+    )
+
+
 def _go(duration: timedelta) -> str:
     """A whole-second duration as Go writes it: 90s -> 1m30s."""
     minutes, seconds = divmod(int(duration.total_seconds()), 60)
@@ -377,8 +432,19 @@ def _simulate(args: argparse.Namespace) -> int:
 def _dev_cluster(args: argparse.Namespace) -> int:
     cluster = DevCluster(args.name)
     if args.action == "up":
-        bring_up(cluster, gpu_nodes=args.gpu_nodes, bin_dir=args.bin_dir, log=_say)
+        if args.real_nodes:
+            check_count(args.real_nodes)
+        bring_up(
+            cluster,
+            gpu_nodes=args.gpu_nodes,
+            real_nodes=args.real_nodes,
+            node_images=args.images,
+            bin_dir=args.bin_dir,
+            log=_say,
+        )
         print(cluster.kubeconfig)
+    elif args.action == "node":
+        return _node(cluster, args)
     elif args.action == "build":
         binaries = ensure_binaries(args.bin_dir)
         for name, path in sorted(binaries.paths.items()):
@@ -387,13 +453,7 @@ def _dev_cluster(args: argparse.Namespace) -> int:
         stopped = cluster.down()
         _say(f"stopped {', '.join(p.name for p in stopped) or 'nothing (not running)'}")
     elif args.action == "status":
-        status = cluster.status()
-        if not status:
-            print(f"{args.name}: {'stopped' if cluster.state() else 'not created'}")
-            return 1
-        for name, alive in status.items():
-            print(f"{name:<24} {'running' if alive else 'stopped'}")
-        return 0 if cluster.running() else 1
+        return _status(cluster, args.name)
     elif args.action == "kubeconfig":
         if not cluster.kubeconfig.is_file():
             raise DevClusterError(
@@ -405,6 +465,41 @@ def _dev_cluster(args: argparse.Namespace) -> int:
         rest = args.args[1:] if args.args[:1] == ["--"] else args.args
         command = [str(binaries["kubectl"]), f"--kubeconfig={cluster.kubeconfig}", *rest]
         return subprocess.call(command)
+    return 0
+
+
+def _status(cluster: DevCluster, name: str) -> int:
+    state = cluster.state()
+    status = cluster.status()
+    if state is None or not status:
+        print(f"{name}: {'stopped' if state else 'not created'}")
+        return 1
+    by_name = {p.name: p for p in state.processes}
+    for process_name, alive in status.items():
+        pid = by_name[process_name].pid
+        print(f"{process_name:<28} {'running' if alive else 'stopped':<8} pid {pid}")
+    if state.network is not None:
+        network = state.network
+        print(f"pod network {network.subnet} on bridge {network.bridge}, DNS {network.gateway}")
+    for node in state.real_nodes:
+        what = f"GPU {node.gpu}" if node.gpu else "CPU"
+        print(f"real node {node.name:<18} {node.ip:<12} {what}, {node.capacity_type}")
+    return 0 if cluster.running() and all(status.values()) else 1
+
+
+def _node(cluster: DevCluster, args: argparse.Namespace) -> int:
+    binaries = ensure_binaries(args.bin_dir, tools=(KUBERNETES, *REAL_NODE_TOOLS))
+    kubectl = kubectl_runner(binaries["kubectl"], cluster.kubeconfig)
+    if args.node_action == "add":
+        spec = NodeSpec(args.node, args.gpu, args.capacity_type)
+        spec.check()
+        archives = image_archives(args.images)
+        realnodes.add_nodes(
+            cluster, binaries, [spec], archives[0], archives[1:], kubectl, _say, existing_ok=False
+        )
+        return 0
+    stopped = realnodes.vanish(cluster, args.node, kubectl)
+    _say(f"node {args.node} vanished: killed {', '.join(p.name for p in stopped) or 'nothing'}")
     return 0
 
 
