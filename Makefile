@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint unit install binaries prometheus clean
+.PHONY: demo test lint unit install binaries prometheus container-tools images clean
 install: $(VENV)/.installed
 
 # Reinstalled only when pyproject.toml changes; pip's own cache keeps re-runs fast.
@@ -36,6 +36,22 @@ prometheus:
 	@command -v prometheus >/dev/null || { \
 		echo "installing Debian's prometheus package (the tests and the demo start it on loopback)"; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+# sparsam's container images as OCI archives, without a Docker engine (docs/images.md): Debian's
+# debootstrap makes the base, catatonit (downloaded, never installed) is the pause image, and
+# skopeo copies an archive to a registry. More apt packages the images need go here.
+container-tools:
+	@command -v debootstrap >/dev/null && command -v skopeo >/dev/null || { \
+		echo "installing Debian's debootstrap and skopeo (sparsam images build, docs/images.md)"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+			debootstrap skopeo >/dev/null; }
+	@apt-cache show catatonit >/dev/null 2>&1 || apt-get update -qq
+
+# Which images `make images` builds: all by default; the tests need only pause, operator and
+# trainer-cpu (trainer, with CUDA, is several GB).
+IMAGES ?= pause operator trainer-cpu trainer
+images: install container-tools
+	$(BIN)/sparsam images build $(IMAGES)
 
 test: lint binaries prometheus
 	$(BIN)/python -m pytest
