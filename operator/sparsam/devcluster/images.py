@@ -301,6 +301,8 @@ def _cached_layer(stem: str, build: Callable[[Path], oci.Layer]) -> oci.Layer:
     if not (blob.is_file() and meta.is_file()):
         with file_lock(folder / f"{stem}.lock"):
             if not (blob.is_file() and meta.is_file()):
+                for stale in folder.glob(f".{stem}-*"):  # a killed build's, under our lock
+                    rootfs.remove_scratch(stale)
                 scratch = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=folder))
                 try:
                     layer = build(scratch)
@@ -309,7 +311,7 @@ def _cached_layer(stem: str, build: Callable[[Path], oci.Layer]) -> oci.Layer:
                     staged.write_text(json.dumps(layer.to_json()))
                     staged.rename(meta)
                 finally:
-                    shutil.rmtree(scratch, ignore_errors=True)
+                    rootfs.remove_scratch(scratch)
     return oci.Layer.from_json(blob, json.loads(meta.read_text()))
 
 
@@ -343,13 +345,14 @@ def _base() -> tuple[Path, oci.Layer]:
         _require("debootstrap", "debootstrap")
         with file_lock(folder.with_suffix(".lock")):
             if not folder.is_dir():
+                for stale in folder.parent.glob(f".{stem}.*"):  # a killed build's
+                    rootfs.remove_scratch(stale)
                 staging = folder.with_name(f".{stem}.{os.getpid()}")
-                shutil.rmtree(staging, ignore_errors=True)
                 try:
                     rootfs.build_base(staging, rootfs.debian_mirror(), run)
                     staging.rename(folder)
                 finally:
-                    shutil.rmtree(staging, ignore_errors=True)
+                    rootfs.remove_scratch(staging)
         return oci.write_layer(folder, scratch / "layer.tar.gz")
 
     layer = _cached_layer(stem, build)
@@ -371,7 +374,7 @@ def _dependencies_layer(base: Path, spec: ImageSpec, pins: list[str]) -> oci.Lay
         run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
              "--no-deps", "--only-binary=:all:", "--implementation=cp", "--python-version=3.11",
-             f"--platform={rootfs.WHEEL_PLATFORM}", "--dest", str(wheels),
+             *(f"--platform={tag}" for tag in rootfs.WHEEL_PLATFORMS), "--dest", str(wheels),
              "--requirement", str(requirements)],
             f"downloading the {spec.name} image's wheels from PyPI",
         )  # fmt: skip

@@ -35,8 +35,14 @@ DEBIAN_PACKAGES: Final = ("python3", "python-is-python3")
 #: Bumped whenever build_base changes what it makes, so cached bases are rebuilt.
 RECIPE: Final = 1
 PYTHON_SITE: Final = "usr/local/lib/python3.11/dist-packages"
-#: Bookworm's glibc is 2.36: pip picks the newest manylinux wheel up to that.
-WHEEL_PLATFORM: Final = "manylinux_2_36_x86_64"
+#: The wheels bookworm (glibc 2.36, x86_64) runs: pip matches platform tags literally, so every
+#: manylinux tag up to 2.36 is named, with the legacy aliases some wheels carry alone.
+WHEEL_PLATFORMS: Final = (
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)),
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+)
 NONROOT_UID: Final = 65532
 
 #: Removed from the base: what only apt, man or a build machine reads.
@@ -226,6 +232,17 @@ def _mount(args: list[str], target: Path) -> None:
             f"mount {' '.join(args)} failed: {done.stderr.strip() or 'no output'} "
             "(building the images needs root and overlayfs)"
         )
+
+
+def remove_scratch(scratch: Path) -> None:
+    """Remove a scratch folder a killed build left, unmounting what it left mounted first."""
+    mounts = [
+        line.split()[1] for line in _read(Path("/proc/self/mounts")).splitlines() if line.split()
+    ]
+    inside = [m for m in mounts if m == str(scratch) or m.startswith(f"{scratch}/")]
+    for mount in sorted(inside, key=len, reverse=True):
+        _umount(Path(mount))
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _umount(target: Path) -> None:
