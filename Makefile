@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint unit install binaries prometheus container-tools clean
+.PHONY: demo test lint unit install binaries prometheus container-tools images clean
 install: $(VENV)/.installed
 
 # Reinstalled only when pyproject.toml changes; pip's own cache keeps re-runs fast.
@@ -37,12 +37,24 @@ prometheus:
 		echo "installing Debian's prometheus package (the tests and the demo start it on loopback)"; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-# Real nodes (`dev-cluster up --real-nodes N`) run containers: Debian's containerd, runc and CNI
-# plugins, installed when missing.
+# sparsam's container images as OCI archives, without a Docker engine (docs/images.md): Debian's
+# debootstrap makes the base, catatonit (downloaded, never installed) is the pause image, and
+# skopeo copies an archive to a registry. Real nodes (`dev-cluster up --real-nodes N`) run
+# containers with Debian's containerd, runc and CNI plugins. More apt packages go here.
 container-tools:
-	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { \
-		echo "installing Debian's containerd, runc and containernetworking-plugins (real nodes)"; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends containerd runc containernetworking-plugins >/dev/null; }
+	@command -v debootstrap >/dev/null && command -v skopeo >/dev/null \
+		&& command -v containerd >/dev/null && command -v runc >/dev/null \
+		&& test -x /usr/lib/cni/bridge || { \
+		echo "installing Debian's debootstrap, skopeo, containerd, runc and CNI plugins"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+			debootstrap skopeo containerd runc containernetworking-plugins >/dev/null; }
+	@apt-cache show catatonit >/dev/null 2>&1 || apt-get update -qq
+
+# Which images `make images` builds: all by default; the tests need only pause, operator and
+# trainer-cpu (trainer, with CUDA, is several GB).
+IMAGES ?= pause operator trainer-cpu trainer
+images: install container-tools
+	$(BIN)/sparsam images build $(IMAGES)
 
 test: lint binaries prometheus
 	$(BIN)/python -m pytest

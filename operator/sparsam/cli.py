@@ -8,6 +8,9 @@
     sparsam dev-cluster build                build (or find) its binaries, print their folder
     sparsam dev-cluster down|status|kubeconfig
     sparsam dev-cluster kubectl -- ARGS      the cluster's own kubectl, pointed at it
+    sparsam images build [NAME ...]          sparsam's container images as OCI archives
+                                             (no Docker); print each one's path, ref, size
+    sparsam images lock                      re-pin the images' Python packages
     sparsam demo [--no-run]                  dev cluster + GPU nodes + examples/, `kubectl get`,
                                              then sparsam at work: training, serving, scale
                                              to zero and wake
@@ -45,6 +48,7 @@ from sparsam.devcluster import realnodes
 from sparsam.devcluster.bootstrap import REPO_ROOT, bring_up, image_archives, install_crds
 from sparsam.devcluster.cluster import DEFAULT_NAME, DevCluster, kubectl_runner
 from sparsam.devcluster.errors import DevClusterError
+from sparsam.devcluster.images import IMAGES, ensure_image, lock_requirements
 from sparsam.devcluster.nodeconfig import MAX_REAL_NODES, check_count
 from sparsam.devcluster.nodes import SHAPES
 from sparsam.devcluster.realnodes import NodeSpec
@@ -164,10 +168,52 @@ def _parser() -> argparse.ArgumentParser:
         help="only apply examples/; do not start sparsam (operator, activator, Prometheus) "
         "for the training and serving walkthrough",
     )
+    _images_parser(commands)
     _simulate_parser(commands)
     _run_parser(commands)
     activator_cli.add_parser(commands)
     return parser
+
+
+def _images_parser(commands: Any) -> None:
+    images = commands.add_parser(
+        "images",
+        help="sparsam's container images, built as OCI archives without Docker "
+        "(containerd's `ctr images import` and skopeo read them)",
+    )
+    actions = images.add_subparsers(dest="action", required=True)
+    build = actions.add_parser(
+        "build",
+        help="build the images the cache lacks (needs root, debootstrap) and print each "
+        "archive's path, reference and size",
+    )
+    build.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"which images (default all): {', '.join(IMAGES)}",
+    )
+    actions.add_parser(
+        "lock",
+        help="re-pin images/*.requirements.txt: pyproject.toml's dependencies resolved at "
+        "the versions this Python has installed",
+    )
+
+
+def _images(args: argparse.Namespace) -> int:
+    if args.action == "lock":
+        for path in lock_requirements():
+            print(path)
+        return 0
+    names = args.names or list(IMAGES)
+    unknown = [name for name in names if name not in IMAGES]
+    if unknown:
+        raise DevClusterError(f"no image named {unknown[0]!r}: choose from {', '.join(IMAGES)}")
+    for name in names:
+        _say(f"image {name}: building what the cache lacks")
+        archive = ensure_image(name)
+        print(f"{archive.path}  {archive.ref}  {archive.size_bytes / 1e6:.1f} MB", flush=True)
+    return 0
 
 
 def _run_parser(commands: Any) -> None:
@@ -566,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "dev-cluster":
             return _dev_cluster(args)
+        if args.command == "images":
+            return _images(args)
         if args.command == "simulate":
             return _simulate(args)
         if args.command == "activator":
