@@ -56,7 +56,7 @@ IMAGES ?= pause operator trainer-cpu trainer
 images: install container-tools
 	$(BIN)/sparsam images build $(IMAGES)
 
-test: lint binaries prometheus
+test: lint binaries prometheus container-tools
 	$(BIN)/python -m pytest
 
 clean:
