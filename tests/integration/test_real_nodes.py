@@ -112,6 +112,15 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
         dev.down()
 
 
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie (killed; its new parent reaps it when it gets to it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def _pod(
     name: str,
     image: str,
@@ -205,9 +214,9 @@ def test_an_image_no_node_has_is_never_pulled_from_a_registry(real: RealCluster)
 def test_a_gpu_node_takes_gpu_pods_then_vanishes_like_a_spot_instance(real: RealCluster) -> None:
     shape = nodes.G6E_XLARGE
     kubectl = kubectl_runner(real.binaries["kubectl"], real.dev.kubeconfig)
-    archives = [images.ensure_image("pause"), real.image]
+    pause = images.ensure_image("pause")  # the worker runs the pause image: it waits forever
     spec = realnodes.NodeSpec("gpu-spot-0", shape.instance_type, c.CAPACITY_SPOT)
-    realnodes.add_nodes(real.dev, real.binaries, [spec], archives[0], archives[1:], kubectl)
+    realnodes.add_nodes(real.dev, real.binaries, [spec], pause, [], kubectl)
     found = real.node("gpu-spot-0")
     assert found["status"]["allocatable"][c.GPU_RESOURCE] == str(shape.gpus)
     assert found["metadata"]["labels"][c.LABEL_GPU_PRODUCT] == shape.gpu_product
@@ -218,7 +227,8 @@ def test_a_gpu_node_takes_gpu_pods_then_vanishes_like_a_spot_instance(real: Real
         {"key": c.TAINT_GPU, "operator": "Exists"},
         {"key": c.TAINT_SPOT, "operator": "Exists"},
     ]
-    worker = _pod("worker", real.image.ref, "import time; time.sleep(600)", tolerations=tolerations)
+    worker = _pod("worker", pause.ref, "", tolerations=tolerations)
+    del worker["spec"]["containers"][0]["command"]
     worker["spec"]["containers"][0]["resources"] = {"limits": {c.GPU_RESOURCE: "1"}}
     real.kubectl("apply", "-f", "-", input=yaml.safe_dump(worker))
     assert real.wait_phase("worker", "Running")["spec"]["nodeName"] == "gpu-spot-0"
@@ -232,11 +242,40 @@ def test_a_gpu_node_takes_gpu_pods_then_vanishes_like_a_spot_instance(real: Real
     assert not any(alive(p) for p in processes)
     assert not hostops.shim_pids(node.paths.socket)
     for container in containers:
-        assert not Path(f"/proc/{container.pid}").exists(), "the container's process is gone"
+        assert _gone(container.pid), "the container's process is gone"
         assert not any(g.exists() for g in container.cgroups)
     assert not node.paths.dir.exists()
     assert real.kubectl("get", "node", "gpu-spot-0", "--ignore-not-found").strip() == ""
     assert "gpu-spot-0" not in {n.name for n in real.state().real_nodes}
+
+
+def test_a_node_that_fails_to_start_leaves_nothing_and_names_are_unique(
+    real: RealCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubectl = kubectl_runner(real.binaries["kubectl"], real.dev.kubeconfig)
+    pause = images.ensure_image("pause")
+    with pytest.raises(DevClusterError, match="already in the cluster"):
+        realnodes.add_nodes(
+            real.dev, real.binaries, [realnodes.NodeSpec("real-0")], pause, [], kubectl,
+            existing_ok=False,
+        )  # fmt: skip
+    # A containerd that cannot start (here: one that exits at once) is named, and the node's
+    # half (its folder, its recorded processes, its Node) is gone; the cluster runs on.
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    (broken / "containerd").write_text("#!/bin/sh\necho 'containerd: cannot start' >&2\nexit 3\n")
+    (broken / "containerd").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{broken}:{os.environ['PATH']}")
+    with pytest.raises(DevClusterError, match=r"containerd/broken exited with code 3"):
+        realnodes.add_nodes(
+            real.dev, real.binaries, [realnodes.NodeSpec("broken")], pause, [], kubectl
+        )
+    state = real.state()
+    assert "broken" not in {n.name for n in state.real_nodes}
+    assert not any(p.name.endswith("/broken") for p in state.processes)
+    assert not (real.dev.dir / "nodes" / "broken").exists()
+    assert real.kubectl("get", "node", "broken", "--ignore-not-found").strip() == ""
+    assert real.dev.running() and len(state.real_nodes) == 2
 
 
 def test_down_leaves_nothing_behind(real: RealCluster) -> None:
@@ -256,7 +295,6 @@ def test_down_leaves_nothing_behind(real: RealCluster) -> None:
     for name in hostops.netns_names():
         address = hostops.netns_pod_ip(name)
         assert address is None or address not in network.network, name
-    assert not list((real.dev.dir / "nodes").glob("*"))
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
     if shutil.which("iptables-save"):
         rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False)

@@ -226,3 +226,14 @@ def test_cli_refuses_a_bad_real_node_count_before_starting(
     assert cli.main(["dev-cluster", "up", "--name", "t", "--real-nodes", "9"]) == 1
     assert "--real-nodes 9: expected 1 to 8" in capsys.readouterr().err
     assert not (tmp_path / "sparsam" / "dev-clusters" / "t").exists()
+
+
+def test_a_machine_without_containerd_is_told_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(realnodes.os, "geteuid", lambda: 0)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(
+        DevClusterError, match=r"containerd is not on PATH: run `make container-tools`"
+    ):
+        realnodes.preflight([])

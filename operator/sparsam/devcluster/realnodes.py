@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -230,45 +231,62 @@ def teardown_network(state: State) -> list[Process]:
 # --- nodes --------------------------------------------------------------------------------------
 
 
-def start_node(
+def start_nodes(
     cluster: DevCluster,
     state: State,
     binaries: Binaries,
-    spec: NodeSpec,
+    specs: Sequence[NodeSpec],
     sandbox: Archive,
     images: Sequence[Archive],
     kubectl: Callable[..., str],
-) -> RealNode:
-    """Start one node and wait until it is Ready; on any failure stop what was started."""
-    spec.check()
-    if any(n.name == spec.name for n in state.real_nodes):
-        raise DevClusterError(f"a real node named {spec.name!r} is already in the cluster")
+) -> list[RealNode]:
+    """Start nodes and wait until each is Ready; on any failure stop all of them and raise.
+
+    Their containerds start one after another, import the images side by side (unpacking an
+    image is most of a node's start), then their kubelets start one after another.
+    """
     network = ensure_network(cluster, state, binaries)
-    slot = nodeconfig.free_slot(n.slot for n in state.real_nodes)
-    node = RealNode(
-        spec.name,
-        slot,
-        network.node_ip(slot),
-        str(cluster.dir / "nodes" / spec.name),
-        spec.gpu,
-        spec.capacity_type,
-    )
-    shutil.rmtree(node.dir, ignore_errors=True)
-    state.real_nodes.append(node)
-    state.save(cluster.state_file)
+    begun: list[RealNode] = []
     try:
-        hostops.add_address(network.bridge, node.ip)
-        _start_containerd(cluster, state, node, network, sandbox, images)
-        _start_kubelet(cluster, state, binaries, node, spec, network)
-        _wait_ready(cluster, state, node, kubectl)
-        if spec.gpu is not None:
-            _present_gpus(kubectl, node.name, nodes.SHAPES[spec.gpu].gpus)
+        for spec in specs:
+            spec.check()
+            if any(n.name == spec.name for n in state.real_nodes):
+                raise DevClusterError(f"a real node named {spec.name!r} is already in the cluster")
+            slot = nodeconfig.free_slot(n.slot for n in state.real_nodes)
+            node = RealNode(
+                spec.name,
+                slot,
+                network.node_ip(slot),
+                str(cluster.dir / "nodes" / spec.name),
+                spec.gpu,
+                spec.capacity_type,
+            )
+            shutil.rmtree(node.dir, ignore_errors=True)
+            state.real_nodes.append(node)
+            state.save(cluster.state_file)
+            begun.append(node)
+            hostops.add_address(network.bridge, node.ip)
+            _start_containerd(cluster, state, node, network, sandbox)
+        with ThreadPoolExecutor(max_workers=len(begun) or 1) as pool:
+            for done in [
+                pool.submit(import_image, node.paths.socket, archive)
+                for node in begun
+                for archive in (sandbox, *images)
+            ]:
+                done.result()
+        for node, spec in zip(begun, specs, strict=True):
+            _start_kubelet(cluster, state, binaries, node, spec, network)
+        for node, spec in zip(begun, specs, strict=True):
+            _wait_ready(cluster, state, node, kubectl)
+            if spec.gpu is not None:
+                _present_gpus(kubectl, node.name, nodes.SHAPES[spec.gpu].gpus)
     except BaseException:
-        teardown_node(state, node)
+        for node in begun:
+            teardown_node(state, node)
+            _delete_node_object(kubectl, node.name)
         state.save(cluster.state_file)
-        _delete_node_object(kubectl, node.name)
         raise
-    return node
+    return begun
 
 
 def _start_containerd(
@@ -277,7 +295,6 @@ def _start_containerd(
     node: RealNode,
     network: PodNetwork,
     sandbox: Archive,
-    images: Sequence[Archive],
 ) -> None:
     paths = node.paths
     for folder in (paths.containerd_root, paths.containerd_state, paths.cni_conf_dir):
@@ -306,8 +323,6 @@ def _start_containerd(
     )
     log = _log(cluster, name)
     _wait(lambda: _socket_answers(paths.socket), popen, name, log, START_TIMEOUT)
-    for archive in (sandbox, *images):
-        import_image(paths.socket, archive)
 
 
 def import_image(socket_path: Path, archive: Archive) -> None:
@@ -404,9 +419,11 @@ def _present_gpus(kubectl: Callable[..., str], name: str, gpus: int) -> None:
     raise DevClusterError(f"node {name} did not show {gpus} {c.GPU_RESOURCE} as allocatable")
 
 
-def teardown_node(state: State, node: RealNode) -> list[Process]:
+def teardown_node(state: State, node: RealNode, *, remove_files: bool = True) -> list[Process]:
     """Kill everything of one node at once (SIGKILL: no goodbye, like a reclaimed spot
-    instance), then remove what the kill leaves: cgroups, network namespaces, mounts, files."""
+    instance), then remove what the kill leaves: cgroups, network namespaces, mounts, and the
+    node's folder unless `remove_files` is False (`down` keeps it, as it keeps the logs: a node
+    with an image unpacked holds thousands of files, and the next `up` clears the folder)."""
     paths = node.paths
     containers = hostops.runc_containers(paths.runc_root)
     inodes = {hostops.netns_inode(x.pid) for x in containers if x.pid} - {None}
@@ -428,7 +445,8 @@ def teardown_node(state: State, node: RealNode) -> list[Process]:
     if state.network is not None:
         hostops.remove_address(state.network.bridge, node.ip)
     hostops.remove_cni_results(x.id for x in containers)
-    shutil.rmtree(paths.dir, ignore_errors=True)
+    if remove_files:
+        shutil.rmtree(paths.dir, ignore_errors=True)
     hostops.remove_empty_cgroups("k8s.io")
     state.processes = [p for p in state.processes if p.name not in node.processes()]
     state.real_nodes = [n for n in state.real_nodes if n.name != node.name]
@@ -446,7 +464,7 @@ def teardown_all(state: State) -> list[Process]:
     """Every real node, then the network: what `down` does before the control plane."""
     stopped: list[Process] = []
     for node in list(state.real_nodes):
-        stopped += teardown_node(state, node)
+        stopped += teardown_node(state, node, remove_files=False)
     stopped += teardown_network(state)
     return stopped
 
@@ -475,6 +493,7 @@ def add_nodes(
     with file_lock(cluster.dir.parent / f"{cluster.name}.lock"):
         state = _state(cluster)
         try:
+            wanted = []
             for spec in specs:
                 existing = next((n for n in state.real_nodes if n.name == spec.name), None)
                 if existing is not None:
@@ -484,17 +503,15 @@ def add_nodes(
                         raise DevClusterError(
                             f"a real node named {spec.name!r} is already in the cluster"
                         )
-                    teardown_node(state, existing)
+                    teardown_node(state, existing)  # its processes died: start it anew
                     _delete_node_object(kubectl, existing.name)
-                begun = time.monotonic()
-                node = start_node(cluster, state, binaries, spec, sandbox, images, kubectl)
-                started.append(node)
-                state.save(cluster.state_file)
-                log(f"real node {node.name} Ready at {node.ip} in {time.monotonic() - begun:.1f}s")
-        except BaseException:
+                wanted.append(spec)
+            begun = time.monotonic()
+            if wanted:
+                started = start_nodes(cluster, state, binaries, wanted, sandbox, images, kubectl)
             for node in started:
-                teardown_node(state, node)
-                _delete_node_object(kubectl, node.name)
+                log(f"real node {node.name} Ready at {node.ip} ({time.monotonic() - begun:.1f}s)")
+        except BaseException:
             if not state.real_nodes:
                 teardown_network(state)
             state.save(cluster.state_file)
