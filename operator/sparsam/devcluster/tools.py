@@ -112,7 +112,8 @@ KWOK_STAGES_FILE: Final = "kwok-stages.yaml"
 
 NO_GO_HINT: Final = (
     "set SPARSAM_BIN_DIR (or --bin-dir) to a folder with etcd, kube-apiserver, "
-    "kube-controller-manager, kube-scheduler, kubectl and kwok (helm optional), "
+    "kube-controller-manager, kube-scheduler, kubectl and kwok (helm optional; kubelet and "
+    "coredns for real nodes), "
     "or use an existing cluster with --kubeconfig"
 )
 
