@@ -197,6 +197,12 @@ def test_a_pod_finds_a_pod_on_the_other_node_by_its_headless_name(real: RealClus
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
 
 
+def test_up_again_leaves_running_nodes_as_they_are(real: RealCluster) -> None:
+    before = {p.name: p.pid for p in real.state().processes}
+    bring_up(real.dev, real_nodes=2, node_images=[IMAGE])
+    assert {p.name: p.pid for p in real.state().processes} == before
+
+
 def test_an_image_no_node_has_is_never_pulled_from_a_registry(real: RealCluster) -> None:
     manifest = _pod("elsewhere", "registry.invalid/nothing:1", "pass", node="real-0")
     real.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
@@ -247,6 +253,11 @@ def test_a_gpu_node_takes_gpu_pods_then_vanishes_like_a_spot_instance(real: Real
     assert not node.paths.dir.exists()
     assert real.kubectl("get", "node", "gpu-spot-0", "--ignore-not-found").strip() == ""
     assert "gpu-spot-0" not in {n.name for n in real.state().real_nodes}
+
+    # A new node joins under the same name, as a replacement instance does, and then goes.
+    realnodes.add_nodes(real.dev, real.binaries, [spec], pause, [], kubectl)
+    assert real.node("gpu-spot-0")["status"]["allocatable"][c.GPU_RESOURCE] == str(shape.gpus)
+    realnodes.vanish(real.dev, "gpu-spot-0", kubectl)
 
 
 def test_a_node_that_fails_to_start_leaves_nothing_and_names_are_unique(
