@@ -5,8 +5,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator operator
 COPY trainer trainer
+# The versions `sparsam images build` installs too (sparsam.devcluster.images; a test checks).
+COPY images/operator.requirements.txt requirements.txt
 # Wheels of sparsam and its base dependencies only (no torch: the operator never imports it).
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint requirements.txt .
 
 FROM python:3.11.14-slim-bookworm
 COPY --from=build /wheels /wheels

@@ -8,7 +8,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator operator
 COPY trainer trainer
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[trainer]"
+# The versions `sparsam images build` installs too (sparsam.devcluster.images; a test checks).
+COPY images/trainer.requirements.txt requirements.txt
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint requirements.txt ".[trainer]"
 
 FROM python:3.11.14-slim-bookworm
 COPY --from=build /wheels /wheels

@@ -1,9 +1,16 @@
 """The `sparsam` command.
 
-    sparsam dev-cluster up [--gpu-nodes]    a real control plane on loopback, with our CRDs
+    sparsam dev-cluster up [--gpu-nodes] [--real-nodes N]
+                                             a real control plane on loopback, with our CRDs;
+                                             real nodes run containers (kubelet + containerd)
+    sparsam dev-cluster node add NAME [--gpu TYPE] [--capacity-type spot|on-demand]
+    sparsam dev-cluster node vanish NAME     a real node gone as a spot instance goes
     sparsam dev-cluster build                build (or find) its binaries, print their folder
     sparsam dev-cluster down|status|kubeconfig
     sparsam dev-cluster kubectl -- ARGS      the cluster's own kubectl, pointed at it
+    sparsam images build [NAME ...]          sparsam's container images as OCI archives
+                                             (no Docker); print each one's path, ref, size
+    sparsam images lock                      re-pin the images' Python packages
     sparsam demo [--no-run]                  dev cluster + GPU nodes + examples/, `kubectl get`,
                                              then sparsam at work: training, serving, scale
                                              to zero and wake
@@ -32,14 +39,20 @@ from typing import Any
 
 from sparsam import __version__
 from sparsam.activator import cli as activator_cli
+from sparsam.api import constants as c
 from sparsam.api.parse import parse_duration
 from sparsam.config import OperatorConfig
 from sparsam.decisions.cost import PriceTable
 from sparsam.decisions.interruption import DEFAULT_INTERRUPTION_TAINTS
-from sparsam.devcluster.bootstrap import REPO_ROOT, bring_up, install_crds
+from sparsam.devcluster import realnodes
+from sparsam.devcluster.bootstrap import REPO_ROOT, bring_up, image_archives, install_crds
 from sparsam.devcluster.cluster import DEFAULT_NAME, DevCluster, kubectl_runner
 from sparsam.devcluster.errors import DevClusterError
-from sparsam.devcluster.tools import KUBERNETES, ensure_binaries
+from sparsam.devcluster.images import IMAGES, ensure_image, lock_requirements
+from sparsam.devcluster.nodeconfig import MAX_REAL_NODES, check_count
+from sparsam.devcluster.nodes import SHAPES
+from sparsam.devcluster.realnodes import NodeSpec
+from sparsam.devcluster.tools import KUBERNETES, REAL_NODE_TOOLS, ensure_binaries
 from sparsam.simulate.compare import Settings, compare
 from sparsam.simulate.traces import (
     PHILLY_FILE,
@@ -70,8 +83,43 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--gpu-nodes", action="store_true", help="also create KWOK GPU nodes (spot and on-demand)"
     )
+    up.add_argument(
+        "--real-nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"also start N real nodes (1 to {MAX_REAL_NODES}): a kubelet and containerd each, "
+        "running real containers; needs root and `make container-tools`",
+    )
+    _images_argument(up)
+    node = dev_commands.add_parser("node", help="add a real node, or make one vanish")
+    node_commands = node.add_subparsers(dest="node_action", required=True)
+    add = node_commands.add_parser("add", help="start a real node and wait until it is Ready")
+    add.add_argument("node", metavar="NAME")
+    add.add_argument(
+        "--gpu",
+        choices=sorted(SHAPES),
+        default=None,
+        metavar="TYPE",
+        help="present the node as this GPU instance type: nvidia.com/gpu capacity, its labels "
+        f"and taints (one of {', '.join(sorted(SHAPES))}); its pods run on the CPU",
+    )
+    add.add_argument(
+        "--capacity-type",
+        choices=(c.CAPACITY_SPOT, c.CAPACITY_ON_DEMAND),
+        default=c.CAPACITY_ON_DEMAND,
+        help="its karpenter.sh/capacity-type label; spot also taints it (default on-demand)",
+    )
+    _images_argument(add)
+    vanish = node_commands.add_parser(
+        "vanish",
+        help="kill the node's kubelet, containerd and containers (SIGKILL) and delete its Node",
+    )
+    vanish.add_argument("node", metavar="NAME")
     for sub in (
         up,
+        add,
+        vanish,
         *(
             dev_commands.add_parser(name, help=text)
             for name, text in (
@@ -120,10 +168,52 @@ def _parser() -> argparse.ArgumentParser:
         help="only apply examples/; do not start sparsam (operator, activator, Prometheus) "
         "for the training and serving walkthrough",
     )
+    _images_parser(commands)
     _simulate_parser(commands)
     _run_parser(commands)
     activator_cli.add_parser(commands)
     return parser
+
+
+def _images_parser(commands: Any) -> None:
+    images = commands.add_parser(
+        "images",
+        help="sparsam's container images, built as OCI archives without Docker "
+        "(containerd's `ctr images import` and skopeo read them)",
+    )
+    actions = images.add_subparsers(dest="action", required=True)
+    build = actions.add_parser(
+        "build",
+        help="build the images the cache lacks (needs root, debootstrap) and print each "
+        "archive's path, reference and size",
+    )
+    build.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"which images (default all): {', '.join(IMAGES)}",
+    )
+    actions.add_parser(
+        "lock",
+        help="re-pin images/*.requirements.txt: pyproject.toml's dependencies resolved at "
+        "the versions this Python has installed",
+    )
+
+
+def _images(args: argparse.Namespace) -> int:
+    if args.action == "lock":
+        for path in lock_requirements():
+            print(path)
+        return 0
+    names = args.names or list(IMAGES)
+    unknown = [name for name in names if name not in IMAGES]
+    if unknown:
+        raise DevClusterError(f"no image named {unknown[0]!r}: choose from {', '.join(IMAGES)}")
+    for name in names:
+        _say(f"image {name}: building what the cache lacks")
+        archive = ensure_image(name)
+        print(f"{archive.path}  {archive.ref}  {archive.size_bytes / 1e6:.1f} MB", flush=True)
+    return 0
 
 
 def _run_parser(commands: Any) -> None:
@@ -234,6 +324,17 @@ def _run_parser(commands: Any) -> None:
         type=int,
         default=0,
         help="this replica's priority among its peers (default 0; with --peering only)",
+    )
+
+
+def _images_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--images",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=[],
+        metavar="NAME,...",
+        help="our images to import into each real node, beside the pause image "
+        "(e.g. trainer-cpu,operator); pods use them with imagePullPolicy IfNotPresent",
     )
 
 
@@ -377,8 +478,19 @@ def _simulate(args: argparse.Namespace) -> int:
 def _dev_cluster(args: argparse.Namespace) -> int:
     cluster = DevCluster(args.name)
     if args.action == "up":
-        bring_up(cluster, gpu_nodes=args.gpu_nodes, bin_dir=args.bin_dir, log=_say)
+        if args.real_nodes:
+            check_count(args.real_nodes)
+        bring_up(
+            cluster,
+            gpu_nodes=args.gpu_nodes,
+            real_nodes=args.real_nodes,
+            node_images=args.images,
+            bin_dir=args.bin_dir,
+            log=_say,
+        )
         print(cluster.kubeconfig)
+    elif args.action == "node":
+        return _node(cluster, args)
     elif args.action == "build":
         binaries = ensure_binaries(args.bin_dir)
         for name, path in sorted(binaries.paths.items()):
@@ -387,13 +499,7 @@ def _dev_cluster(args: argparse.Namespace) -> int:
         stopped = cluster.down()
         _say(f"stopped {', '.join(p.name for p in stopped) or 'nothing (not running)'}")
     elif args.action == "status":
-        status = cluster.status()
-        if not status:
-            print(f"{args.name}: {'stopped' if cluster.state() else 'not created'}")
-            return 1
-        for name, alive in status.items():
-            print(f"{name:<24} {'running' if alive else 'stopped'}")
-        return 0 if cluster.running() else 1
+        return _status(cluster, args.name)
     elif args.action == "kubeconfig":
         if not cluster.kubeconfig.is_file():
             raise DevClusterError(
@@ -405,6 +511,41 @@ def _dev_cluster(args: argparse.Namespace) -> int:
         rest = args.args[1:] if args.args[:1] == ["--"] else args.args
         command = [str(binaries["kubectl"]), f"--kubeconfig={cluster.kubeconfig}", *rest]
         return subprocess.call(command)
+    return 0
+
+
+def _status(cluster: DevCluster, name: str) -> int:
+    state = cluster.state()
+    status = cluster.status()
+    if state is None or not status:
+        print(f"{name}: {'stopped' if state else 'not created'}")
+        return 1
+    by_name = {p.name: p for p in state.processes}
+    for process_name, alive in status.items():
+        pid = by_name[process_name].pid
+        print(f"{process_name:<28} {'running' if alive else 'stopped':<8} pid {pid}")
+    if state.network is not None:
+        network = state.network
+        print(f"pod network {network.subnet} on bridge {network.bridge}, DNS {network.gateway}")
+    for node in state.real_nodes:
+        what = f"GPU {node.gpu}" if node.gpu else "CPU"
+        print(f"real node {node.name:<18} {node.ip:<12} {what}, {node.capacity_type}")
+    return 0 if cluster.running() and all(status.values()) else 1
+
+
+def _node(cluster: DevCluster, args: argparse.Namespace) -> int:
+    binaries = ensure_binaries(args.bin_dir, tools=(KUBERNETES, *REAL_NODE_TOOLS))
+    kubectl = kubectl_runner(binaries["kubectl"], cluster.kubeconfig)
+    if args.node_action == "add":
+        spec = NodeSpec(args.node, args.gpu, args.capacity_type)
+        spec.check()
+        archives = image_archives(args.images)
+        realnodes.add_nodes(
+            cluster, binaries, [spec], archives[0], archives[1:], kubectl, _say, existing_ok=False
+        )
+        return 0
+    stopped = realnodes.vanish(cluster, args.node, kubectl)
+    _say(f"node {args.node} vanished: killed {', '.join(p.name for p in stopped) or 'nothing'}")
     return 0
 
 
@@ -471,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "dev-cluster":
             return _dev_cluster(args)
+        if args.command == "images":
+            return _images(args)
         if args.command == "simulate":
             return _simulate(args)
         if args.command == "activator":

@@ -101,9 +101,9 @@ def test_cache_is_keyed_by_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 
 def test_go_modules_pin_the_versions() -> None:
-    for tool in tools.TOOLS:
-        go_mod = (tools.GOMOD_ROOT / tool.name / "go.mod").read_text()
-        assert (tools.GOMOD_ROOT / tool.name / "go.sum").is_file()
+    for tool in (*tools.TOOLS, *tools.REAL_NODE_TOOLS):
+        go_mod = (tool.gomod / "go.mod").read_text()
+        assert (tool.gomod / "go.sum").is_file()
         upstream = next(iter(tool.binaries.values()))
         assert f"tool {upstream}" in go_mod or upstream in go_mod
         assert tool.version in go_mod

@@ -1,4 +1,5 @@
-"""Bring a dev cluster up ready for sparsam: binaries, control plane, our CRDs, GPU nodes.
+"""Bring a dev cluster up ready for sparsam: binaries, control plane, our CRDs, GPU nodes, and
+real nodes (a kubelet and containerd each) when asked for.
 
 The CLI (`sparsam dev-cluster up`, `sparsam demo`) and the test suite's session fixture both call
 `bring_up`, so the tests run on exactly the cluster a user gets.
@@ -8,16 +9,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
 import yaml
 
-from sparsam.devcluster import nodes
+from sparsam.devcluster import images, nodeconfig, nodes, realnodes
 from sparsam.devcluster.cluster import DevCluster, kubectl_runner
 from sparsam.devcluster.errors import DevClusterError
-from sparsam.devcluster.tools import Binaries, ensure_binaries
+from sparsam.devcluster.tools import REAL_NODE_TOOLS, TOOLS, Binaries, ensure_binaries
 
 #: The repository's crds/ folder, the single source of truth for the API.
 REPO_ROOT: Final = Path(__file__).resolve().parents[3]
@@ -93,20 +94,58 @@ def wait_for_default_service_account(
             time.sleep(0.2)
 
 
+SANDBOX_IMAGE: Final = "pause"
+
+
+def image_archives(names: Sequence[str]) -> list[images.ImageArchive]:
+    """The archives of our images by name (built once, then cached), the sandbox image first."""
+    wanted = [SANDBOX_IMAGE, *(n for n in names if n != SANDBOX_IMAGE)]
+    return [images.ensure_image(name) for name in dict.fromkeys(wanted)]
+
+
 def bring_up(
     cluster: DevCluster,
     *,
     gpu_nodes: bool = False,
+    real_nodes: int = 0,
+    node_images: Sequence[str] = (),
     bin_dir: Path | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> Binaries:
-    """Everything `sparsam dev-cluster up` does. Returns the binaries it used."""
+    """Everything `sparsam dev-cluster up` does. Returns the binaries it used.
+
+    With `real_nodes`, every check (count, machine, image archives) is made before anything
+    starts, and a failure stops what this call started: the nodes, and the control plane if it
+    was not running before.
+    """
     started = time.monotonic()
+    archives: list[images.ImageArchive] = []
+    if real_nodes:
+        nodeconfig.check_count(real_nodes)
+        archives = image_archives(node_images)
+        realnodes.preflight(archives)
     log("checking the control plane's binaries (the first build takes about 20 minutes) ...")
-    binaries = ensure_binaries(bin_dir)
+    binaries = ensure_binaries(bin_dir, TOOLS + REAL_NODE_TOOLS if real_nodes else TOOLS)
+    was_running = cluster.running()
     log(f"starting the control plane in {cluster.dir} ...")
     cluster.up(binaries)
     kubectl = kubectl_runner(binaries["kubectl"], cluster.kubeconfig)
+    if real_nodes:
+        log(f"starting {real_nodes} real node(s) (kubelet + containerd each) ...")
+        try:
+            realnodes.add_nodes(
+                cluster,
+                binaries,
+                realnodes.default_specs(real_nodes),
+                archives[0],
+                archives[1:],
+                kubectl,
+                log,
+            )
+        except BaseException:
+            if not was_running:
+                cluster.down()
+            raise
     crds = install_crds(kubectl)
     log(f"installed {len(crds)} CRDs")
     if gpu_nodes:

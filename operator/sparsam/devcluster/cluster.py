@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -26,9 +24,16 @@ from pathlib import Path
 from typing import Final
 
 from sparsam.api import constants as c
-from sparsam.devcluster import pki
+from sparsam.devcluster import hostops, pki, realnodes
 from sparsam.devcluster.errors import DevClusterError
 from sparsam.devcluster.lock import file_lock
+from sparsam.devcluster.nodeconfig import PodNetwork
+from sparsam.devcluster.processes import STOP_TIMEOUT as STOP_TIMEOUT
+from sparsam.devcluster.processes import Process as Process
+from sparsam.devcluster.processes import alive as alive
+from sparsam.devcluster.processes import free_port as free_port
+from sparsam.devcluster.processes import stop, tail
+from sparsam.devcluster.realnodes import RealNode
 from sparsam.devcluster.tools import Binaries
 
 DEFAULT_NAME: Final = "sparsam"
@@ -61,20 +66,11 @@ rules:
     resources: ["{c.TRAINING_JOB.plural}/status", "{c.INFERENCE_SERVICE.plural}/status"]
 - level: None
 """
-STOP_TIMEOUT: Final = 10.0
 
 
 def state_root() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "sparsam" / "dev-clusters"
-
-
-@dataclass(frozen=True, slots=True)
-class Process:
-    name: str
-    pid: int
-    port: int
-    binary: str
 
 
 @dataclass(slots=True)
@@ -84,6 +80,8 @@ class State:
     name: str
     apiserver_port: int
     processes: list[Process] = field(default_factory=list)
+    network: PodNetwork | None = None
+    real_nodes: list[RealNode] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -94,32 +92,14 @@ class State:
             raw = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        network = raw.get("network")
         return cls(
             name=raw["name"],
             apiserver_port=raw["apiserver_port"],
             processes=[Process(**p) for p in raw["processes"]],
+            network=PodNetwork(**network) if network else None,
+            real_nodes=[RealNode(**n) for n in raw.get("real_nodes", [])],
         )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def alive(process: Process) -> bool:
-    """True when `process.pid` is running and is still our binary (pids get reused)."""
-    try:
-        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    if not cmdline.split(b"\0", 1)[0].endswith(Path(process.binary).name.encode()):
-        return False
-    try:
-        stat = Path(f"/proc/{process.pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is as good as gone
 
 
 class DevCluster:
@@ -147,8 +127,9 @@ class DevCluster:
         return {p.name: alive(p) for p in state.processes}
 
     def running(self) -> bool:
+        """The control plane is up (real nodes, if any, are looked after on their own)."""
         status = self.status()
-        return bool(status) and all(status.values()) and set(status) == set(COMPONENTS)
+        return all(status.get(component, False) for component in COMPONENTS)
 
     # --- up ---------------------------------------------------------------------------
 
@@ -162,6 +143,7 @@ class DevCluster:
             assert state is not None
             return state
         self._down(STOP_TIMEOUT)  # whatever half of a cluster a crash left goes first
+        hostops.unmount_under(self.dir)  # never delete through a mount a crash left behind
         shutil.rmtree(self.dir, ignore_errors=True)
         self.logs.mkdir(parents=True)
         (self.dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
@@ -233,6 +215,11 @@ class DevCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-cluster-ip-range={pki.SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC",
+                # Real nodes: the apiserver calls a kubelet (logs, exec) at the node's
+                # InternalIP, on loopback, as a client of our CA.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={p / f'{pki.KUBELET_CLIENT.file}.crt'}",
+                f"--kubelet-client-key={p / f'{pki.KUBELET_CLIENT.file}.key'}",
                 # A handful of local clients: APF's queues cost memory and buy nothing here.
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
@@ -309,7 +296,7 @@ class DevCluster:
             if popen.poll() is not None:
                 raise DevClusterError(
                     f"{process.name} exited with code {popen.returncode}: "
-                    f"{_tail(self.logs / f'{process.name}.log')} "
+                    f"{tail(self.logs / f'{process.name}.log')} "
                     f"(log: {self.logs / f'{process.name}.log'})"
                 )
             try:
@@ -338,39 +325,19 @@ class DevCluster:
         state = self.state()
         if state is None:
             return []
-        stopped = [p for p in reversed(state.processes) if alive(p)]
-        for process in stopped:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                _signal(process, sig)
-                deadline = time.monotonic() + timeout
-                while alive(process) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if not alive(process):
-                    break
+        # Real nodes first: their containers, mounts and network go with them.
+        stopped = realnodes.teardown_all(state) if state.network or state.real_nodes else []
+        state.save(self.state_file)
+        control_plane = [p for p in reversed(state.processes) if alive(p)]
+        for process in control_plane:
+            stop(process, timeout=timeout)
+        stopped += control_plane
         survivors = [p.name for p in stopped if alive(p)]
         if survivors:
             raise DevClusterError(f"could not stop {', '.join(survivors)}")
         state.processes = []
         state.save(self.state_file)
         return stopped
-
-
-def _signal(process: Process, sig: signal.Signals) -> None:
-    try:
-        # Each component leads its own session (start_new_session), so its children go too.
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        os.kill(process.pid, sig)
-
-
-def _tail(log: Path, lines: int = 3) -> str:
-    try:
-        text = log.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "no log"
-    return " | ".join(line.strip() for line in text[-lines:]) or "empty log"
 
 
 def kubectl_runner(kubectl: Path, kubeconfig: Path) -> Callable[..., str]:

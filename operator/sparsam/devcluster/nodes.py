@@ -31,6 +31,9 @@ class NodeShape:
 G5_12XLARGE: Final = NodeShape("g5.12xlarge", "NVIDIA-A10G", 4, "48", "192Gi")
 G6E_XLARGE: Final = NodeShape("g6e.xlarge", "NVIDIA-L40S", 1, "4", "32Gi")
 
+#: The shapes a node can present, by instance type (`dev-cluster node add --gpu TYPE`).
+SHAPES: Final = {shape.instance_type: shape for shape in (G5_12XLARGE, G6E_XLARGE)}
+
 #: What `dev-cluster up --gpu-nodes` creates: spot capacity for training, on-demand for serving.
 DEFAULT_FLEET: Final = (
     ("gpu-spot-a10g-0", G5_12XLARGE, c.CAPACITY_SPOT),
@@ -39,13 +42,29 @@ DEFAULT_FLEET: Final = (
 )
 
 
+def gpu_taints(capacity_type: str, *, gpu: bool = True) -> list[dict[str, str]]:
+    """A GPU node's taint, and a spot node's: only pods that tolerate them land there."""
+    taints = [{"key": c.TAINT_GPU, "value": "present", "effect": "NoSchedule"}] if gpu else []
+    if capacity_type == c.CAPACITY_SPOT:
+        taints.append({"key": c.TAINT_SPOT, "value": c.CAPACITY_SPOT, "effect": "NoSchedule"})
+    return taints
+
+
+def gpu_labels(shape: NodeShape, capacity_type: str) -> dict[str, str]:
+    """The labels a pool's node selector and sparsam's pricing read off a GPU node."""
+    return {
+        c.LABEL_INSTANCE_TYPE: shape.instance_type,
+        c.LABEL_CAPACITY_TYPE: capacity_type,
+        c.LABEL_GPU_PRODUCT: shape.gpu_product,
+        c.LABEL_GPU_COUNT: str(shape.gpus),
+    }
+
+
 def gpu_node(
     name: str, shape: NodeShape, capacity_type: str, labels: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """The Node manifest of one fake GPU node (status included: KWOK keeps it, we set capacity)."""
-    taints = [{"key": c.TAINT_GPU, "value": "present", "effect": "NoSchedule"}]
-    if capacity_type == c.CAPACITY_SPOT:
-        taints.append({"key": c.TAINT_SPOT, "value": c.CAPACITY_SPOT, "effect": "NoSchedule"})
+    taints = gpu_taints(capacity_type)
     resources = {
         "cpu": shape.cpu,
         "memory": shape.memory,
@@ -63,10 +82,7 @@ def gpu_node(
                 c.LABEL_OS: "linux",
                 c.LABEL_ARCH: "amd64",
                 "type": "kwok",
-                c.LABEL_INSTANCE_TYPE: shape.instance_type,
-                c.LABEL_CAPACITY_TYPE: capacity_type,
-                c.LABEL_GPU_PRODUCT: shape.gpu_product,
-                c.LABEL_GPU_COUNT: str(shape.gpus),
+                **gpu_labels(shape, capacity_type),
                 **(labels or {}),
             },
         },

@@ -41,6 +41,15 @@ SCHEDULER: Final = Identity("scheduler", "system:kube-scheduler")
 # KWOK plays every kubelet at once; it acts on all nodes and pods, so it runs as an admin.
 KWOK: Final = Identity("kwok", "sparsam-kwok", ("system:masters",))
 IDENTITIES: Final = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+#: The apiserver's client identity towards kubelets (`kubectl logs/exec` on a real node).
+KUBELET_CLIENT: Final = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client")
+#: The group the Node authorizer and the bootstrap RBAC roles know kubelets by.
+NODES_GROUP: Final = "system:nodes"
+
+
+def node_identity(node: str) -> Identity:
+    """A kubelet's identity: the Node authorizer lets it touch only its own Node and pods."""
+    return Identity(f"node-{node}", f"system:node:{node}", (NODES_GROUP,))
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -137,17 +146,8 @@ def generate(pki: Path) -> None:
     _write(pki / "apiserver.crt", _pem_cert(server))
     _write(pki / "apiserver.key", _pem_key(server_key), secret=True)
 
-    for identity in IDENTITIES:
-        key = _key()
-        cert = _signed(
-            _name(identity.user, identity.groups),
-            key.public_key(),
-            ca_name,
-            ca_key,
-            [(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)],
-        )
-        _write(pki / f"{identity.file}.crt", _pem_cert(cert))
-        _write(pki / f"{identity.file}.key", _pem_key(key), secret=True)
+    for identity in (*IDENTITIES, KUBELET_CLIENT):
+        _issue_client(pki, identity, ca_name, ca_key)
 
     sa_key = _key()
     _write(pki / "sa.key", _pem_key(sa_key), secret=True)
@@ -157,6 +157,30 @@ def generate(pki: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     )
+
+
+def _issue_client(
+    pki: Path, identity: Identity, ca_name: x509.Name, ca_key: ec.EllipticCurvePrivateKey
+) -> None:
+    key = _key()
+    cert = _signed(
+        _name(identity.user, identity.groups),
+        key.public_key(),
+        ca_name,
+        ca_key,
+        [(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)],
+    )
+    _write(pki / f"{identity.file}.crt", _pem_cert(cert))
+    _write(pki / f"{identity.file}.key", _pem_key(key), secret=True)
+
+
+def issue_client(pki: Path, identity: Identity) -> None:
+    """Sign a client certificate for `identity` with the CA that `generate` wrote to `pki`."""
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki / 'ca.key'} is not an EC key")
+    _issue_client(pki, identity, ca.subject, ca_key)
 
 
 def write_kubeconfig(path: Path, pki: Path, identity: Identity, server: str) -> None:

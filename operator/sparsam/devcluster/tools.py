@@ -33,6 +33,7 @@ KUBERNETES_VERSION: Final = "v1.35.4"
 ETCD_VERSION: Final = "v3.6.16"
 KWOK_VERSION: Final = "v0.8.0"
 HELM_VERSION: Final = "v3.19.5"
+COREDNS_VERSION: Final = "v1.15.0"
 
 
 def _kube_version_ldflags(version: str) -> tuple[str, ...]:
@@ -50,12 +51,22 @@ def _kube_version_ldflags(version: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Tool:
-    """One Go module of ours under gomod/, and the binaries it builds (name -> package)."""
+    """One Go module of ours under gomod/, and the binaries it builds (name -> package).
+
+    Two tools may share a module (`module`, default the tool's name) and still be cached apart:
+    a binary added later then builds into its own folder, and the folders already in use by
+    running clusters stay as they are.
+    """
 
     name: str
     version: str
     binaries: Mapping[str, str]
     ldflags: tuple[str, ...] = ()
+    module: str = ""
+
+    @property
+    def gomod(self) -> Path:
+        return GOMOD_ROOT / (self.module or self.name)
 
 
 KUBERNETES: Final = Tool(
@@ -78,6 +89,16 @@ HELM: Final = Tool(
     (f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",),
 )
 TOOLS: Final = (ETCD, KUBERNETES, KWOK, HELM)
+#: What real nodes add: a kubelet from the control plane's own module, and the cluster DNS.
+KUBELET: Final = Tool(
+    "kubelet",
+    KUBERNETES_VERSION,
+    {"kubelet": "k8s.io/kubernetes/cmd/kubelet"},
+    _kube_version_ldflags(KUBERNETES_VERSION),
+    module="kubernetes",
+)
+COREDNS: Final = Tool("coredns", COREDNS_VERSION, {"coredns": "github.com/coredns/coredns"})
+REAL_NODE_TOOLS: Final = (KUBELET, COREDNS)
 
 #: KWOK's own default stages (what `kwok` ships as "fast" nodes and pods), taken from the module.
 KWOK_STAGES: Final = (
@@ -91,7 +112,8 @@ KWOK_STAGES_FILE: Final = "kwok-stages.yaml"
 
 NO_GO_HINT: Final = (
     "set SPARSAM_BIN_DIR (or --bin-dir) to a folder with etcd, kube-apiserver, "
-    "kube-controller-manager, kube-scheduler, kubectl and kwok (helm optional), "
+    "kube-controller-manager, kube-scheduler, kubectl and kwok (helm optional; kubelet and "
+    "coredns for real nodes), "
     "or use an existing cluster with --kubeconfig"
 )
 
@@ -174,7 +196,7 @@ def _build(tool: Tool) -> Path:
             return target
         source = tool_dir(tool) / "src"
         shutil.rmtree(source, ignore_errors=True)
-        shutil.copytree(GOMOD_ROOT / tool.name, source)
+        shutil.copytree(tool.gomod, source)
         staging = Path(tempfile.mkdtemp(prefix="bin-", dir=tool_dir(tool)))
         log = tool_dir(tool) / "build.log"
         ldflags = " ".join(("-s", "-w", *tool.ldflags))
