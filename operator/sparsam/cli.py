@@ -52,7 +52,7 @@ from sparsam.devcluster.images import IMAGES, ensure_image, lock_requirements
 from sparsam.devcluster.nodeconfig import MAX_REAL_NODES, check_count
 from sparsam.devcluster.nodes import SHAPES
 from sparsam.devcluster.realnodes import NodeSpec
-from sparsam.devcluster.tools import KUBERNETES, REAL_NODE_TOOLS, ensure_binaries
+from sparsam.devcluster.tools import KUBERNETES, REAL_NODE_TOOLS, TOOLS, ensure_binaries
 from sparsam.simulate.compare import Settings, compare
 from sparsam.simulate.traces import (
     PHILLY_FILE,
@@ -492,7 +492,10 @@ def _dev_cluster(args: argparse.Namespace) -> int:
     elif args.action == "node":
         return _node(cluster, args)
     elif args.action == "build":
-        binaries = ensure_binaries(args.bin_dir)
+        # Everything `up --real-nodes` needs too, so that no later step builds in the middle.
+        binaries = ensure_binaries(
+            args.bin_dir, TOOLS if args.bin_dir else (*TOOLS, *REAL_NODE_TOOLS)
+        )
         for name, path in sorted(binaries.paths.items()):
             print(f"{name:<24} {path}")
     elif args.action == "down":
