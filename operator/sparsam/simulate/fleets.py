@@ -49,11 +49,11 @@ class BurstyFleet:
     services: int = 10
     horizon_s: float = 3600.0
     zipf_s: float = 1.0
-    idle_mean_s: float = 150.0
+    idle_mean_s: float = 300.0
     idle_max_s: float = 600.0
     burst_mean: float = 20.0
     burst_max: int = 120
-    in_burst_gap_s: float = 0.7
+    in_burst_gap_s: float = 1.5
 
 
 def bursty_fleet(shape: BurstyFleet, seed: int = 0) -> list[list[Request]]:

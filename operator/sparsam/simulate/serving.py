@@ -138,8 +138,7 @@ def parse_azure_llm(rows: Iterable[Mapping[str, str]]) -> list[Request]:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TraceError(
-                f"Azure LLM trace row {number} (after the header) lacks {exc}:"
-                f" {dict(row)!r:.200}"
+                f"Azure LLM trace row {number} (after the header) lacks {exc}: {dict(row)!r:.200}"
             ) from exc
         if parsed and entry[0] < parsed[-1][0]:
             raise TraceError(
@@ -550,6 +549,8 @@ FRONTIER_KEEP_ALIVES_S: Final = (10, 20, 30, 45, 60, 90, 120, 180, 300, 450, 600
 #: The policy the targets are about: the candidate for the operator's default (the CRD's
 #: default today is a fixed 5m, itself a point of the frontier).
 DEFAULT_POLICY: Final = "adaptive"
+#: The policies other than the frontier's fixed keep-alives (`policies_for`).
+NAMED_POLICIES: Final = ("fixed_5m", "fixed_cold_start", "adaptive", "adaptive_2x", "keep_warm")
 
 
 def frontier_name(keep_s: float) -> str:
@@ -625,14 +626,20 @@ class Scenario:
         for keep in self.frontier:
             out = self.outcomes.get(frontier_name(keep))
             if out is not None:
-                points.append((keep, out.cost / self.optimum if self.optimum else 0.0,
-                               out.cold_start_rate))  # fmt: skip
+                points.append(
+                    (keep, out.cost / self.optimum if self.optimum else 0.0, out.cold_start_rate)
+                )
         return points
 
     def frontier_cold_at(self, cost_ratio: float) -> float:
         """The cold fraction the fixed keep-alive frontier reaches at `cost_ratio` (x optimum):
-        linear between the neighbouring points by cost; beyond its ends, the end point's."""
-        pts = sorted((c, f) for _, c, f in self.frontier_points())
+        linear between the neighbouring points by cost, over the points no cheaper point
+        beats (a keep-alive dominated by a cheaper one with fewer cold requests is not on it);
+        beyond its ends, the end point's."""
+        pts: list[tuple[float, float]] = []
+        for c, f in sorted((c, f) for _, c, f in self.frontier_points()):
+            if not pts or f < pts[-1][1]:
+                pts.append((c, f))
         if not pts:
             return 1.0
         if cost_ratio <= pts[0][0]:
