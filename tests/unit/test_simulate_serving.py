@@ -6,6 +6,7 @@ the fleet split, and properties over random traces (hypothesis)."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsam.api.inferenceservice import ScalingMetric
+from sparsam.simulate.coldstart import ColdStarts, parse_cold_starts
 from sparsam.simulate.serving import (
     AZURE_LLM_FILE,
     Adaptive,
     Horizon,
+    Outcome,
     Policy,
     Request,
     ServiceModel,
@@ -301,3 +304,57 @@ def test_optimum_is_a_lower_bound_for_every_policy(
         assert len(out.wake_waits) <= out.wakes  # keep_warm boots with no request
         assert out.cut_in_flight == 0
         assert out.cost >= s.optimum - 1e-9, out.policy
+
+
+# --- honesty: in flight, drawn cold starts, the frontier -------------------------------------
+
+
+LONG = [Request(0.5, 0, 600)]  # one answer streaming for 60 s
+
+
+def test_a_long_answer_is_never_cut() -> None:
+    """rps, keep-alive 10 s: ready at 11, answered at 71; the last pass that sees it in flight
+    is at 70, so the replica goes at the pass at 80 (billed steps 1..79), not 10 s after the
+    arrival."""
+    out = replay(LONG, policy("rps", keep_s=10.0), WORLD, Horizon(-C, 200))
+    assert (out.cut_in_flight, out.drain_seconds) == (0, 0)
+    assert out.gpu_seconds == 79
+
+
+def test_without_in_flight_a_cut_is_counted_and_billed_to_the_end() -> None:
+    """The scaler without the in-flight count goes to zero 10 s after the arrival; the replay
+    counts the cut request and bills the replica until its answer is out (71)."""
+    blind = replace(WORLD, in_flight_known=False)
+    out = replay(LONG, policy("rps", keep_s=10.0), blind, Horizon(-C, 200))
+    assert out.cut_in_flight == 1
+    assert out.drain_seconds > 0
+    assert out.gpu_seconds == 71 - 1  # steps 1..70: booting, serving, then draining
+
+
+def test_cold_starts_are_drawn_per_boot_and_seeded() -> None:
+    dist = load_cold_starts_from([5.0, 30.0])
+    world = replace(WORLD, cold_starts=dist)
+    trace = requests(*(0.5 + 100.0 * k for k in range(12)))
+    a = replay(trace, policy(keep_s=0.0), world, seed=3)
+    assert a.waits == replay(trace, policy(keep_s=0.0), world, seed=3).waits
+    assert {int(w) for w in a.waits} >= {5, 30}  # both boots occurred (wait = boot + pass)
+    assert world.optimum_cold_start_s == pytest.approx(17.5)
+
+
+def load_cold_starts_from(values: list[float]) -> ColdStarts:
+    return parse_cold_starts([[str(v)] for v in values])
+
+
+def test_frontier_interpolates_between_undominated_points() -> None:
+    s = run_scenario("f", [requests(0.5)], "concurrency", 1.0, 1, WORLD, frontier=())
+    s.optimum = 100.0
+    s.frontier = (10, 20, 30, 60)
+    for keep, cost, cold in ((10, 130.0, 0.9), (20, 120.0, 0.8), (30, 140.0, 0.4), (60, 200, 0.1)):
+        s.outcomes[f"keep_{keep}s"] = Outcome(
+            f"keep_{keep}s", gpu_seconds=cost, requests=10, cold_requests=round(cold * 10)
+        )
+    # keep_10s is dominated by keep_20s (cheaper, fewer cold): the frontier runs 20 -> 30 -> 60.
+    assert s.frontier_cold_at(1.0) == pytest.approx(0.8)
+    assert s.frontier_cold_at(1.3) == pytest.approx(0.6)
+    assert s.frontier_cold_at(1.7) == pytest.approx(0.25)
+    assert s.frontier_cold_at(3.0) == pytest.approx(0.1)

@@ -11,7 +11,8 @@ spreads), so a request occupies a replica about as long as a real one does.
 requests (1 + a geometric count, mean `burst_mean` = 20, at most `burst_max`) arriving at
 exponential gaps of mean `in_burst_gap_s`; the idle gap before the next burst is exponential
 with mean `idle_mean_s * i^zipf_s` for service i (1-based), capped at `idle_max_s` (10 min):
-per-service rates follow a Zipf law, and no idle gap exceeds several minutes. With the defaults
+per-service rates follow a Zipf law, and no idle gap exceeds several minutes (the cap
+flattens the law's tail: the quietest services all idle about as long). With the defaults
 about 73 % of the fleet's seconds have no request (`idle_fraction` reports the figure), the
 statistic of a bursty production LLM trace this fleet stands in for.
 
