@@ -295,8 +295,13 @@ def plot(scenarios: list[Scenario], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(5.2 * len(scenarios), 4.4), squeeze=False)
-    for ax, s in zip(axes[0], scenarios, strict=True):
+    cols = min(3, len(scenarios))
+    rows = -(-len(scenarios) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), squeeze=False)
+    panels = [ax for row in axes for ax in row]
+    for ax in panels[len(scenarios) :]:
+        ax.set_visible(False)
+    for ax, s in zip(panels, scenarios, strict=False):
         points = s.frontier_points()
         ax.plot(
             [c for _, c, _ in points],
@@ -413,8 +418,8 @@ def main() -> int:
     world = World(nominal, args.pass_interval, 60, model, cold_starts, seed=args.seed)
     targets = {"rps": args.rps_target, "concurrency": args.concurrency_target}
     scenarios: list[Scenario] = []
-    for name, fleet in fleets.items():
-        for metric in args.metrics:
+    for metric in args.metrics:  # one row of the figure per metric
+        for name, fleet in fleets.items():
             scenarios.append(
                 run_scenario(name, fleet, metric, targets[metric], args.max_replicas, world)
             )

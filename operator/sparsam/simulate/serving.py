@@ -1,5 +1,6 @@
-"""Replaying LLM requests through the InferenceService autoscaler: GPU-seconds and cold starts of
-scale-to-zero, against always-on and the offline optimum.
+"""Replaying LLM requests through the InferenceService autoscaler: what scale-to-zero costs and
+how many requests wait for a cold start, against always-on and a lower bound (the offline
+optimum). docs/scale-to-zero.md states the model and its figures.
 
 Nothing here decides replicas: every controller pass hands `decide_scaling` (the operator's own
 rules, `sparsam.decisions.scaling`) what Prometheus and the activator would tell it, with a
@@ -8,29 +9,40 @@ simulated clock, and carries its decision out. The adaptive policy only changes 
 
 The world, in 1-second steps (t = 0 is the trace's first request):
 
-- **requests** come from the Azure LLM conversation trace (Patel et al., "Splitwise", ISCA'24):
-  arrival time, context and generated tokens. A request occupies a replica for
-  context / `prefill_tokens_per_s` + generated / `decode_tokens_per_s` seconds (assumed
-  throughputs, `ServiceModel`; by default 5,000 and 50 tokens/s, about 4.4 s on average). A
-  replica serves many requests at once; how many is the scaling target's business.
+- **requests** come from a trace (the Azure LLM conversation trace, Patel et al.,
+  "Splitwise", ISCA'24, or a synthetic fleet from `simulate.fleets`): arrival time, context
+  and generated tokens. A request occupies a replica for context / `prefill_tokens_per_s` +
+  generated / `decode_tokens_per_s` seconds (assumed throughputs, `ServiceModel`; by default
+  5,000 and 50 tokens/s, about 4.4 s on average). A replica serves many requests at once;
+  queueing at a ready replica is not modelled.
 - **controller passes** every `pass_interval_s` (5 s, the operator's --serving-interval
   default), and one in the step after a request is held at no ready replica (the activator's
   wake annotation triggers a pass at once; the step is the latency of that path). While
-  requests are held every pass sees `wake_requested` (the activator re-asks while it holds).
+  requests are held every pass sees `wake_requested` and the held count (rule 10).
 - **the metric** as Prometheus would give it: `rps` is the number of requests in the trailing
   `rate_window_s` (60 s, the operator's default `rate(...[1m])`) divided by the window
   (scrape interval and rate()'s extrapolation not modelled); `concurrency` is the requests in
   flight (held or being served) at the pass. `last_request_time` is the latest arrival (the
-  activator's gauge). Metrics are never missing here.
-- **replicas**: a replica created at step t is billed from t and ready from t + cold start;
-  scale-down removes not-ready replicas first, then the newest (a ReplicaSet deletes unready
-  pods first). A request that arrives while no replica is ready is a **cold start**: it waits
-  until the first replica is ready (its wait is recorded). Queueing at a ready replica is not
-  modelled (a replica is assumed to take what the target gives it).
-- **the bill** runs over the same horizon for every policy: from one cold start before the
-  first request (so a pre-warmed replica could be ready for it) to one cold start after the
-  end of the last response (so a request held at the end is still served); replicas still up
-  at the end are cut off there.
+  activator's gauge), and the in-flight count reaches the decision at every pass (rule 9;
+  `World.in_flight_known`). Metrics are never missing or stale here.
+- **replicas**: a replica created at step t is billed from t and ready from t + its boot,
+  drawn per replica from `World.cold_starts` (`simulate.coldstart`; a policy is told only the
+  nominal `cold_start_s`). Scale-down removes not-ready replicas first, then the newest (a
+  ReplicaSet deletes unready pods first). A request that arrives while no replica is ready is
+  **cold**: it waits until the first replica is ready (its wait is recorded).
+- **never cut**: a decision of zero replicas while answers are still streaming would cut
+  them; the replay then keeps the replica billed until they end (`drain_seconds`) and counts
+  them in `cut_in_flight`. With the in-flight count (rule 9) the decision never does this.
+- **the bill** runs over the same horizon for every policy: from one (mean) cold start before
+  the first request (so a pre-warmed replica could be ready for it) to the longest cold start
+  after the end of the last response (so a request held at the end is still served);
+  replicas still up at the end are cut off there.
+
+**The cost model.** `Outcome.cost` = GPU-seconds + for each wake, the wait of the request that
+triggered it + replica-seconds short of the oracle's needed(t) beyond the first replica.
+Waiting is not free: a schedule that let the wake's first request wait w seconds could have
+served it at once by booting w seconds earlier and keeping the replica (at most w more
+GPU-seconds), which is why the wait is priced like a replica-second.
 
 Baselines, computed from the same requests:
 
@@ -41,22 +53,25 @@ Baselines, computed from the same requests:
   each step: one while any request is being served; more only where the load asks for more
   than one (`rps`: ceil(rate / target) with the rate over a *centred* window, i.e. the oracle
   sees the minute around t, not the minute behind; `concurrency`: ceil(in flight / target)),
-  clamped to `max`. A replica is billed while it boots (cold start C) and while it runs. See
-  `optimum_cost`: with identical replicas the optimum splits into layers (replica k is needed
-  where needed(t) >= k), and each layer is the single-replica problem, whose optimum is
-  busy time + C for its first start + sum over its idle gaps g of min(g, C): a gap no longer
-  than C is bridged by keeping the replica (cost g), a longer one by stopping at its start and
-  booting again exactly C before it ends (cost C). It never has a cold start.
-  It is the floor for schedules that make no request wait. An online policy can come out
-  below it: requests held through a cold start are served together once a replica is ready
-  (their busy time overlaps), and a lagging scaler can run fewer replicas than needed(t) (the
-  `short_replica_seconds`); read its ratio beside its cold-start rate and shortfall.
+  clamped to `max`. A replica is billed while it boots (cold start C: the distribution's
+  mean) and while it runs. See `optimum_cost`: with identical replicas the optimum splits into
+  layers (replica k is needed where needed(t) >= k), and each layer is the single-replica
+  problem, whose optimum is busy time + C for its first start + sum over its idle gaps g of
+  min(g, C). It never has a cold start.
+  It is a lower bound of the cost model: for one replica (the first layer), any online run
+  turns into a schedule with no wait by starting each wake's boot at its first request's
+  arrival minus C and keeping the replica until the run's own release, which costs at most
+  that first request's wait more (each later held request of the wake arrived after it and
+  was answered before the release, never cut); that schedule costs at least the optimum. Exact
+  with a fixed cold start; in expectation with a drawn one (each boot's expected billed time
+  is the mean, whatever the policy). Layers beyond the first are charged as shortfall, which
+  bounds them only approximately; the benchmark checks every policy comes out >= 1x.
 
 The replay models the operator's default queries: the request rate and the last request time
 both come from the activator, so `lastRequestTime` is exact and a 1m rate's residue does not
-hold a service up (`decisions.scaling`, rule 8): with `rps` the idle clock starts at the last
-arrival; with `concurrency` when the last response is out. So the adaptive policy needs no lag
-(`choose_keep_alive(lag_s=0)`).
+hold a service up (`decisions.scaling`, rule 8): the idle clock starts at the last arrival or
+the last pass that saw a request in flight, whichever is later. So the adaptive policy needs no
+lag (`choose_keep_alive(lag_s=0)`).
 
 The fleet (`split_fleet`): the whole trace never idles as one service (no gap above 4.3 s), so
 scale-to-zero is modelled on a fleet of K low-traffic services made from it: every request is
