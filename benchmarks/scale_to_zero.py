@@ -1,36 +1,39 @@
-"""Scale-to-zero: GPU-seconds and cold starts of the InferenceService autoscaler on the Azure
-LLM conversation trace, against always-on and the offline optimum.
+"""Scale-to-zero: what the InferenceService autoscaler's policies cost and how many requests
+wait for a cold start, on three traces, against the offline optimum and the frontier of fixed
+keep-alives. docs/scale-to-zero.md states the model, its assumptions and the figures.
 
-    python benchmarks/scale_to_zero.py [--services 100] [--seed 0] [--skip-cold-start]
+    python benchmarks/scale_to_zero.py --traces DIR [--cold-start bimodal|SECONDS|FILE.csv]
+        [--metrics rps,concurrency] [--out DIR] [--skip-cold-start]
 
 Part (a), real processes (`cold_start_overhead`): a request sent through `sparsam activator`
 the moment a model server process starts; its answer time against the server's own time to
 ready, measured side by side in each trial (`--trials`, default 20). Target: the overhead
 p50 < 200 ms and p99 < 1 s.
 
-Part (b) replays azure_llm_conv_2023.csv in `--traces` (19,366 requests, about 58
-minutes) through `sparsam.simulate.serving`, which drives the operator's own
-`decisions.scaling.decide_scaling` with a simulated clock, for cold starts of 20 s and 60 s:
+Part (b) replays, through `sparsam.simulate.serving` (which drives the operator's own
+`decisions.scaling.decide_scaling` with a simulated clock), three fleets:
 
-- **single**: the whole trace as one service. It never idles (no gap above 4.3 s), so this is
-  replica autoscaling: the autoscaler against always-on at `--max-replicas` and the oracle
-  running exactly the replicas needed.
-- **fleet**: the trace thinned into `--services` low-traffic services (each request to service
-  i with probability proportional to 1 / i^`--zipf`, seeded), where idle gaps are real and
-  scale-to-zero matters.
+- **conversation**: azure_llm_conv_2023.csv in `--traces` (19,366 requests, about 58
+  minutes) thinned into `--services` services (request -> service i with p ~ 1/i^`--zipf`).
+- **bursty**: `simulate.fleets.bursty_fleet` (about 73 % of seconds without a request, bursts
+  of about 20 requests, idle gaps up to 10 minutes, Zipf rates).
+- **periodic**: `simulate.fleets.periodic_fleet` (services called every 1 to 15 minutes with
+  jitter).
 
-Policies: `fixed_5m` (the CRD's default scaleToZeroAfter), `fixed_cold_start` (keep-alive =
-cold start, the 2-competitive ski-rental choice), `adaptive` (decisions.keepalive: the
-keep-alive minimising the recent gaps' GPU-seconds), `adaptive_2x` (the same with each cold
-start priced at twice its boot) and `keep_warm` (min 1). Both load metrics are run: `rps`
-(Prometheus rate over 1m, the CRD's default) and `concurrency` (requests in flight); their
-targets are per replica (`--rps-target`, `--concurrency-target`). A request's service time
-comes from its tokens at the stated prefill/decode throughputs. Prints the assumptions and a
-markdown table, then one JSON line last. Asserts nothing. About 35 s on a 2-core machine.
+Each replica's boot is drawn from `--cold-start` (default: bimodal, p50 about 23 s, p99 about
+52 s); policies are told only its median. Policies: `fixed_5m` (the CRD's default),
+`fixed_cold_start` (keep-alive = the nominal cold start), `adaptive` and `adaptive_2x`
+(decisions.keepalive), `keep_warm` (min 1), and the frontier: fixed keep-alives from 10 s to
+10 min. Every result is a point (cost / optimum, fraction of requests cold, p50/p99 added
+latency); `--out` writes the frontier as a PNG and JSON. Prints the assumptions, a markdown
+table, the frontier table and the targets (`DEFAULT_POLICY` on every trace: on or below the
+frontier; at most the cost of keep-alive = cold start with 30 % fewer cold requests; no
+request cut; every policy >= 1x the optimum; on the periodic fleet 80 % fewer cold requests
+than the frontier at equal cost), then one JSON line last with `met` flags. Asserts nothing.
+About 5 minutes on a shared 2-core machine (`--metrics rps` alone: half).
 
 Anchors: a fixed keep-alive is within 2x of the offline optimum (ski rental);
-SPES (2024) reports about 50 % fewer cold starts than a fixed keep-alive. Target: within 1.2x
-of the offline optimum.
+SPES (2024) reports about 50 % fewer cold starts than a fixed keep-alive.
 """
 
 from __future__ import annotations
