@@ -30,7 +30,7 @@ table, the frontier table and the targets (`DEFAULT_POLICY` on every trace: on o
 frontier; at most the cost of keep-alive = cold start with 30 % fewer cold requests; no
 request cut; every policy >= 1x the optimum; on the periodic fleet 80 % fewer cold requests
 than the frontier at equal cost), then one JSON line last with `met` flags. Asserts nothing.
-About 5 minutes on a shared 2-core machine (`--metrics rps` alone: half).
+3 to 6 minutes on a shared 2-core machine (`--metrics rps` alone: about half).
 
 Anchors: a fixed keep-alive is within 2x of the offline optimum (ski rental);
 SPES (2024) reports about 50 % fewer cold starts than a fixed keep-alive.
