@@ -634,3 +634,92 @@ def test_exact_last_request_ends_the_rate_residue(
     times = list(range(0, 130, 10))
     first_zero = next((t for t, r in zip(times, replicas, strict=True) if r == 0), None)
     assert first_zero == zero_at, replicas
+
+
+# --- rule 9: never cut a request in flight; rule 10: wake sizing -----------------------------
+
+
+def exact_rps() -> InferenceServiceSpec:
+    s = spec(target=2.0, s2z=sec(30))
+    return replace(s, scaling=replace(s.scaling, metric="rps"))
+
+
+def in_flight_run(in_flight: list[float | None]) -> list[int]:
+    """An rps service whose only request arrived at 0 and streams its answer; a pass every
+    10 s with the exact last request (rule 8) and the given in-flight counts."""
+    s, memory, replicas, out = exact_rps(), ScalerMemory(), 1, []
+    for k, flying in enumerate(in_flight):
+        d = decide_scaling(
+            ScalingInput(
+                spec=s,
+                replicas=replicas,
+                ready_replicas=replicas,
+                sample=MetricSample(1 / 60),  # the trailing rate's residue
+                last_request_time=T0,
+                in_flight=flying,
+                memory=memory,
+                settings=ScalingSettings(exact_last_request=True),
+            ),
+            T0 + sec(10 * k),
+        )
+        memory, replicas = d.memory, d.replicas
+        out.append(replicas)
+    return out
+
+
+def test_request_in_flight_is_never_cut() -> None:
+    """The answer streams until 50 s: scaleToZeroAfter (30 s) counts from the last pass that
+    saw it in flight (50 s), not from the arrival (0 s)."""
+    replicas = in_flight_run([1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+    assert replicas == [1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
+
+
+def test_unknown_in_flight_keeps_the_arrival_clock() -> None:
+    """Without the count (None, or NaN), the clock runs from the last arrival as before."""
+    assert in_flight_run([None] * 6) == [1, 1, 1, 0, 0, 0]
+    assert in_flight_run([NAN] * 6) == [1, 1, 1, 0, 0, 0]
+
+
+def test_in_flight_wakes_a_service_at_zero() -> None:
+    d = decide(0.0, replicas=0, s=exact_rps(), memory=idle_for(60))
+    assert d.replicas == 0
+    woken = decide_scaling(
+        ScalingInput(
+            spec=exact_rps(),
+            replicas=0,
+            ready_replicas=0,
+            sample=MetricSample(0.0),
+            in_flight=1.0,
+            memory=idle_for(60),
+        ),
+        T0,
+    )
+    assert woken.replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("load", "held", "ready", "want"),
+    [
+        # The metric counts 40 (held requests counted by two sources): 3 replicas, not 10.
+        pytest.param(40.0, 10, 0, 3, id="held-caps-the-wake"),
+        pytest.param(40.0, 1, 0, 1, id="one-held-one-replica"),
+        pytest.param(8.0, 100, 0, 2, id="never-above-the-metric"),
+        pytest.param(40.0, 10, 1, 10, id="ready-replica-no-cap"),
+        pytest.param(40.0, 0, 0, 10, id="nothing-held-no-cap"),
+        pytest.param(40.0, None, 0, 10, id="unknown-held-no-cap"),
+    ],
+)
+def test_wake_sized_by_held_requests(load: float, held: int | None, ready: int, want: int) -> None:
+    s = spec(target=4.0)
+    d = decide_scaling(
+        ScalingInput(
+            spec=replace(s, scaling=replace(s.scaling, metric="concurrency")),
+            replicas=ready,
+            ready_replicas=ready,
+            sample=MetricSample(load),
+            wake_requested=True,
+            held_requests=held,
+        ),
+        T0,
+    )
+    assert d.replicas == want

@@ -6,6 +6,7 @@ the fleet split, and properties over random traces (hypothesis)."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsam.api.inferenceservice import ScalingMetric
+from sparsam.simulate.coldstart import ColdStarts, parse_cold_starts
 from sparsam.simulate.serving import (
     AZURE_LLM_FILE,
     Adaptive,
     Horizon,
+    Outcome,
     Policy,
     Request,
     ServiceModel,
@@ -53,23 +56,22 @@ def policy(
 # --- the trace -------------------------------------------------------------------------------
 
 
-def test_parse_azure_llm_sorts_and_starts_at_zero() -> None:
-    rows = [
-        {
-            "TIMESTAMP": "2023-11-16 18:15:50.9951690",
-            "ContextTokens": "396",
-            "GeneratedTokens": "9",
-        },
-        {
-            "TIMESTAMP": "2023-11-16 18:15:46.6805900",
-            "ContextTokens": "374",
-            "GeneratedTokens": "4",
-        },
-    ]
-    parsed = parse_azure_llm(rows)
+ROWS = [
+    {"TIMESTAMP": "2023-11-16 18:15:46.6805900", "ContextTokens": "374", "GeneratedTokens": "4"},
+    {"TIMESTAMP": "2023-11-16 18:15:50.9951690", "ContextTokens": "396", "GeneratedTokens": "9"},
+]
+
+
+def test_parse_azure_llm_starts_at_zero() -> None:
+    parsed = parse_azure_llm(ROWS)
     assert [r.context_tokens for r in parsed] == [374, 396]
     assert parsed[0].arrival_s == 0.0
     assert parsed[1].arrival_s == pytest.approx(4.314579)
+
+
+def test_parse_azure_llm_rejects_out_of_order_rows_naming_the_row() -> None:
+    with pytest.raises(TraceError, match=r"row 2 .*18:15:46.6805900 is before the row above"):
+        parse_azure_llm(list(reversed(ROWS)))
 
 
 @pytest.mark.parametrize(
@@ -256,7 +258,7 @@ def test_split_fleet_is_seeded_complete_and_skewed() -> None:
 
 def test_run_scenario_baselines() -> None:
     fleet = [requests(0.5, 100.0), requests(50.0)]
-    s = run_scenario("t", fleet, "concurrency", 1.0, 2, WORLD)
+    s = run_scenario("t", fleet, "concurrency", 1.0, 2, WORLD, frontier=(10, 600))
     span = horizon_of(sorted(fleet[0] + fleet[1], key=lambda r: r.arrival_s), WORLD)
     assert s.always_on == 2 * 2 * span.seconds
     # service 0: steps 0..2 and 100..101 (2 + 3 busy + C + released gap C); service 1: 2 + C.
@@ -268,29 +270,91 @@ def test_run_scenario_baselines() -> None:
         "adaptive",
         "adaptive_2x",
         "keep_warm",
+        "keep_10s",
+        "keep_600s",
     }
     assert row["policies"]["keep_warm"]["cold_requests"] == 0
+    assert [p["keep_alive_s"] for p in row["frontier"]] == [10, 600]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     gaps=st.lists(st.floats(min_value=0.0, max_value=120.0), min_size=1, max_size=12),
+    service=st.sampled_from([1, 2, 20, 40]),
     metric=st.sampled_from(["rps", "concurrency"]),
     cold=st.sampled_from([0, 5, 20]),
 )
-def test_optimum_is_a_floor_for_zero_wait_schedules(
-    gaps: list[float], metric: ScalingMetric, cold: int
+def test_optimum_is_a_lower_bound_for_every_policy(
+    gaps: list[float], service: int, metric: ScalingMetric, cold: int
 ) -> None:
-    """With one replica at most: the optimum never exceeds always-on, nor any policy whose run
-    made no request wait (keep_warm always; the others when no request was cold). Policies that
-    made requests wait may cost less: they bought GPU-seconds with latency."""
+    """With one replica at most and a fixed cold start, no policy costs less than the offline
+    optimum under the cost model (GPU-seconds plus each wake's first wait): holding requests
+    through a boot is not free. (The replay used to price waiting at nothing, and policies
+    that made requests wait came out below the optimum.) No request is ever cut."""
     arrivals = list(itertools.accumulate(gaps))
-    world = World(cold_start_s=cold, pass_interval_s=5, rate_window_s=60, service=MODEL)
-    s = run_scenario("p", [requests(*arrivals)], metric, 1.0, 1, world)
+    model = ServiceModel(prefill_tokens_per_s=1000.0, decode_tokens_per_s=10.0)
+    world = World(cold_start_s=cold, pass_interval_s=5, rate_window_s=60, service=model)
+    trace = [Request(a, 0, 10 * service) for a in arrivals]
+    s = run_scenario("p", [trace], metric, 1.0, 1, world, frontier=(10, 60))
     assert s.optimum <= s.always_on
     assert s.outcomes["keep_warm"].cold_requests == 0
     for out in s.outcomes.values():
         assert out.requests == len(arrivals)
         assert len(out.waits) == out.cold_requests
-        if out.cold_requests == 0 and out.cut_in_flight == 0:
-            assert out.gpu_seconds >= s.optimum - 1e-9
+        assert len(out.wake_waits) <= out.wakes  # keep_warm boots with no request
+        assert out.cut_in_flight == 0
+        assert out.cost >= s.optimum - 1e-9, out.policy
+
+
+# --- honesty: in flight, drawn cold starts, the frontier -------------------------------------
+
+
+LONG = [Request(0.5, 0, 600)]  # one answer streaming for 60 s
+
+
+def test_a_long_answer_is_never_cut() -> None:
+    """rps, keep-alive 10 s: ready at 11, answered at 71; the last pass that sees it in flight
+    is at 70, so the replica goes at the pass at 80 (billed steps 1..79), not 10 s after the
+    arrival."""
+    out = replay(LONG, policy("rps", keep_s=10.0), WORLD, Horizon(-C, 200))
+    assert (out.cut_in_flight, out.drain_seconds) == (0, 0)
+    assert out.gpu_seconds == 79
+
+
+def test_without_in_flight_a_cut_is_counted_and_billed_to_the_end() -> None:
+    """The scaler without the in-flight count goes to zero 10 s after the arrival; the replay
+    counts the cut request and bills the replica until its answer is out (71)."""
+    blind = replace(WORLD, in_flight_known=False)
+    out = replay(LONG, policy("rps", keep_s=10.0), blind, Horizon(-C, 200))
+    assert out.cut_in_flight == 1
+    assert out.drain_seconds > 0
+    assert out.gpu_seconds == 71 - 1  # steps 1..70: booting, serving, then draining
+
+
+def test_cold_starts_are_drawn_per_boot_and_seeded() -> None:
+    dist = load_cold_starts_from([5.0, 30.0])
+    world = replace(WORLD, cold_starts=dist)
+    trace = requests(*(0.5 + 100.0 * k for k in range(12)))
+    a = replay(trace, policy(keep_s=0.0), world, seed=3)
+    assert a.waits == replay(trace, policy(keep_s=0.0), world, seed=3).waits
+    assert {int(w) for w in a.waits} >= {5, 30}  # both boots occurred (wait = boot + pass)
+    assert world.optimum_cold_start_s == pytest.approx(17.5)
+
+
+def load_cold_starts_from(values: list[float]) -> ColdStarts:
+    return parse_cold_starts([[str(v)] for v in values])
+
+
+def test_frontier_interpolates_between_undominated_points() -> None:
+    s = run_scenario("f", [requests(0.5)], "concurrency", 1.0, 1, WORLD, frontier=())
+    s.optimum = 100.0
+    s.frontier = (10, 20, 30, 60)
+    for keep, cost, cold in ((10, 130.0, 0.9), (20, 120.0, 0.8), (30, 140.0, 0.4), (60, 200, 0.1)):
+        s.outcomes[f"keep_{keep}s"] = Outcome(
+            f"keep_{keep}s", gpu_seconds=cost, requests=10, cold_requests=round(cold * 10)
+        )
+    # keep_10s is dominated by keep_20s (cheaper, fewer cold): the frontier runs 20 -> 30 -> 60.
+    assert s.frontier_cold_at(1.0) == pytest.approx(0.8)
+    assert s.frontier_cold_at(1.3) == pytest.approx(0.6)
+    assert s.frontier_cold_at(1.7) == pytest.approx(0.25)
+    assert s.frontier_cold_at(3.0) == pytest.approx(0.1)

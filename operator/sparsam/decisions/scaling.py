@@ -48,6 +48,18 @@ How it decides, in order:
    `lastRequestTime` (not the residue) marks traffic for rule 5. So scale-to-zero comes
    `scaleToZeroAfter` after the last request, not a rate window later. `concurrency` (requests
    in flight now) is never a residue.
+9. **Never cut a request in flight.** `in_flight` is the requests received and not yet
+   answered (the activator's in-flight gauge; held ones included); with the `concurrency`
+   metric the sample is that count and stands in for it when `in_flight` is unknown. While it
+   is above zero the recommendation is at least 1 and the pass counts as traffic for rule 5, so
+   a service goes to zero only after no request was in flight (nor arrived) for
+   `scaleToZeroAfter`, never `scaleToZeroAfter` after the last *arrival* with a long answer
+   still streaming. Unknown (None, NaN, negative): rules 5 and 8 alone, as before.
+10. **Wake sizing.** While no replica is ready and `held_requests` (the activator's hold
+   queues) is known and above zero, the recommendation is at most
+   `max(1, ceil(held_requests / target))`: the held requests are released together to the
+   first ready replica, so a wake never starts a replica per held request, whatever the metric
+   counts them as. It never lowers the count below what is running at once (rule 4 applies).
 
 Phase and Ready condition (`decision.phase`, `ready_status`, `reason`):
 
@@ -163,6 +175,10 @@ class ScalingInput:
     last_request_time: datetime | None = None
     #: The activator asked for a wake (a request arrived while at zero) since the last call.
     wake_requested: bool = False
+    #: Requests received and not yet answered, held ones included (rule 9); None: unknown.
+    in_flight: float | None = None
+    #: Requests held for a ready replica now (rule 10); None: unknown.
+    held_requests: int | None = None
     memory: ScalerMemory = field(default_factory=ScalerMemory)
     settings: ScalingSettings = field(default_factory=ScalingSettings)
 
@@ -185,6 +201,17 @@ def load_of(sample: MetricSample) -> float | None:
     value = sample.value
     if value is None or not math.isfinite(value) or value < 0:
         return None
+    return float(value)
+
+
+def _in_flight(inp: ScalingInput) -> float:
+    """Requests in flight (rule 9): the input's count, else the concurrency sample; 0 when
+    neither is known."""
+    value = inp.in_flight
+    if value is None and inp.spec.scaling.metric == "concurrency":
+        value = inp.sample.value
+    if value is None or not math.isfinite(value) or value < 0:
+        return 0.0
     return float(value)
 
 
@@ -233,10 +260,15 @@ def decide_scaling(inp: ScalingInput, now: datetime) -> ScalingDecision:
         if exact and now - (last_request or now) >= spec.scaling.scale_to_zero_after:
             load = 0.0  # rule 8: the trailing rate's residue
         raw = math.ceil(load / spec.scaling.target - _EPSILON)
-        if load > 0 or inp.wake_requested:
+        busy = _in_flight(inp) > 0  # rule 9
+        if load > 0 or inp.wake_requested or busy:
             raw = max(raw, 1)
-        if (load > 0 and not exact) or inp.wake_requested:
+        if (load > 0 and not exact) or inp.wake_requested or busy:
             last_traffic = now
+        held = inp.held_requests
+        if held is not None and held > 0 and inp.ready_replicas <= 0:
+            # Rule 10: the wake is sized by the held requests, never one replica per request.
+            raw = min(raw, max(1, math.ceil(held / spec.scaling.target - _EPSILON)))
         recommendation = _clamp(raw, low, high)
         evidence = [t for t in (inp.last_request_time, last_traffic) if t is not None]
         idle_since = max([*evidence, watching_since])
