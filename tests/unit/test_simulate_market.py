@@ -4,6 +4,7 @@ capacity controller does, correlated group losses, hazard-rate preemptions, drop
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import subprocess
@@ -12,7 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from tests.unit.test_simulate import write_inputs
 
+from sparsam import cli
 from sparsam.controllers import capacity as controller
 from sparsam.decisions import capacity
 from sparsam.providers.nodepool import InsufficientCapacity
@@ -279,3 +282,45 @@ def test_the_benchmark_refuses_a_negative_job_count() -> None:
     assert done.returncode == 2
     assert "--max-jobs: must be at least 1, not -5" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def test_simulate_takes_a_refusal_trace_and_reports_per_pool(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace, advisor = write_inputs(tmp_path)
+    refusals = tmp_path / "zone.csv"
+    refusals.write_text("timestamp,state\n0,refused\n36000,available\n")
+    args = ["simulate", "--trace", str(trace), "--spot-advisor", str(advisor)]
+    args += ["--out", str(tmp_path / "out"), "--refusal-trace", str(refusals)]
+    assert cli.main([*args, "--spot-pools", "2", "--spot-hazard", "0.2"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    pools = summary["market"]["pools"]
+    assert set(pools) == {"spot-a", "spot-b", "on-demand"}
+    # Both pools read the same trace: both refuse for the first 10 h, on-demand runs the jobs.
+    assert pools["spot-a"]["refusals"] >= 1 and pools["spot-b"]["refusals"] >= 1
+    assert pools["on-demand"]["launched"] >= 1
+    assert summary["policies"]["sparsam"]["jobs_dropped"] == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--refusal-trace", "{tmp}/bad.csv"], "bad.csv row 2: state 'maybe'"),
+        (["--refused-fraction", "1.5"], "refused fraction must be in [0, 1)"),
+        (["--group-loss-fraction", "0"], "group loss fraction"),
+        (["--spot-pools", "30"], "between 1 and 26 spot pools"),
+    ],
+)
+def test_simulate_refuses_a_bad_market_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], says: str
+) -> None:
+    trace, advisor = write_inputs(tmp_path)
+    (tmp_path / "bad.csv").write_text("0,available\n60,maybe\n")
+    args = ["simulate", "--trace", str(trace), "--spot-advisor", str(advisor)]
+    assert cli.main([*args, *(e.format(tmp=tmp_path) for e in extra)]) == 1
+    err = capsys.readouterr().err
+    assert says in err
+    assert "Traceback" not in err

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparsam.simulate.market import OutageModel, RefusalTrace, SpotMarket
+from sparsam.simulate.traces import SimulationError
 
 HOUR = 3600.0
 
@@ -33,6 +34,10 @@ class MarketScenario:
     refusals: RefusalTrace | OutageModel | None = None
     group_loss_per_hour: float = 0.0
     group_loss_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.spot_pools <= 26:
+            raise SimulationError(f"between 1 and 26 spot pools, not {self.spot_pools}")
 
     def market(self, advisor_hazard_per_hour: float) -> SpotMarket:
         hazard = self.hazard_per_hour
