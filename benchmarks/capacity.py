@@ -33,19 +33,20 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sparsam.simulate.compare import (
-    Result,
+    MarketBase,
+    MarketRun,
     Settings,
     compare,
     pool_report,
     run_market,
     sparsam_variant,
 )
-from sparsam.simulate.engine import Outcome
 from sparsam.simulate.market import load_refusal_csv
 from sparsam.simulate.report import Metrics
 from sparsam.simulate.scenarios import FAVOURS_SPARSAM, MarketScenario, standard_scenarios
@@ -102,6 +103,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run one spot pool refusing as this CSV says (timestamp,state rows)",
     )
     parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="scenarios run in this many processes at once (default 1)",
+    )
+    parser.add_argument(
         "--no-sensitivity",
         action="store_true",
         help="skip the Advisor-scenario re-runs with one setting changed",
@@ -109,10 +116,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def scenario_row(metrics: Metrics, outcome: Outcome, reactive: Metrics) -> dict[str, Any]:
-    row = metrics.as_dict()
-    row["cost_vs_reactive"] = round(metrics.cost / reactive.cost, 4) if reactive.cost else None
-    row["pools"] = pool_report(outcome)
+def scenario_row(run: MarketRun, reactive: Metrics) -> dict[str, Any]:
+    row = run.metrics.as_dict()
+    cost = run.metrics.cost
+    row["cost_vs_reactive"] = round(cost / reactive.cost, 4) if reactive.cost else None
+    row["pools"] = run.pools
     return row
 
 
@@ -142,7 +150,7 @@ def targets(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return checks
 
 
-def scenario_table(result: Result, rows: dict[str, dict[str, Any]]) -> str:
+def scenario_table(rows: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| scenario | sparsam cost | / reactive | / static | / floor | JCT p95 | dropped "
         "| preemptions | refusals | group losses | lost GPU-h |",
@@ -207,16 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         if s.name == "advisor" or not args.scenario or s.name in args.scenario
     ]
     scenarios += [MarketScenario("refusal-trace-1pool", 1, refusals=windows) for windows in extra]
-    rows: dict[str, dict[str, Any]] = {}
-    descriptions: dict[str, str] = {}
-    for scenario in scenarios:
-        if scenario.name == "advisor":
-            metrics, outcome = base["sparsam"], result.outcomes[-1]
-        else:
-            metrics, outcome = run_market(result, scenario)
-        rows[scenario.name] = scenario_row(metrics, outcome, reactive)
-        descriptions[scenario.name] = scenario.describe(result.hazard_per_hour)
-        print(f"scenario {scenario.name}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    descriptions = {s.name: s.describe(result.hazard_per_hour) for s in scenarios}
+    runs = {"advisor": MarketRun("advisor", base["sparsam"], pool_report(result.outcomes[-1]))}
+    market = MarketBase.of(result)
+    others = [s for s in scenarios if s.name != "advisor"]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for run in pool.map(run_market, [market] * len(others), others):
+            runs[run.scenario] = run
+            print(f"scenario {run.scenario}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    rows = {s.name: scenario_row(runs[s.name], reactive) for s in scenarios}
     sensitivity: dict[str, dict[str, float | int]] = {}
     if not args.no_sensitivity:
         variants = {
@@ -244,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n## Spot market scenarios (sparsam's current policy; static and reactive as above)\n")
     print("\n".join(f"- {name}: {text}" for name, text in descriptions.items()))
     print()
-    print(scenario_table(result, rows))
+    print(scenario_table(rows))
     print()
     print(pool_table(rows))
     print("\n## Targets\n")

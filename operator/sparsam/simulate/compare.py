@@ -342,25 +342,60 @@ def market_world(
     )
 
 
-def run_market(
-    result: Result, scenario: MarketScenario, seed: int | None = None
-) -> tuple[Metrics, Outcome]:
-    """Re-run only the sparsam policy of `result` against another spot market, measured
-    against the same static pool and floor (the on-demand policies see no spot market)."""
-    jobs = [run.job for run in result.outcomes[0].jobs]
-    settings = result.settings
+@dataclass(frozen=True, slots=True)
+class MarketBase:
+    """What a re-run of the sparsam policy against another spot market needs from a full run:
+    small and picklable, so scenarios can run in other processes."""
+
+    jobs: tuple[Job, ...]
+    settings: Settings
+    gpus_per_node: int
+    spot_price: float
+    advisor_hazard: float
+    static_cost: float
+    floor: float
+
+    @classmethod
+    def of(cls, result: Result) -> MarketBase:
+        return cls(
+            tuple(run.job for run in result.outcomes[0].jobs),
+            result.settings,
+            result.gpus_per_node,
+            result.spot_price,
+            result.hazard_per_hour,
+            result.outcomes[0].cost,
+            result.floor,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRun:
+    """The sparsam policy against one market: its metrics and what each pool did."""
+
+    scenario: str
+    metrics: Metrics
+    pools: dict[str, dict[str, Any]]
+
+
+def run_market(base: MarketBase, scenario: MarketScenario, seed: int | None = None) -> MarketRun:
+    """Re-run only the sparsam policy against `scenario`'s spot market, measured against the
+    same static pool and floor (the on-demand policies see no spot market)."""
+    jobs = list(base.jobs)
+    settings = base.settings
     sparsam = three_policies(
         jobs,
-        result.gpus_per_node,
-        result.spot_price,
+        base.gpus_per_node,
+        base.spot_price,
         sparsam_scale_down=settings.sparsam_scale_down,
         spot_pools=scenario.spot_pools,
     )[2]
     world = market_world(
-        settings, scenario, result.hazard_per_hour, settings.seed if seed is None else seed
+        settings, scenario, base.advisor_hazard, settings.seed if seed is None else seed
     )
     outcome = simulate(jobs, sparsam, world)
-    return metrics(outcome, result.outcomes[0].cost, result.floor), outcome
+    return MarketRun(
+        scenario.name, metrics(outcome, base.static_cost, base.floor), pool_report(outcome)
+    )
 
 
 def pool_report(outcome: Outcome) -> dict[str, dict[str, Any]]:
