@@ -16,7 +16,8 @@
                                              to zero and wake
     sparsam run [--kubeconfig PATH]          the operator (in a pod: the service account)
     sparsam activator [--port 8081]          route, hold and wake InferenceService traffic
-    sparsam simulate [--max-jobs N] [--seed S] [--out DIR]
+    sparsam simulate [--max-jobs N] [--seed S] [--out DIR] [--spot-pools N] [--spot-hazard H]
+        [--refusal-trace CSV | --refused-fraction F] [--group-loss-rate R]
                                              replay the Philly trace through the capacity
                                              planner: static vs reactive vs sparsam
 
@@ -54,6 +55,8 @@ from sparsam.devcluster.nodes import SHAPES
 from sparsam.devcluster.realnodes import NodeSpec
 from sparsam.devcluster.tools import KUBERNETES, REAL_NODE_TOOLS, TOOLS, ensure_binaries
 from sparsam.simulate.compare import Settings, compare
+from sparsam.simulate.market import OutageModel, RefusalTrace, load_refusal_csv
+from sparsam.simulate.scenarios import MarketScenario
 from sparsam.simulate.traces import (
     PHILLY_FILE,
     SPOT_ADVISOR_FILE,
@@ -406,6 +409,26 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -429,7 +452,7 @@ def _simulate_parser(commands: Any) -> None:
     sim.add_argument(
         "--spot-advisor", type=Path, default=traces / SPOT_ADVISOR_FILE, help="Spot Advisor JSON"
     )
-    sim.add_argument("--max-jobs", type=int, default=None, help="only the first N jobs")
+    sim.add_argument("--max-jobs", type=_count, default=None, help="only the first N jobs")
     sim.add_argument("--seed", type=int, default=0, help="seed of the preemption draws")
     sim.add_argument("--out", type=Path, default=None, help="folder for the plot (default: temp)")
     sim.add_argument("--region", default="us-east-1")
@@ -451,6 +474,63 @@ def _simulate_parser(commands: Any) -> None:
         default=None,
         help="monthly interruption probability, instead of the Spot Advisor band's midpoint",
     )
+    market = sim.add_argument_group(
+        "spot market",
+        "the sparsam policy's spot pools (docs/simulator.md); default: the "
+        "Spot Advisor band's hazard, one pool, never refused",
+    )
+    market.add_argument("--spot-pools", type=_count, default=1, help="independent spot pools")
+    market.add_argument(
+        "--spot-hazard",
+        type=_non_negative,
+        default=None,
+        help="preemptions per node-hour, instead of the Spot Advisor band's",
+    )
+    refusals = market.add_mutually_exclusive_group()
+    refusals.add_argument(
+        "--refusal-trace",
+        type=Path,
+        default=None,
+        help="CSV of timestamp,state (available|refused) rows; every spot pool refuses as it says",
+    )
+    refusals.add_argument(
+        "--refused-fraction",
+        type=float,
+        default=None,
+        help="generate outages: this fraction of the time refused, per pool, independently",
+    )
+    market.add_argument("--outage-median", type=_duration, default=timedelta(hours=1))
+    market.add_argument("--outage-p90", type=_duration, default=timedelta(hours=4))
+    market.add_argument(
+        "--group-loss-rate",
+        type=_non_negative,
+        default=0.0,
+        help="group losses per pool-hour (each takes --group-loss-fraction of the pool's nodes)",
+    )
+    market.add_argument("--group-loss-fraction", type=float, default=1.0)
+
+
+def _market(args: argparse.Namespace) -> MarketScenario:
+    """The spot market the flags describe; SimulationError when they describe none."""
+    refusals: RefusalTrace | OutageModel | None = None
+    if args.refusal_trace is not None:
+        refusals = load_refusal_csv(args.refusal_trace)
+    elif args.refused_fraction is not None:
+        refusals = OutageModel(
+            args.refused_fraction,
+            args.outage_median.total_seconds(),
+            args.outage_p90.total_seconds(),
+        )
+    scenario = MarketScenario(
+        "flags",
+        args.spot_pools,
+        hazard_per_hour=args.spot_hazard,
+        refusals=refusals,
+        group_loss_per_hour=args.group_loss_rate,
+        group_loss_fraction=args.group_loss_fraction,
+    )
+    scenario.market(0.0)  # validates the rest
+    return scenario
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -467,6 +547,7 @@ def _simulate(args: argparse.Namespace) -> int:
         checkpoint_cost=args.checkpoint_cost,
         sparsam_scale_down=args.scale_down_after,
         monthly_interruption=args.monthly_interruption,
+        market=_market(args),
     )
     result = compare(settings, out)
     print(result.markdown())

@@ -43,6 +43,7 @@ from sparsam.api.gpunodepool import GPUNodePool, LastAction
 from sparsam.controllers.repeats import Repeats
 from sparsam.controllers.results import Event, PassResult
 from sparsam.decisions.capacity import (
+    OFFERING_TTL,
     CapacityRules,
     ClusterState,
     Node,
@@ -52,7 +53,9 @@ from sparsam.decisions.capacity import (
     Pod,
     PodKey,
     Pool,
+    expire_offerings,
     plan_capacity,
+    refused_offering,
 )
 from sparsam.decisions.effective_policy import resolve_policy
 from sparsam.decisions.interruption import InterruptionSignals
@@ -91,7 +94,7 @@ class Drainer(Protocol):
 @dataclass(frozen=True, slots=True)
 class CapacitySettings:
     #: How long a pool that raised InsufficientCapacity gets no new nodes.
-    offering_ttl: timedelta = timedelta(minutes=3)
+    offering_ttl: timedelta = OFFERING_TTL
     signals: InterruptionSignals = field(default_factory=InterruptionSignals)
     planner: PlannerSettings = field(default_factory=PlannerSettings)
 
@@ -257,7 +260,7 @@ class CapacityController:
             try:
                 names = provider.scale_up(pool, adding)
             except InsufficientCapacity as exc:
-                self.memory.offerings[name] = Offering(now + self.settings.offering_ttl, now)
+                self.memory.offerings[name] = refused_offering(now, self.settings.offering_ttl)
                 ready = ("False", "InsufficientCapacity", str(exc))
                 events.append(Event("Warning", "InsufficientCapacity", str(exc)))
                 metrics.CAPACITY_ACTIONS.labels(name, "InsufficientCapacity").inc()
@@ -321,10 +324,7 @@ class CapacityController:
         return PassResult(status, tuple(events))
 
     def _expire_offerings(self, now: datetime) -> None:
-        for pool, offering in list(self.memory.offerings.items()):
-            if offering.unavailable_until is not None and offering.unavailable_until <= now:
-                # Still remembered as a recent failure, for onDemandFallbackAfter.
-                self.memory.offerings[pool] = Offering(None, offering.last_failure)
+        self.memory.offerings.update(expire_offerings(self.memory.offerings, now))
 
     def _nominate(self, plan: Plan, pool: str, names: Sequence[str]) -> None:
         """Pods the plan put on this pool's new nodes are nominated to them by name (kwok

@@ -50,6 +50,7 @@ from datetime import datetime
 
 from sparsam.decisions.capacity_reasons import add_reason, unschedulable_reason
 from sparsam.decisions.cluster import (
+    OFFERING_TTL,
     CapacityRules,
     ClusterState,
     Node,
@@ -59,13 +60,16 @@ from sparsam.decisions.cluster import (
     PodKey,
     Pool,
     Resources,
+    expire_offerings,
     node_labels,
     node_taints,
+    refused_offering,
 )
 from sparsam.decisions.packing import Slot
 from sparsam.decisions.rightsizing import Planner
 
 __all__ = [
+    "OFFERING_TTL",
     "CapacityRules",
     "ClusterState",
     "NewNode",
@@ -79,9 +83,11 @@ __all__ = [
     "Pool",
     "Resources",
     "apply_plan",
+    "expire_offerings",
     "node_labels",
     "node_taints",
     "plan_capacity",
+    "refused_offering",
 ]
 
 

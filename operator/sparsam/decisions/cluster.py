@@ -200,6 +200,30 @@ class Offering:
     last_failure: datetime | None = None
 
 
+#: How long a pool whose provider raised InsufficientCapacity gets no new nodes.
+OFFERING_TTL = timedelta(minutes=3)
+
+
+def refused_offering(now: datetime, ttl: timedelta = OFFERING_TTL) -> Offering:
+    """What a pool's offering is once its provider raised InsufficientCapacity at `now`:
+    unavailable for `ttl`, and a recent failure (for onDemandFallbackAfter) from `now` on. The
+    capacity controller and the simulator both record a refusal with this."""
+    return Offering(now + ttl, now)
+
+
+def expire_offerings(offerings: Mapping[str, Offering], now: datetime) -> dict[str, Offering]:
+    """`offerings` at `now`: a pool whose unavailability has run out may get nodes again, and
+    is still remembered as a recent failure, for onDemandFallbackAfter."""
+    return {
+        pool: (
+            Offering(None, offering.last_failure)
+            if offering.unavailable_until is not None and offering.unavailable_until <= now
+            else offering
+        )
+        for pool, offering in offerings.items()
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class CapacityRules:
     """The parts of a namespace's effective CostPolicy the planner obeys."""

@@ -7,8 +7,11 @@ Mappings and conversions (printed in `assumptions()` with every run):
   node) worker pods (full nodes, then one pod with the rest), submitted at its submitted_time
   and needing all its pods to run (rigid: min = max workers) for `runtime` minutes of work;
 - prices, hazard and checkpoint interval: see `sparsam.simulate.spot`;
-- the spot hazard and checkpointing apply to the sparsam policy only: the on-demand policies
-  are never preempted and pay no checkpoint overhead.
+- the spot market (hazard, refusals, group losses; `sparsam.simulate.market`) is a
+  `MarketScenario` (`sparsam.simulate.scenarios`; default: today's Spot Advisor band, one pool
+  that never refuses);
+- the spot market and checkpointing apply to the sparsam policy only: the on-demand policies
+  are never preempted, never refused, and pay no checkpoint overhead.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from sparsam.decisions.capacity import PlannerSettings
 from sparsam.simulate.engine import Outcome, World, simulate
-from sparsam.simulate.policies import peak_demand, three_policies
+from sparsam.simulate.policies import peak_demand, spot_pool_names, three_policies
 from sparsam.simulate.report import (
     Metrics,
     floor_cost,
@@ -30,6 +33,7 @@ from sparsam.simulate.report import (
     plot,
     summary_json,
 )
+from sparsam.simulate.scenarios import MarketScenario
 from sparsam.simulate.spot import (
     GPUS_PER_INSTANCE,
     band_probability,
@@ -75,6 +79,8 @@ class Settings:
     sparsam_scale_down: timedelta = timedelta(minutes=10)
     #: Overrides the band's monthly interruption probability.
     monthly_interruption: float | None = None
+    #: The sparsam policy's spot market (default: the Advisor band, one pool, no refusals).
+    market: MarketScenario = field(default_factory=MarketScenario)
 
 
 @dataclass(slots=True)
@@ -130,6 +136,11 @@ class Result:
             "checkpoint_cost_s": s.checkpoint_cost.total_seconds(),
             "sparsam_scale_down_after_s": s.sparsam_scale_down.total_seconds(),
             "floor": round(self.floor, 3),
+            "market": {
+                "scenario": s.market.name,
+                "description": s.market.describe(self.hazard_per_hour),
+                "pools": pool_report(self.outcomes[-1]),
+            },
             "policies": {row.policy: row.as_dict() for row in self.rows},
             "targets": self.targets(),
             "plot": None if self.plot_path is None else str(self.plot_path),
@@ -154,6 +165,11 @@ class Result:
                 f"probability p = {self.monthly_probability:.3f} (band midpoint; >20% taken as "
                 f"25%) -> hazard lambda = -ln(1-p)/730 = {self.hazard_per_hour:.3g} per "
                 f"node-hour, exponential spot lifetimes from node ready (seed {s.seed})",
+                f"- spot market ({s.market.name}): "
+                f"{s.market.describe(self.hazard_per_hour)}; a refused launch raises "
+                "InsufficientCapacity and the pool is refused for the controller's 3 min TTL "
+                "(Prefer pods go to another spot pool, then on-demand); on-demand never "
+                "refuses",
                 f"- checkpoints (sparsam only): Young/Daly tau = sqrt(2*C*MTBF), "
                 f"C = {s.checkpoint_cost.total_seconds():.0f}s, MTBF = 1/(lambda*pods), "
                 "clamped to [60s, 1h] (the operator's decisions.checkpointing); "
@@ -238,7 +254,11 @@ def compare_jobs(
         raise SimulationError(str(exc)) from exc
     price = spot_price(offer.saving_pct)
     policies = three_policies(
-        jobs, gpus_per_node, price, sparsam_scale_down=settings.sparsam_scale_down
+        jobs,
+        gpus_per_node,
+        price,
+        sparsam_scale_down=settings.sparsam_scale_down,
+        spot_pools=settings.market.spot_pools,
     )
     on_demand = World(
         provisioning_delay_s=settings.provisioning_delay.total_seconds(),
@@ -246,12 +266,7 @@ def compare_jobs(
         checkpoint_cost_s=0.0,
         seed=settings.seed,
     )
-    with_spot = World(
-        provisioning_delay_s=settings.provisioning_delay.total_seconds(),
-        spot_hazard_per_hour=hazard,
-        checkpoint_cost_s=settings.checkpoint_cost.total_seconds(),
-        seed=settings.seed,
-    )
+    with_spot = market_world(settings, settings.market, hazard, settings.seed)
     outcomes = [
         simulate(jobs, policy, with_spot if policy.name == "sparsam" else on_demand)
         for policy in policies
@@ -311,3 +326,91 @@ def sparsam_variant(
     )
     outcome = simulate(jobs, sparsam, world)
     return metrics(outcome, result.outcomes[0].cost, result.floor)
+
+
+def market_world(
+    settings: Settings, scenario: MarketScenario, advisor_hazard: float, seed: int
+) -> World:
+    """The world of the sparsam policy: every spot pool with the scenario's market."""
+    market = scenario.market(advisor_hazard)
+    return World(
+        provisioning_delay_s=settings.provisioning_delay.total_seconds(),
+        spot_hazard_per_hour=market.hazard_per_hour,
+        checkpoint_cost_s=settings.checkpoint_cost.total_seconds(),
+        seed=seed,
+        markets={name: market for name in spot_pool_names(scenario.spot_pools)},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MarketBase:
+    """What a re-run of the sparsam policy against another spot market needs from a full run:
+    small and picklable, so scenarios can run in other processes."""
+
+    jobs: tuple[Job, ...]
+    settings: Settings
+    gpus_per_node: int
+    spot_price: float
+    advisor_hazard: float
+    static_cost: float
+    floor: float
+
+    @classmethod
+    def of(cls, result: Result) -> MarketBase:
+        return cls(
+            tuple(run.job for run in result.outcomes[0].jobs),
+            result.settings,
+            result.gpus_per_node,
+            result.spot_price,
+            result.hazard_per_hour,
+            result.outcomes[0].cost,
+            result.floor,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRun:
+    """The sparsam policy against one market: its metrics and what each pool did."""
+
+    scenario: str
+    metrics: Metrics
+    pools: dict[str, dict[str, Any]]
+
+
+def run_market(base: MarketBase, scenario: MarketScenario, seed: int | None = None) -> MarketRun:
+    """Re-run only the sparsam policy against `scenario`'s spot market, measured against the
+    same static pool and floor (the on-demand policies see no spot market)."""
+    jobs = list(base.jobs)
+    settings = base.settings
+    sparsam = three_policies(
+        jobs,
+        base.gpus_per_node,
+        base.spot_price,
+        sparsam_scale_down=settings.sparsam_scale_down,
+        spot_pools=scenario.spot_pools,
+    )[2]
+    world = market_world(
+        settings, scenario, base.advisor_hazard, settings.seed if seed is None else seed
+    )
+    outcome = simulate(jobs, sparsam, world)
+    return MarketRun(
+        scenario.name, metrics(outcome, base.static_cost, base.floor), pool_report(outcome)
+    )
+
+
+def pool_report(outcome: Outcome) -> dict[str, dict[str, Any]]:
+    """Per pool: nodes launched, node-hours, cost, preemptions, group losses, refusals."""
+    return {
+        name: {
+            "spot": stats.spot,
+            "launched": stats.launched,
+            "node_hours": round(stats.node_hours, 2),
+            "cost": round(stats.cost, 3),
+            "preemptions": stats.preemptions,
+            "group_losses": stats.group_losses,
+            "refusals": stats.refusals,
+            "refused_nodes": stats.refused_nodes,
+            "refused_time_fraction": round(stats.refused_time_fraction, 4),
+        }
+        for name, stats in outcome.pools.items()
+    }

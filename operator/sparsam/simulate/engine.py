@@ -12,13 +12,24 @@ placements stand in for kube-scheduler). The engine only plays the world around 
 - **gangs**: a rigid job's pods are bound only when the plan places all of them (a gang
   scheduler such as Kueue or coscheduling does this); a job runs only while every pod is on a
   ready node.
-- **preemption**: a spot node lives an exponential time (the pool's hazard) after it becomes
-  ready; when it goes, every job with a pod on it loses its work since its last checkpoint,
+- **the market** (`market.SpotMarket`, per spot pool; a spot pool without one has
+  `World.spot_hazard_per_hour` and nothing else): a spot node lives an exponential time (the
+  pool's hazard) after it becomes ready; a group loss preempts many of the pool's nodes at
+  once; when a node goes, every job with a pod on it loses its work since its last checkpoint,
   and all its pods go back to pending (the job restarts from the checkpoint once placed).
-  Preemptions do not mark the spot offering as failing: the Advisor says how often instances
-  are reclaimed, not whether new ones can be had, so new spot nodes are always granted.
+  Preemptions do not mark the spot offering as failing (the real controller does not either).
+- **launches**: the plan's new nodes are launched pool by pool (`market.SpotLaunches`); in a
+  refusal window the launch raises `InsufficientCapacity` and the engine reacts as the
+  capacity controller does: the pool's offering becomes `refused_offering(now)` (unavailable
+  for the controller's TTL, a recent failure for onDemandFallbackAfter), `expire_offerings`
+  runs before every plan, and the cluster is planned again with that knowledge (the next
+  pool's pass; taken as instant, where the controller passes every 10 s), so Prefer pods go
+  to another healthy spot pool, then on-demand. Nothing of a refused plan is carried out.
 - **cost**: a node costs its pool's pricePerHour from creation (boot time is paid) until it
   is removed or preempted; the run ends at the last job's completion.
+- **dropped jobs**: a job that has not finished when nothing more can happen (no event left)
+  or at the horizon (`World.horizon_s`; default: the last submission + 7 days + 10x the
+  longest runtime) is dropped: counted and reported, never silently left out.
 """
 
 from __future__ import annotations
@@ -27,12 +38,13 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sparsam.api import constants as c
 from sparsam.decisions.capacity import (
+    OFFERING_TTL,
     ClusterState,
     NewNode,
     Node,
@@ -40,8 +52,12 @@ from sparsam.decisions.capacity import (
     Pod,
     PodKey,
     apply_plan,
+    expire_offerings,
     plan_capacity,
+    refused_offering,
 )
+from sparsam.providers.nodepool import InsufficientCapacity
+from sparsam.simulate.market import Availability, SpotLaunches, SpotMarket
 from sparsam.simulate.policies import Policy, job_pods
 from sparsam.simulate.spot import checkpoint_interval_s
 from sparsam.simulate.traces import Job
@@ -52,23 +68,51 @@ EPOCH = datetime(2017, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class World:
-    """What the engine plays: the provisioning delay, the spot hazard per node-hour (applies
-    to nodes of spot pools only) and the checkpoint cost C (seconds per checkpoint). Jobs on a
-    policy with a spot pool checkpoint every `checkpoint_interval_s` if it is set, else every
-    Young/Daly tau for the hazard."""
+    """What the engine plays: the provisioning delay, the spot markets (by spot pool name; a
+    spot pool without an entry has the hazard `spot_hazard_per_hour` per node-hour and
+    nothing else) and the checkpoint cost C (seconds per checkpoint). Jobs on a policy with a
+    spot pool checkpoint every `checkpoint_interval_s` if it is set, else every Young/Daly tau
+    for the highest node hazard of the policy's spot pools."""
 
     provisioning_delay_s: float = 120.0
     spot_hazard_per_hour: float = 0.0
     checkpoint_cost_s: float = 60.0
     seed: int = 0
     checkpoint_interval_s: float | None = None
+    markets: Mapping[str, SpotMarket] = field(default_factory=dict)
+    #: How long a refused pool gets no new nodes: the capacity controller's default.
+    offering_ttl_s: float = OFFERING_TTL.total_seconds()
+    #: Jobs not finished by then are dropped; None: see the module docstring.
+    horizon_s: float | None = None
 
-    def tau_s(self, pods: int) -> float:
+    def market(self, pool: str) -> SpotMarket:
+        return self.markets.get(pool) or SpotMarket(hazard_per_hour=self.spot_hazard_per_hour)
+
+    def tau_s(self, pods: int, hazard_per_hour: float | None = None) -> float:
         """Seconds of useful work between two checkpoints of a job of `pods` pods (inf: it
         never checkpoints)."""
         if self.checkpoint_interval_s is not None:
             return self.checkpoint_interval_s
-        return checkpoint_interval_s(self.checkpoint_cost_s, self.spot_hazard_per_hour, pods)
+        hazard = self.spot_hazard_per_hour if hazard_per_hour is None else hazard_per_hour
+        return checkpoint_interval_s(self.checkpoint_cost_s, hazard, pods)
+
+
+@dataclass(slots=True)
+class PoolStats:
+    """What happened in one pool during a run."""
+
+    pool: str
+    spot: bool
+    launched: int = 0
+    node_hours: float = 0.0
+    cost: float = 0.0
+    preemptions: int = 0
+    group_losses: int = 0
+    #: Launches refused (InsufficientCapacity) and the nodes they asked for.
+    refusals: int = 0
+    refused_nodes: int = 0
+    #: Fraction of the run's time the pool was refusing launches.
+    refused_time_fraction: float = 0.0
 
 
 @dataclass(slots=True)
@@ -94,6 +138,7 @@ class NodeMeta:
     price_per_hour: float
     gpus: int
     spot: bool
+    pool: str
     ready: bool = False
 
 
@@ -120,6 +165,17 @@ class Outcome:
     node_preemptions: int
     plans: int
     samples: list[Sample] = field(default_factory=list)
+    pools: dict[str, PoolStats] = field(default_factory=dict)
+    #: Ids of the jobs that never finished (see the module docstring).
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def refusals(self) -> int:
+        return sum(p.refusals for p in self.pools.values())
+
+    @property
+    def group_losses(self) -> int:
+        return sum(p.group_losses for p in self.pools.values())
 
 
 class Simulation:
@@ -130,14 +186,29 @@ class Simulation:
         self.world = world
         # Seeded simulation draws, not cryptography.
         self.rng = random.Random(f"{world.seed}:{policy.name}")  # noqa: S311
+        self.group_rng = random.Random(f"{world.seed}:{policy.name}:group")  # noqa: S311
         self.pools = {pool.name: pool for pool in policy.pools}
-        has_spot = any(p.capacity_type == c.CAPACITY_SPOT for p in policy.pools)
+        spot = [p.name for p in policy.pools if p.capacity_type == c.CAPACITY_SPOT]
+        self.markets = {name: world.market(name) for name in spot}
+        self.availability = {
+            name: Availability(
+                market.refusals,
+                random.Random(f"{world.seed}:{name}:availability"),  # noqa: S311
+            )
+            for name, market in self.markets.items()
+            if market.refusals is not None
+        }
+        self.launches = SpotLaunches(self.availability)
+        self.pool_stats = {
+            p.name: PoolStats(p.name, p.capacity_type == c.CAPACITY_SPOT) for p in policy.pools
+        }
+        hazard = max((m.node_hazard_per_hour for m in self.markets.values()), default=0.0)
         self.jobs: list[JobRun] = []
         for index, job in enumerate(jobs):
             pods = job_pods(job, self._gpus_per_node(), policy.spot)
             period, wall = math.inf, job.runtime_s
-            if has_spot:
-                tau = world.tau_s(len(pods))
+            if spot:
+                tau = world.tau_s(len(pods), hazard)
                 if math.isfinite(tau) and tau > 0:
                     period = tau + world.checkpoint_cost_s
                     wall = job.runtime_s * (1.0 + world.checkpoint_cost_s / tau)
@@ -172,12 +243,23 @@ class Simulation:
     def run(self) -> Outcome:
         for index, run in enumerate(self.jobs):
             self._push(run.job.submit_s, "arrive", index)
-        last = min((run.job.submit_s for run in self.jobs), default=0.0)
+        first = min((run.job.submit_s for run in self.jobs), default=0.0)
+        last = first
+        for name, market in self.markets.items():
+            if market.group_loss_per_hour > 0:
+                self._push(first + self._group_gap(name), "group", name)
         if self.policy.ready_at_start:
             self.warm_start = True
             self._step(last)
             self.warm_start = False
-        while self.events and self.unfinished:
+        horizon = self.world.horizon_s
+        if horizon is None:
+            horizon = (
+                max((run.job.submit_s for run in self.jobs), default=0.0)
+                + 7 * 86400.0
+                + 10 * max((run.job.runtime_s for run in self.jobs), default=0.0)
+            )
+        while self.events and self.unfinished and self.events[0][0] <= horizon:
             t = self.events[0][0]
             self._accrue(last, t)
             last = t
@@ -185,20 +267,37 @@ class Simulation:
                 _, _, kind, data = heapq.heappop(self.events)
                 getattr(self, f"_on_{kind}")(t, data)
             self._step(t)
-        if self.unfinished:
-            raise RuntimeError(f"{self.policy.name}: {self.unfinished} jobs never finished")
-        open_cost = sum(m.price_per_hour * (last - m.created) / 3600 for m in self.meta.values())
+        for name in list(self.meta):
+            self._close(name, last)
+        for stats in self.pool_stats.values():
+            windows = self.availability.get(stats.pool)
+            if windows is not None and last > first:
+                stats.refused_time_fraction = windows.refused_seconds(first, last) / (last - first)
         return Outcome(
             self.policy.name,
             self.jobs,
-            self.cost_closed + open_cost,
+            self.cost_closed,
             self.provisioned_gpu_s,
             self.allocated_gpu_s,
             last,
             self.preemptions,
             self.plans,
             self.samples,
+            self.pool_stats,
+            [run.job.id for run in self.jobs if run.finished is None],
         )
+
+    def _close(self, name: str, t: float) -> None:
+        """The node is gone (removed, preempted) or the run is over: pay for it."""
+        meta = self.meta.pop(name)
+        hours = (t - meta.created) / 3600
+        self.cost_closed += meta.price_per_hour * hours
+        stats = self.pool_stats[meta.pool]
+        stats.node_hours += hours
+        stats.cost += meta.price_per_hour * hours
+
+    def _group_gap(self, pool: str) -> float:
+        return self.group_rng.expovariate(self.markets[pool].group_loss_per_hour) * 3600
 
     def _accrue(self, start: float, end: float) -> None:
         span = end - start
@@ -233,17 +332,31 @@ class Simulation:
             self.state,
             nodes=tuple(replace(n, ready=True) if n.name == name else n for n in self.state.nodes),
         )
-        if meta.spot and self.world.spot_hazard_per_hour > 0:
-            hours = self.rng.expovariate(self.world.spot_hazard_per_hour)
+        hazard = self.markets[meta.pool].hazard_per_hour if meta.spot else 0.0
+        if hazard > 0:
+            hours = self.rng.expovariate(hazard)
             self._push(t + hours * 3600, "preempt", name)
+
+    def _on_group(self, t: float, pool: object) -> None:
+        """A group loss in `pool`: each of its nodes goes with the event's probability."""
+        assert isinstance(pool, str)
+        market = self.markets[pool]
+        names = [n for n, m in self.meta.items() if m.pool == pool]
+        lost = [n for n in names if self.group_rng.random() < market.group_loss_fraction]
+        if lost:
+            self.pool_stats[pool].group_losses += 1
+        for name in lost:
+            self._on_preempt(t, name)
+        self._push(t + self._group_gap(pool), "group", pool)
 
     def _on_preempt(self, t: float, name: object) -> None:
         assert isinstance(name, str)
-        meta = self.meta.pop(name, None)
+        meta = self.meta.get(name)
         if meta is None:
             return
         self.preemptions += 1
-        self.cost_closed += meta.price_per_hour * (t - meta.created) / 3600
+        self.pool_stats[meta.pool].preemptions += 1
+        self._close(name, t)
         victim = next(n for n in self.state.nodes if n.name == name)
         hit = {self.owner[p.key].index: self.owner[p.key] for p in victim.pods}
         self.state = replace(self.state, nodes=tuple(n for n in self.state.nodes if n.name != name))
@@ -305,26 +418,53 @@ class Simulation:
     def _name(self, new: NewNode) -> str:
         return f"{new.pool}-{next(self.names)}"
 
+    def _plan(self, t: float) -> Plan:
+        """A plan whose every launch the providers grant. As the capacity controller does: a
+        pool that refuses gets `refused_offering(now)` and the cluster is planned again (each
+        refusal takes one pool out until its TTL runs out, so this ends)."""
+        now = self._at(t)
+        if self.state.offerings:
+            self.state = replace(self.state, offerings=expire_offerings(self.state.offerings, now))
+        for _ in range(len(self.pools) + 1):
+            plan = plan_capacity(self.state, now)
+            self.plans += 1
+            refused: list[str] = []
+            for pool, count in sorted(plan.add.items()):
+                try:
+                    self.launches.scale_up(pool, count, t)
+                except InsufficientCapacity:
+                    refused.append(pool)
+                    self.pool_stats[pool].refusals += 1
+                    self.pool_stats[pool].refused_nodes += count
+            if not refused:
+                return plan
+            ttl = timedelta(seconds=self.world.offering_ttl_s)
+            offerings = dict(self.state.offerings)
+            for pool in refused:
+                offerings[pool] = refused_offering(now, ttl)
+            self.state = replace(self.state, offerings=offerings)
+            self._push(t + self.world.offering_ttl_s, "wake")
+        raise RuntimeError(f"the planner kept adding nodes to refused pools at t={t}")
+
     def _step(self, t: float) -> None:
         now = self._at(t)
-        plan = plan_capacity(self.state, now)
-        self.plans += 1
-        plan = self._whole_gangs(plan)
+        plan = self._whole_gangs(self._plan(t))
         if not plan.empty or plan.placements or plan.moves:
             before = set(self.meta)
             self.state = apply_plan(self.state, plan, now, name_new_node=self._name)
             for name in plan.remove:
-                meta = self.meta.pop(name)
-                self.cost_closed += meta.price_per_hour * (t - meta.created) / 3600
+                self._close(name, t)
             for node in self.state.nodes:
                 if node.name in before or node.pool is None:
                     continue
                 pool = self.pools[node.pool]
+                self.pool_stats[pool.name].launched += 1
                 self.meta[node.name] = NodeMeta(
                     t,
                     pool.price_per_hour,
                     pool.gpus_per_node,
                     pool.capacity_type == c.CAPACITY_SPOT,
+                    pool.name,
                 )
                 if self.warm_start:
                     self._on_ready(t, node.name)

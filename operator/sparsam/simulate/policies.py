@@ -7,9 +7,11 @@ planner (`sparsam.decisions.capacity`) manages:
    nodes for pending pods and removes nodes idle for 10 minutes, as Cluster Autoscaler does
    with its defaults (scale-down-unneeded-time 10m, scale-down-utilization-threshold 0.5:
    the planner's `underused_below` is 0.5 too). It is the planner, restricted to on-demand;
-3. **sparsam**: a spot pool and an on-demand pool, pods Prefer spot (the planner falls back to
-   on-demand only when spot is unavailable or failing), scaleDownAfter `sparsam_scale_down`
-   (default 10m, GPUNodePool's default: then sparsam and reactive differ only in spot).
+3. **sparsam**: one or more spot pools (`spot`; several: `spot-a`, `spot-b`, ..., same
+   price, each with its own market) and an on-demand pool, pods Prefer spot (the planner
+   falls back to on-demand only when spot is unavailable or failing), scaleDownAfter
+   `sparsam_scale_down` (default 10m, GPUNodePool's default: then sparsam and reactive differ
+   only in spot).
 
 Pools and pods are built here: how a rigid Philly job becomes worker pods is `job_pods`.
 """
@@ -126,12 +128,20 @@ def peak_demand(jobs: list[Job]) -> int:
     return peak
 
 
+def spot_pool_names(count: int) -> list[str]:
+    """`spot` for one spot pool; `spot-a`, `spot-b`, ... for several."""
+    if not 1 <= count <= 26:
+        raise ValueError(f"between 1 and 26 spot pools, not {count}")
+    return ["spot"] if count == 1 else [f"spot-{chr(ord('a') + i)}" for i in range(count)]
+
+
 def three_policies(
     jobs: list[Job],
     gpus_per_node: int,
     spot_price_per_gpu_hour: float,
     *,
     sparsam_scale_down: timedelta = timedelta(minutes=10),
+    spot_pools: int = 1,
 ) -> tuple[Policy, Policy, Policy]:
     """static, reactive and sparsam for this trace. The elastic pools' maxNodes are high
     enough that they never bind (every job's GPUs at once)."""
@@ -162,13 +172,16 @@ def three_policies(
     sparsam = Policy(
         "sparsam",
         (
-            make_pool(
-                "spot",
-                c.CAPACITY_SPOT,
-                gpus_per_node,
-                spot_price_per_gpu_hour,
-                max_nodes=unbounded,
-                scale_down_after=sparsam_scale_down,
+            *(
+                make_pool(
+                    name,
+                    c.CAPACITY_SPOT,
+                    gpus_per_node,
+                    spot_price_per_gpu_hour,
+                    max_nodes=unbounded,
+                    scale_down_after=sparsam_scale_down,
+                )
+                for name in spot_pool_names(spot_pools)
             ),
             make_pool(
                 "on-demand",

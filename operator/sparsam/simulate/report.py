@@ -8,10 +8,14 @@ Definitions:
 - **allocation utilization**: GPU-seconds requested by pods bound to ready nodes / GPU-seconds
   of every node that exists (booting nodes included: they are paid for).
 - **JCT inflation**: per job, (completion - submission) / trace runtime - 1; queueing,
-  provisioning, checkpoint overhead and re-runs after preemption all count. Mean and p95
-  (nearest rank) over jobs.
-- **preemptions**: spot nodes reclaimed; `job_interruptions`: jobs hit by one;
-  `lost_gpu_hours`: GPU-hours of work rolled back to the last checkpoint.
+  provisioning, checkpoint overhead and re-runs after preemption all count. The mean is over
+  finished jobs; the p95 (nearest rank) is over every job, a dropped job counting as
+  infinitely late (so dropping work can never improve it).
+- **jobs dropped**: jobs that never finished (the engine's horizon, or nothing left to happen).
+- **preemptions**: spot nodes reclaimed (by the hazard or by group losses); `job_interruptions`:
+  jobs hit by one; `lost_gpu_hours`: GPU-hours of work rolled back to the last checkpoint;
+  `refusals`: launches a spot pool refused (InsufficientCapacity); `group_losses`: group
+  events that took at least one node.
 - **floor**: the trace's GPU-seconds x the cheapest price per GPU-hour (spot), i.e. a
   perfectly packed, never-idle, never-preempted spot cluster; `floor_gap` = cost / floor.
 """
@@ -42,6 +46,9 @@ class Metrics:
     floor_gap: float
     makespan_hours: float
     plans: int
+    jobs_dropped: int = 0
+    refusals: int = 0
+    group_losses: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +64,9 @@ class Metrics:
             "floor_gap": round(self.floor_gap, 4),
             "makespan_hours": round(self.makespan_hours, 2),
             "plans": self.plans,
+            "jobs_dropped": self.jobs_dropped,
+            "refusals": self.refusals,
+            "group_losses": self.group_losses,
         }
 
 
@@ -79,6 +89,7 @@ def metrics(outcome: Outcome, static_cost: float, floor: float) -> Metrics:
         for run in outcome.jobs
         if run.finished is not None
     ]
+    dropped = [math.inf for run in outcome.jobs if run.finished is None]
     start = min((run.job.submit_s for run in outcome.jobs), default=0.0)
     return Metrics(
         policy=outcome.policy,
@@ -90,13 +101,16 @@ def metrics(outcome: Outcome, static_cost: float, floor: float) -> Metrics:
             else 0.0
         ),
         jct_inflation_mean=sum(inflation) / len(inflation) if inflation else 0.0,
-        jct_inflation_p95=percentile(inflation, 95),
+        jct_inflation_p95=percentile(inflation + dropped, 95),
         preemptions=outcome.node_preemptions,
         job_interruptions=sum(run.interruptions for run in outcome.jobs),
         lost_gpu_hours=sum(run.lost_s * run.job.gpus for run in outcome.jobs) / 3600,
         floor_gap=outcome.cost / floor if floor > 0 else math.nan,
         makespan_hours=(outcome.end_s - start) / 3600,
         plans=outcome.plans,
+        jobs_dropped=len(dropped),
+        refusals=outcome.refusals,
+        group_losses=outcome.group_losses,
     )
 
 
@@ -110,6 +124,7 @@ COLUMNS = (
     ("jct_inflation_p95", "JCT infl. p95", "{:.1%}"),
     ("preemptions", "preemptions", "{}"),
     ("lost_gpu_hours", "lost GPU-h", "{:,.1f}"),
+    ("jobs_dropped", "jobs dropped", "{}"),
 )
 
 
@@ -120,7 +135,7 @@ def markdown_table(rows: Sequence[Metrics], floor: float) -> str:
     for row in rows:
         cells = [fmt.format(getattr(row, attr)) for attr, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"| floor | {floor:,.1f} | | 1.00 | | | | | |")
+    lines.append("| floor | " + f"{floor:,.1f} | | 1.00 |" + " |" * (len(COLUMNS) - 4))
     return "\n".join(lines)
 
 
