@@ -135,7 +135,9 @@ def mtbf_seconds(hazard_per_node_hour: float | None, workers: int) -> float | No
     """3600 / (lambda * workers): any worker's preemption interrupts the job. None: never."""
     if hazard_per_node_hour is None or hazard_per_node_hour <= 0 or workers <= 0:
         return None
-    return 3600.0 / (hazard_per_node_hour * workers)
+    mtbf = 3600.0 / (hazard_per_node_hour * workers)
+    # A rate so small (a denormal) that the mean time overflows is no interruption at all.
+    return mtbf if math.isfinite(mtbf) else None
 
 
 def young_daly_seconds(write_seconds: float, mtbf: float) -> float:
