@@ -16,6 +16,7 @@ from typing import Protocol
 
 import pytest
 import yaml
+from hypothesis import settings
 from tests.operator_process import Operator
 
 from sparsam.demo.hostpods import host_volume
@@ -24,6 +25,15 @@ from sparsam.devcluster.cluster import DevCluster, kubectl_runner
 from sparsam.devcluster.errors import DevClusterError
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+# Property tests: random examples on a developer's machine (they find new cases), the same
+# examples on every CI run (a failure there is reproducible, never a flake). SPARSAM_HYPOTHESIS
+# picks a profile by hand; `long` runs ten times the examples.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("long", max_examples=1000, deadline=None)
+settings.load_profile(
+    os.environ.get("SPARSAM_HYPOTHESIS", "ci" if os.environ.get("CI") else "default")
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
