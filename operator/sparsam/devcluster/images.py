@@ -62,6 +62,11 @@ CPU_LEFT_OUT: Final = (
     "nvidia-nvtx==",
 )
 
+#: gzip level of the dependencies' layer. Level 6 (gzip's default) compresses torch's and the
+#: CUDA libraries at about 30 MB/s of one core, level 1 at about 100 MB/s for 10-15% more bytes:
+#: minutes saved on every rebuild of a GB-sized layer. The small layers use level 6.
+DEPENDENCIES_GZIP_LEVEL: Final = 1
+
 #: What our Dockerfiles get from python:3.11-slim and the builder sets itself.
 BASE_ENV: Final = (
     ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -405,7 +410,7 @@ def _dependencies_layer(base: Path, spec: ImageSpec, pins: list[str]) -> oci.Lay
              "--requirement", str(requirements)],
             f"downloading the {spec.name} image's wheels from PyPI",
         )  # fmt: skip
-        return rootfs.pip_layer(base, wheels, pins, scratch, run)
+        return rootfs.pip_layer(base, wheels, pins, scratch, run, DEPENDENCIES_GZIP_LEVEL)
 
     return _cached_layer(stem, build)
 

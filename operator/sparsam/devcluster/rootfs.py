@@ -155,9 +155,11 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def pip_layer(base: Path, wheels: Path, pins: list[str], scratch: Path, run: Runner) -> oci.Layer:
+def pip_layer(
+    base: Path, wheels: Path, pins: list[str], scratch: Path, run: Runner, level: int = 6
+) -> oci.Layer:
     """pip-install `pins` (from the wheels in `wheels`, no index, no dependencies) into the base
-    at `base` and write what that added as a layer in `scratch`."""
+    at `base` and write what that added as a layer in `scratch`, gzipped at `level`."""
     pip = importlib.util.find_spec("pip")
     if pip is None or pip.origin is None:
         raise DevClusterError("pip is not importable by the python that runs sparsam")
@@ -187,7 +189,7 @@ def pip_layer(base: Path, wheels: Path, pins: list[str], scratch: Path, run: Run
             ok=(0, 1),
         )  # fmt: skip
     members, whiteouts = changes(upper)
-    return oci.write_layer(upper, scratch / "layer.tar.gz", members, whiteouts)
+    return oci.write_layer(upper, scratch / "layer.tar.gz", members, whiteouts, level)
 
 
 def changes(upper: Path) -> tuple[list[str], list[str]]:
