@@ -136,3 +136,22 @@ def test_only_idle_archives_of_the_same_image_are_pruned(tmp_path: Path) -> None
         "trainer-cpu-dddd.tar",  # another image
     ]
     assert not (tmp_path / "trainer-aaaa.json").exists()
+
+
+def test_an_unwritable_cache_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("SPARSAM_IMAGE_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DevClusterError, match=r"^building the pause image failed: "):
+        ensure_image("pause")
+
+
+def test_the_cli_refuses_an_unknown_image_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from sparsam.cli import main
+
+    assert main(["images", "build", "pause", "nope"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "sparsam: error: no image named 'nope': choose from pause, operator, trainer, trainer-cpu"
+    )

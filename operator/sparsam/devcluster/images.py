@@ -177,6 +177,13 @@ def ensure_image(name: str) -> ImageArchive:
     spec = IMAGES.get(name)
     if spec is None:
         raise DevClusterError(f"no image named {name!r}: choose from {', '.join(IMAGES)}")
+    try:
+        return _ensure(spec)
+    except OSError as exc:  # a full disk, an unwritable cache: the user's to fix
+        raise DevClusterError(f"building the {name} image failed: {exc}") from exc
+
+
+def _ensure(spec: ImageSpec) -> ImageArchive:
     if spec.name == "pause":
         layers = [_pause_layer()]
         labels = {"dev.sparsam.catatonit": CATATONIT_DEB_VERSION}
@@ -219,8 +226,6 @@ def _archive(spec: ImageSpec, layers: list[oci.Layer], config: dict[str, object]
                 unpacked = sum(layer.unpacked_size for layer in layers)
                 meta.write_text(json.dumps({"digest": digest, "unpacked_bytes": unpacked}))
                 staging.rename(path)
-            except OSError as exc:
-                raise DevClusterError(f"writing the {spec.name} image failed: {exc}") from exc
             finally:
                 staging.unlink(missing_ok=True)
         os.utime(path)  # in use: _prune keeps it
