@@ -62,12 +62,6 @@ CPU_LEFT_OUT: Final = (
     "nvidia-nvtx==",
 )
 
-#: gzip level of the dependencies' layer. On the trainer's (5.9 GB of torch, CUDA libraries and
-#: the rest) level 6, gzip's default, compresses at about 37 MB/s of one core and level 1 at
-#: about 72 MB/s, for 5% more bytes: 1.5 minutes of CPU saved on every rebuild of that layer on
-#: a small machine. The small layers use level 6.
-DEPENDENCIES_GZIP_LEVEL: Final = 1
-
 #: What our Dockerfiles get from python:3.11-slim and the builder sets itself.
 BASE_ENV: Final = (
     ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -416,7 +410,7 @@ def _dependencies_layer(base: Path, spec: ImageSpec, pins: list[str]) -> oci.Lay
              "--requirement", str(requirements)],
             f"downloading the {spec.name} image's wheels from PyPI",
         )  # fmt: skip
-        return rootfs.pip_layer(base, wheels, pins, scratch, run, DEPENDENCIES_GZIP_LEVEL)
+        return rootfs.pip_layer(base, wheels, pins, scratch, run)
 
     return _cached_layer(stem, build)
 

@@ -155,11 +155,9 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def pip_layer(
-    base: Path, wheels: Path, pins: list[str], scratch: Path, run: Runner, level: int = 6
-) -> oci.Layer:
+def pip_layer(base: Path, wheels: Path, pins: list[str], scratch: Path, run: Runner) -> oci.Layer:
     """pip-install `pins` (from the wheels in `wheels`, no index, no dependencies) into the base
-    at `base` and write what that added as a layer in `scratch`, gzipped at `level`."""
+    at `base` and write what that added as a layer in `scratch`."""
     pip = importlib.util.find_spec("pip")
     if pip is None or pip.origin is None:
         raise DevClusterError("pip is not importable by the python that runs sparsam")
@@ -189,7 +187,7 @@ def pip_layer(
             ok=(0, 1),
         )  # fmt: skip
     members, whiteouts = changes(upper)
-    return oci.write_layer(upper, scratch / "layer.tar.gz", members, whiteouts, level)
+    return oci.write_layer(upper, scratch / "layer.tar.gz", members, whiteouts)
 
 
 def changes(upper: Path) -> tuple[list[str], list[str]]:
