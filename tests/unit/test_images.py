@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import time
 import tomllib
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from sparsam import __version__
 from sparsam.devcluster.errors import DevClusterError
-from sparsam.devcluster.images import CUDA_WHEELS, IMAGES, ImageSpec, ensure_image, pinned
+from sparsam.devcluster.images import CPU_LEFT_OUT, IMAGES, ImageSpec, ensure_image, pinned
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,9 +97,12 @@ def test_the_cpu_trainer_is_the_trainer_without_cuda_wheels() -> None:
     gpu, cpu = set(pinned(IMAGES["trainer"])), set(pinned(IMAGES["trainer-cpu"]))
     left_out = gpu - cpu
     assert cpu < gpu
-    assert left_out and all(pin.lower().startswith(CUDA_WHEELS) for pin in left_out)
-    assert any(pin.startswith("nvidia-cudnn") for pin in left_out)
-    assert any(pin.startswith("torch==") for pin in cpu)
+    assert left_out and all(pin.lower().startswith(CPU_LEFT_OUT) for pin in left_out)
+    assert len(left_out) == len(CPU_LEFT_OUT), "each left-out name is pinned in the lock"
+    assert any(pin.startswith("triton==") for pin in left_out)
+    # What `import torch` links stays: PyPI's torch is a CUDA build even on the CPU.
+    for kept in ("torch==", "nvidia-cublas==", "nvidia-cudnn-cu13==", "nvidia-nccl-cu13=="):
+        assert any(pin.startswith(kept) for pin in cpu), kept
 
 
 def test_an_unknown_image_is_a_one_line_error() -> None:
@@ -112,3 +117,41 @@ def test_an_unpinned_requirement_is_refused(
     monkeypatch.setattr("sparsam.devcluster.images.REQUIREMENTS_DIR", tmp_path)
     with pytest.raises(DevClusterError, match=r"'numpy>=1' is not pinned"):
         pinned(ImageSpec("x", "x:1", requirements="x.txt"))
+
+
+def test_only_idle_archives_of_the_same_image_are_pruned(tmp_path: Path) -> None:
+    from sparsam.devcluster.images import ARCHIVE_IDLE_S, _prune
+
+    names = ["trainer-aaaa", "trainer-bbbb", "trainer-cccc", "trainer-cpu-dddd"]
+    for name in names:
+        (tmp_path / f"{name}.tar").write_bytes(b"x")
+        (tmp_path / f"{name}.json").write_text("{}")
+    idle = time.time() - ARCHIVE_IDLE_S - 60
+    for name in ("trainer-aaaa", "trainer-cpu-dddd"):
+        os.utime(tmp_path / f"{name}.tar", (idle, idle))
+    _prune(tmp_path, "trainer", keep=tmp_path / "trainer-bbbb.tar")
+    assert sorted(p.name for p in tmp_path.glob("*.tar")) == [
+        "trainer-bbbb.tar",
+        "trainer-cccc.tar",  # recently used, perhaps by another checkout's build
+        "trainer-cpu-dddd.tar",  # another image
+    ]
+    assert not (tmp_path / "trainer-aaaa.json").exists()
+
+
+def test_an_unwritable_cache_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("SPARSAM_IMAGE_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DevClusterError, match=r"^building the pause image failed: "):
+        ensure_image("pause")
+
+
+def test_the_cli_refuses_an_unknown_image_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from sparsam.cli import main
+
+    assert main(["images", "build", "pause", "nope"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "sparsam: error: no image named 'nope': choose from pause, operator, trainer, trainer-cpu"
+    )

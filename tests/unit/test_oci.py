@@ -10,6 +10,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sparsam.devcluster import oci
 
 
@@ -158,3 +160,13 @@ def test_a_ref_without_a_tag_is_tagged_latest(tmp_path: Path) -> None:
     annotations = index["manifests"][0]["annotations"]
     assert annotations["org.opencontainers.image.ref.name"] == "latest"
     assert annotations["io.containerd.image.name"] == "localhost:5000/pause"
+
+
+def test_a_big_layer_is_gzipped_fast_and_a_small_one_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _tree(tmp_path / "root")
+    # gzip's header says which: XFL (byte 8) is 4 for the fastest level, 0 for the default.
+    assert oci.write_layer(root, tmp_path / "small.tar.gz").path.read_bytes()[8] == 0
+    monkeypatch.setattr(oci, "FAST_GZIP_ABOVE", 10)
+    assert oci.write_layer(root, tmp_path / "big.tar.gz").path.read_bytes()[8] == 4

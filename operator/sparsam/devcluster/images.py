@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,9 +46,21 @@ CATATONIT_VERSION: Final = CATATONIT_DEB_VERSION.split("-", 1)[0]
 #: Pod Security "restricted" wants a numeric non-root user; the base image names it `nonroot`.
 NONROOT: Final = f"{rootfs.NONROOT_UID}:{rootfs.NONROOT_UID}"
 
-#: The wheels the GPU trainer has and trainer-cpu leaves out: torch imports and runs on the CPU
-#: (gloo included) without them.
-CUDA_WHEELS: Final = ("nvidia-", "cuda-", "triton")
+#: The wheels the GPU trainer has and trainer-cpu leaves out. PyPI's torch is one build, with
+#: CUDA: its libraries link cudart, cublas, cudnn, nccl, cufft, curand, cusparse(Lt), cufile,
+#: cupti, nvrtc and nvshmem, so `import torch` needs those wheels even on a machine without a
+#: GPU. What it loads only on demand can go: triton (torch.compile's GPU kernels), cusolver
+#: (CUDA linear algebra), nvtx, and the cuda-python bindings. torch then imports, trains and
+#: quantizes on the CPU, with gloo. (PyTorch's CPU-only wheels live on download.pytorch.org,
+#: not on PyPI.)
+CPU_LEFT_OUT: Final = (
+    "triton==",
+    "cuda-bindings==",
+    "cuda-pathfinder==",
+    "cuda-toolkit==",
+    "nvidia-cusolver==",
+    "nvidia-nvtx==",
+)
 
 #: What our Dockerfiles get from python:3.11-slim and the builder sets itself.
 BASE_ENV: Final = (
@@ -71,7 +84,7 @@ class ImageSpec:
     package: str = ""
     #: The pinned dependencies: a file under images/.
     requirements: str = ""
-    #: Pinned packages left out, by name prefix.
+    #: Pinned packages left out (`name==`, as the requirements file spells the name).
     without: tuple[str, ...] = ()
     #: The Dockerfile under images/ that builds the same image with Docker ("" for none).
     dockerfile: str = ""
@@ -122,7 +135,7 @@ IMAGES: Final[Mapping[str, ImageSpec]] = {
         workdir=_TRAINER_WORKDIR,
         package="sparsam[trainer]",
         requirements="trainer.requirements.txt",
-        without=CUDA_WHEELS,
+        without=CPU_LEFT_OUT,
         dockerfile="trainer.Dockerfile",
     ),
 }
@@ -159,6 +172,13 @@ def ensure_image(name: str) -> ImageArchive:
     spec = IMAGES.get(name)
     if spec is None:
         raise DevClusterError(f"no image named {name!r}: choose from {', '.join(IMAGES)}")
+    try:
+        return _ensure(spec)
+    except OSError as exc:  # a full disk, an unwritable cache: the user's to fix
+        raise DevClusterError(f"building the {name} image failed: {exc}") from exc
+
+
+def _ensure(spec: ImageSpec) -> ImageArchive:
     if spec.name == "pause":
         layers = [_pause_layer()]
         labels = {"dev.sparsam.catatonit": CATATONIT_DEB_VERSION}
@@ -193,22 +213,18 @@ def _archive(spec: ImageSpec, layers: list[oci.Layer], config: dict[str, object]
     folder = cache_root() / "archives"
     path = folder / f"{spec.name}-{key}.tar"
     meta = path.with_suffix(".json")
-    if not (path.is_file() and meta.is_file()):
-        with file_lock(folder / f"{spec.name}.lock"):
-            if not (path.is_file() and meta.is_file()):
-                staging = path.with_name(f".{path.name}.{os.getpid()}")
-                try:
-                    digest = oci.write_archive(staging, layers, config, spec.ref)
-                except OSError as exc:
-                    raise DevClusterError(f"writing the {spec.name} image failed: {exc}") from exc
-                finally:
-                    # Older archives of this image: only the newest is kept.
-                    for old in folder.glob(f"{spec.name}-*.*"):
-                        if old.name.rsplit("-", 1)[1].split(".")[0] != key:
-                            old.unlink(missing_ok=True)
-                staging.rename(path)
+    with file_lock(folder / f"{spec.name}.lock"):
+        if not (path.is_file() and meta.is_file()):
+            staging = path.with_name(f".{path.name}.{os.getpid()}")
+            try:
+                digest = oci.write_archive(staging, layers, config, spec.ref)
                 unpacked = sum(layer.unpacked_size for layer in layers)
                 meta.write_text(json.dumps({"digest": digest, "unpacked_bytes": unpacked}))
+                staging.rename(path)
+            finally:
+                staging.unlink(missing_ok=True)
+        os.utime(path)  # in use: _prune keeps it
+        _prune(folder, spec.name, keep=path)
     recorded = json.loads(meta.read_text())
     return ImageArchive(
         spec.name,
@@ -218,6 +234,22 @@ def _archive(spec: ImageSpec, layers: list[oci.Layer], config: dict[str, object]
         int(recorded["unpacked_bytes"]),
         str(recorded["digest"]),
     )
+
+
+#: Another archive of the same image is removed once no one has asked for it for this long: a
+#: few GB each for the trainer, yet another checkout (another source hash) may be importing it.
+ARCHIVE_IDLE_S: Final = 3600
+
+
+def _prune(folder: Path, name: str, keep: Path) -> None:
+    now = time.time()
+    for old in folder.glob(f"{name}-*.tar"):
+        # `trainer-cpu-KEY.tar` also matches `trainer-*`: the key is what follows the name.
+        if old == keep or "-" in old.name.removeprefix(f"{name}-"):
+            continue
+        if now - old.stat().st_mtime > ARCHIVE_IDLE_S:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
 
 
 def _key(*parts: object) -> str:
@@ -425,9 +457,15 @@ def _hash_files(relatives: list[str]) -> str:
 # --- commands ---------------------------------------------------------------------------------
 
 
-def run(command: list[str], what: str, cwd: Path | None = None, root: Path | None = None) -> str:
+def run(
+    command: list[str],
+    what: str,
+    cwd: Path | None = None,
+    root: Path | None = None,
+    ok: tuple[int, ...] = (0,),
+) -> str:
     """Run `command` (in a chroot of `root` if given), logging to the build log; raise
-    DevClusterError with its last line of output if it fails."""
+    DevClusterError with its last line of output if it exits with a status not in `ok`."""
     log = build_log()
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
@@ -442,7 +480,7 @@ def run(command: list[str], what: str, cwd: Path | None = None, root: Path | Non
         raise DevClusterError(f"{what} failed: {exc}") from exc
     with log.open("a") as handle:
         handle.write(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}\n")
-    if done.returncode != 0:
+    if done.returncode not in ok:
         lines = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()
         raise DevClusterError(f"{what} failed: {lines[-1]} (log: {log})")
     return done.stdout
