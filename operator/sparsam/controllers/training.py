@@ -31,7 +31,6 @@ from sparsam.controllers.costing import CostMeter
 from sparsam.controllers.locks import KeyedLocks
 from sparsam.controllers.results import Event, PassResult
 from sparsam.decisions.cost import PriceTable
-from sparsam.decisions.delivery import CompressPod, PodPhase
 from sparsam.decisions.effective_policy import resolve_policy
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.training import worker_name
@@ -42,7 +41,7 @@ from sparsam.decisions.training_plan import (
     decide_training,
 )
 from sparsam.kube.client import CALL_THREADS
-from sparsam.kube.observe import Body, node_from_body, worker_from_body
+from sparsam.kube.observe import Body, compress_from_body, node_from_body, worker_from_body
 from sparsam.kube.pods import Placement
 from sparsam.kube.trainingjob import (
     compress_manifest,
@@ -50,6 +49,7 @@ from sparsam.kube.trainingjob import (
     service_manifest,
     worker_manifest,
 )
+from sparsam.providers.metrics import CheckpointFacts
 
 T = TypeVar("T")
 
@@ -114,14 +114,7 @@ class TrainingController:
         meta = job.metadata
         facts = self._checkpoints.facts(meta.namespace, meta.name) if self._checkpoints else None
         with self._locks.of(meta.uid):
-            observed = self._observe(job, pods, nodes, pools or {}, now)
-            if facts is not None:
-                observed = replace(
-                    observed,
-                    write_seconds=facts.write_seconds,
-                    checkpoint_step=facts.step,
-                    checkpoint_time=facts.time,
-                )
+            observed = self._observe(job, pods, nodes, pools or {}, now, facts)
             plan = decide_training(observed, effective, now)
             self._remember(job, plan, now)
             return self._carry_out(job, plan, now)
@@ -133,6 +126,7 @@ class TrainingController:
         nodes: Mapping[str, Body],
         pools: Mapping[str, Body],
         now: datetime,
+        facts: CheckpointFacts | None,
     ) -> TrainingObserved:
         """The job's pods as the decision sees them, and what this operator remembers of it.
         The cost accrues here: of the compress pod while delivering, of the workers while
@@ -163,12 +157,15 @@ class TrainingController:
         return TrainingObserved(
             job,
             tuple(observed),
-            _compress_pod(compress),
+            compress_from_body(compress) if compress is not None else None,
             accrual,
             cost_written=self._cost.written(uid),
             handled=frozenset(self.memory.handled.get(uid, ())),
             created=dict(self.memory.created.get(uid, {})),
             alerted=uid in self.memory.alerted,
+            write_seconds=facts.write_seconds if facts is not None else None,
+            checkpoint_step=facts.step if facts is not None else None,
+            checkpoint_time=facts.time if facts is not None else None,
         )
 
     def _remember(self, job: TrainingJob, plan: TrainingPlan, now: datetime) -> None:
@@ -279,26 +276,3 @@ def slow_start(items: Sequence[T], first: int = 1) -> list[list[T]]:
 def _role(pod: Body) -> str | None:
     labels: Mapping[str, str] = (pod.get("metadata") or {}).get("labels") or {}
     return labels.get(c.LABEL_ROLE)
-
-
-def _compress_pod(pod: Body | None) -> CompressPod | None:
-    """The compress pod as `decide_delivery` sees it: phase, and once ended, the container's
-    exit code and termination message."""
-    if pod is None:
-        return None
-    status = pod.get("status") or {}
-    phase = status.get("phase") or "Pending"
-    exit_code: int | None = None
-    message: str | None = None
-    for container in status.get("containerStatuses") or ():
-        terminated = (container.get("state") or {}).get("terminated")
-        if terminated:
-            exit_code = terminated.get("exitCode")
-            message = terminated.get("message")
-    known: dict[str, PodPhase] = {
-        "Pending": "Pending",
-        "Running": "Running",
-        "Succeeded": "Succeeded",
-        "Failed": "Failed",
-    }
-    return CompressPod(known.get(phase, "Unknown"), exit_code, message)
