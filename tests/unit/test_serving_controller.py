@@ -1,5 +1,6 @@
 """One pass of the InferenceService controller on a fake actuator and fake metrics: what it
-applies, what it reports, and that missing metrics never shrink a service."""
+observes (Prometheus, the Deployments, the replicas' readiness), the Deployments and Service
+it applies for a plan, and what it remembers. What the plan is: test_serving_plan.py."""
 
 from __future__ import annotations
 
@@ -197,15 +198,6 @@ def test_missing_metrics_hold_the_replicas_and_say_why(down: bool, no_source: bo
     assert condition(result.status, "Ready")["reason"] == "MetricsUnavailable"
 
 
-def test_idle_past_scale_to_zero_after_goes_to_zero() -> None:
-    ctl, act, _ = controller(0.0)
-    svc = service()
-    run(ctl, svc, [deployment("clf", 1, 1)], now=NOW)
-    result = run(ctl, svc, [deployment("clf", 1, 1)], now=NOW + timedelta(minutes=5))
-    assert result.status["phase"] == "ScaledToZero" and act.replicas()["clf"] == 0
-    assert [e.reason for e in result.events] == ["ScaledToZero"]
-
-
 def test_a_recent_request_seen_in_prometheus_keeps_a_replica() -> None:
     ctl, _, metrics = controller(0.0)
     svc = service()
@@ -259,68 +251,10 @@ def test_running_replicas_accrue_cost_at_their_pools_price() -> None:
     assert result.status["cost"]["accrued"] == pytest.approx(0.1)
 
 
-def test_a_spent_budget_with_suspend_scales_to_zero_and_says_why() -> None:
-    policy = CostPolicy.from_body(
-        {
-            "metadata": {"name": "web-budget"},
-            "spec": {"namespaceSelector": {}, "budget": {"monthly": 1, "onExceeded": "Suspend"}},
-            "status": {
-                "conditions": [
-                    {
-                        "type": "BudgetExceeded",
-                        "status": "True",
-                        "reason": "BudgetSpent",
-                        "message": "spent 1.20 of 1 this month (120%)",
-                        "lastTransitionTime": "2026-11-22T11:00:00Z",
-                    }
-                ]
-            },
-        }
-    )
-    ctl, act, _ = controller(50.0)
-    result = ctl.reconcile(service(), None, [deployment("clf", 2, 2)], [], {}, {}, policy, NOW)
-    assert act.replicas()["clf"] == 0 and result.status["replicas"] == 0
-    ready = condition(result.status, "Ready")
-    assert ready["status"] == "False" and ready["reason"] == "BudgetExceeded"
-    assert "web-budget" in ready["message"]
-
-
 def idle_policy(**spec: Any) -> CostPolicy:
     return CostPolicy.from_body(
         {"metadata": {"name": "team-web"}, "spec": {"namespaceSelector": {}, **spec}}
     )
-
-
-def test_the_policys_scale_to_zero_after_caps_the_services() -> None:
-    ctl, act, _ = controller(0.0)
-    policy = idle_policy(scaleToZero={"after": "30s"})
-    svc = service()  # scaleToZeroAfter 5m
-    ctl.reconcile(svc, None, [deployment("clf", 1, 1)], [], {}, {}, policy, NOW)
-    later = NOW + timedelta(seconds=30)
-    result = ctl.reconcile(svc, None, [deployment("clf", 1, 1)], [], {}, {}, policy, later)
-    assert result.status["phase"] == "ScaledToZero" and act.replicas()["clf"] == 0
-    assert result.status["scaleToZeroAfter"] == {
-        "seconds": 30.0,
-        "source": "CostPolicy",
-        "message": "scaleToZeroAfter: 30s (CostPolicy team-web scaleToZero.after caps"
-        " spec.scaling.scaleToZeroAfter 300s)",
-    }
-    (event,) = result.events
-    assert event.reason == "ScaledToZero" and "idle for 30s" in event.message
-    # Without the policy the same 30 s keep the replica.
-    ctl, act, _ = controller(0.0)
-    run(ctl, svc, [deployment("clf", 1, 1)], now=NOW)
-    kept = run(ctl, svc, [deployment("clf", 1, 1)], now=later)
-    assert kept.status["replicas"] == 1
-    assert kept.status["scaleToZeroAfter"]["source"] == "Spec"
-
-
-def test_a_policy_longer_than_the_service_changes_nothing() -> None:
-    ctl, _, _ = controller(0.0)
-    policy = idle_policy(scaleToZero={"after": "1h"})
-    result = ctl.reconcile(service(), None, [], [], {}, {}, policy, NOW)
-    assert result.status["scaleToZeroAfter"]["seconds"] == 300.0
-    assert result.status["scaleToZeroAfter"]["source"] == "Spec"
 
 
 def test_an_unset_spot_takes_the_policys_default() -> None:

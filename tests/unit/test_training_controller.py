@@ -1,5 +1,6 @@
-"""One pass of the TrainingJob controller on a fake actuator: what it creates and deletes,
-and that a lost worker is counted once, whether its pod failed, lingers or vanished."""
+"""One pass of the TrainingJob controller on a fake actuator: how it carries its plan out
+(the order of counts, deletions and creations, slow start, what it remembers between passes,
+the manifests it builds, the cost it meters). What the plan is: test_training_plan.py."""
 
 from __future__ import annotations
 
@@ -120,31 +121,6 @@ def test_a_new_job_gets_its_service_and_workers_and_a_status() -> None:
     assert act.created == ["tj-worker-0", "tj-worker-1"]  # nothing more
 
 
-def test_start_time_is_the_first_container_start_not_the_pass_that_reports_it() -> None:
-    """A report left to a later pass (paced in a burst) still says when the job started."""
-    ctl, _ = controller()
-
-    def running(index: int, since: datetime) -> dict[str, Any]:
-        state = {"running": {"startedAt": since.strftime("%Y-%m-%dT%H:%M:%SZ")}}
-        return pod(index, containerStatuses=[{"name": "trainer", "state": state}])
-
-    pods = [running(0, NOW - timedelta(seconds=30)), running(1, NOW - timedelta(seconds=40))]
-    result = ctl.reconcile(job(), pods, {"n1": NODE}, NOW)
-    assert result.status["startTime"] == "2026-11-22T11:59:20Z"
-
-
-def test_a_suspend_clears_start_time_so_the_deadline_counts_from_the_resume() -> None:
-    ctl, act = controller()
-    suspended = job(
-        {"phase": "Running", "startTime": "2026-11-22T11:59:00Z"},
-        runPolicy={"suspend": True, "activeDeadlineSeconds": 60},
-    )
-    result = ctl.reconcile(suspended, [pod(0), pod(1)], {"n1": NODE}, NOW)
-    assert result.status["phase"] == "Suspended"
-    assert result.status["startTime"] is None  # the merge patch removes the field
-    assert act.deleted == ["tj-worker-0", "tj-worker-1"]
-
-
 @pytest.mark.parametrize(
     ("count", "first", "sizes"),
     [
@@ -210,16 +186,6 @@ def test_a_worker_the_cache_showed_is_replaced_at_once_when_it_vanishes() -> Non
     assert act.created == ["tj-worker-0", "tj-worker-1", "tj-worker-1"]
 
 
-def test_a_failed_worker_is_counted_once_even_while_it_lingers_in_the_cache() -> None:
-    ctl, act = controller()
-    failed = pod(1, phase="Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])
-    first = ctl.reconcile(job(), [pod(0), failed], {"n1": NODE}, NOW)
-    assert first.status["restarts"] == 1 and act.deleted == ["tj-worker-1"]
-    # The cache still shows it (the delete has not come back as an event yet).
-    second = ctl.reconcile(job(first.status), [pod(0), failed], {"n1": NODE}, NOW)
-    assert second.status["restarts"] == 1 and act.deleted == ["tj-worker-1"]
-
-
 def test_a_count_is_made_durable_before_the_pod_it_counts_is_deleted() -> None:
     ctl, act = controller()
     failed = pod(1, phase="Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])
@@ -236,24 +202,6 @@ def test_a_count_is_made_durable_before_the_pod_it_counts_is_deleted() -> None:
     assert first.status["countedPods"] == ["pod-1"]
 
 
-def test_a_restarted_operator_deletes_a_counted_pod_without_counting_it_again() -> None:
-    # The last operator wrote the count and died before the delete: a new controller (empty
-    # memory) finds the failed pod still there, and its uid in status.countedPods.
-    ctl, act = controller()
-    failed = pod(1, phase="Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])
-    before = {"restarts": 1, "countedPods": ["pod-1"]}
-    result = ctl.reconcile(job(before), [pod(0), failed], {"n1": NODE}, NOW)
-    assert result.status["restarts"] == 1 and act.writes == []
-    assert act.deleted == ["tj-worker-1"]
-    assert [e.reason for e in result.events] == []
-    # Once the pod is gone its uid goes too (None removes the field from status), and from
-    # the controller's memory.
-    gone = ctl.reconcile(job({**before, **result.status}), [pod(0)], {"n1": NODE}, NOW)
-    assert gone.status["countedPods"] is None and gone.status["restarts"] == 1
-    ctl.reconcile(job({**before, **gone.status, "countedPods": None}), [pod(0)], {"n1": NODE}, NOW)
-    assert ctl.memory.handled["job-uid"] == set()
-
-
 def test_a_worker_whose_pod_vanished_between_passes_is_a_preemption() -> None:
     ctl, act = controller()
     first = ctl.reconcile(job(), [pod(0), pod(1)], {"n1": NODE}, NOW)
@@ -268,88 +216,6 @@ def test_a_worker_whose_pod_vanished_between_passes_is_a_preemption() -> None:
     assert [e.reason for e in second.events] == ["WorkerPreempted"]
     third = ctl.reconcile(job(second.status), [pod(0)], {"n1": NODE}, NOW + timedelta(seconds=9))
     assert third.status["preemptions"] == 1
-
-
-def test_a_worker_that_lost_its_rendezvous_store_with_worker_0_is_not_counted() -> None:
-    # Worker 0 was lost and counted in an earlier pass; its replacement is new. Worker 1's
-    # agent then died of the store's loss: its termination message is the end of its log.
-    ended = {
-        "exitCode": 1,
-        "reason": "Error",
-        "startedAt": "2026-11-22T11:00:00Z",
-        "message": "...\ntorch.distributed.elastic.rendezvous.api.RendezvousConnectionError: "
-        "The connection to the C10d store has failed. See inner exception for details.\n",
-    }
-    survivor = pod(1, phase="Failed", containerStatuses=[{"state": {"terminated": ended}}])
-    replacement = pod(0, phase="Pending")
-    replacement["metadata"]["creationTimestamp"] = "2026-11-22T11:59:58Z"
-    ctl, act = controller()
-    result = ctl.reconcile(job({"preemptions": 1}), [replacement, survivor], {"n1": NODE}, NOW)
-    assert (result.status["preemptions"], result.status["restarts"]) == (1, 0)
-    assert [e.reason for e in result.events] == ["RendezvousStoreLost"]
-    # Held, not replaced, until a worker 0 runs: a replacement would only fail the same way.
-    assert act.deleted == [] and act.created == []
-    counted = result.status["countedPods"]
-    assert counted == [survivor["metadata"]["uid"]]
-    replacement["status"]["phase"] = "Running"
-    again = job({"preemptions": 1, "countedPods": counted})
-    result = ctl.reconcile(again, [replacement, survivor], {"n1": NODE}, NOW)
-    assert act.deleted == ["tj-worker-1"] and result.events == ()  # counted once only
-    assert (result.status["preemptions"], result.status["restarts"]) == (1, 0)
-    # The same error while the worker 0 it joined runs on is the program's failure.
-    replacement["metadata"]["creationTimestamp"] = "2026-11-22T10:59:00Z"
-    replacement["status"]["phase"] = "Running"
-    ctl, act = controller()
-    result = ctl.reconcile(job({"preemptions": 1}), [replacement, survivor], {"n1": NODE}, NOW)
-    assert (result.status["preemptions"], result.status["restarts"]) == (1, 1)
-
-
-def test_a_worker_that_vanished_while_the_operator_was_down_is_a_preemption() -> None:
-    # status.workerPods is what the last pass of the previous operator left running.
-    before = {
-        "workerPods": [
-            {"name": "tj-worker-0", "uid": "pod-0"},
-            {"name": "tj-worker-1", "uid": "pod-1"},
-        ]
-    }
-    ctl, act = controller()  # a new process: nothing in memory
-    result = ctl.reconcile(job(before), [pod(0)], {"n1": NODE}, NOW)
-    assert result.status["preemptions"] == 1
-    assert act.deleted == [] and act.created == ["tj-worker-1"]
-    assert result.status["workerPods"] == [{"name": "tj-worker-0", "uid": "pod-0"}]
-
-
-def test_a_lost_worker_whose_name_a_new_pod_took_is_counted_and_the_new_pod_kept() -> None:
-    # The pass that replaced tj-worker-1 died before its status write: the new pod (pod-9)
-    # is there, and status still lists the old one.
-    before = {
-        "workerPods": [
-            {"name": "tj-worker-0", "uid": "pod-0"},
-            {"name": "tj-worker-1", "uid": "pod-1"},
-        ]
-    }
-    replacement = pod(1)
-    replacement["metadata"]["uid"] = "pod-9"
-    ctl, act = controller()
-    result = ctl.reconcile(job(before), [pod(0), replacement], {"n1": NODE}, NOW)
-    assert result.status["preemptions"] == 1
-    assert act.deleted == [] and act.created == []
-    assert [p["uid"] for p in result.status["workerPods"]] == ["pod-0", "pod-9"]
-
-
-def test_a_worker_on_a_node_that_is_gone_is_replaced() -> None:
-    ctl, act = controller()
-    result = ctl.reconcile(job(), [pod(0), pod(1, node="gone")], {"n1": NODE}, NOW)
-    assert result.status["preemptions"] == 1
-    assert act.deleted == ["tj-worker-1"] and act.created == ["tj-worker-1"]
-    (event,) = result.events
-    assert event.message == "tj-worker-1: node gone is gone"
-
-
-def test_a_finished_job_is_left_alone() -> None:
-    ctl, act = controller()
-    result = ctl.reconcile(job({"phase": "Succeeded"}), [pod(0)], {"n1": NODE}, NOW)
-    assert result.status == {} and act.created == [] and act.deleted == []
 
 
 POOL = {"spec": {"pricePerHour": 3.6, "nodeTemplate": {"gpusPerNode": 1}}}
@@ -538,22 +404,6 @@ def test_allowed_gpu_types_of_the_policy_reach_the_workers() -> None:
     ]
 
 
-def test_a_finished_job_is_deleted_after_its_ttl() -> None:
-    ctl, act = controller()
-    done = TrainingJob.from_body(
-        {
-            "metadata": {"name": "tj", "namespace": "ml", "uid": "u", "generation": 1},
-            "spec": {"image": "t:1", "runPolicy": {"ttlSecondsAfterFinished": 60}},
-            "status": {"phase": "Succeeded", "completionTime": "2026-11-22T11:59:30Z"},
-        }
-    )
-    ctl.reconcile(done, [], {}, NOW)
-    assert act.deleted == []  # 30 s after it finished
-    result = ctl.reconcile(done, [], {}, NOW + timedelta(seconds=30))
-    assert act.deleted == ["trainingjob/tj"]
-    assert [e.reason for e in result.events] == ["Expired"]
-
-
 # -- after training: compress, then deploy ---------------------------------------------------
 
 
@@ -664,22 +514,6 @@ def test_a_job_without_compression_exports_and_deploys_its_model_as_trained() ->
     assert service["spec"]["model"]["uri"] == "pvc://ckpt/tj/exported/model"
 
 
-def test_a_policy_requiring_compression_keeps_a_job_without_it_from_starting() -> None:
-    ctl, act = controller()
-    policy = costpolicy(compression={"required": True})
-    held = ctl.reconcile(job(), [], {"n1": NODE}, NOW, {}, policy)
-    assert act.created == [] and held.status["phase"] == "Pending"
-    (ready,) = held.status["conditions"]
-    assert (ready["status"], ready["reason"]) == ("False", "CompressionRequired")
-    assert "CostPolicy team requires spec.compression" in ready["message"]
-    # A job that sets spec.compression starts; one that runs already goes on.
-    ctl.reconcile(delivering_job(), [], {"n1": NODE}, NOW, {}, policy)
-    assert act.created == ["tj-worker-0"]
-    started = {"startTime": "2026-11-22T11:00:00Z", "phase": "Running"}
-    running = ctl.reconcile(job(started), [pod(0), pod(1)], {"n1": NODE}, NOW, {}, policy)
-    assert running.status["phase"] == "Running"
-
-
 def test_the_policys_accuracy_budget_caps_the_jobs() -> None:
     ctl, act = controller()
     policy = costpolicy(compression={"maxAccuracyDrop": 0.005})
@@ -687,29 +521,6 @@ def test_the_policys_accuracy_budget_caps_the_jobs() -> None:
     (container,) = act.manifests[-1]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert json.loads(env["SPARSAM_COMPRESSION"])["maxAccuracyDrop"] == 0.005  # job said 0.02
-
-
-@pytest.mark.parametrize(
-    ("code", "phase", "condition", "reason"),
-    [
-        pytest.param(76, "Succeeded", ("CompressionRejected", "True"), None, id="rejected"),
-        pytest.param(1, "Failed", None, "CompressionFailed", id="failed"),
-    ],
-)
-def test_a_rejected_or_failed_compression_deploys_nothing(
-    code: int, phase: str, condition: tuple[str, str] | None, reason: str | None
-) -> None:
-    ctl, act = controller()
-    rejected = REPORT.replace('"accepted":true', '"accepted":false')
-    status = {"phase": "Compressing", "conditions": []}
-    ended = ctl.reconcile(delivering_job(status), [compress_pod(code, rejected)], {"n1": NODE}, NOW)
-    assert ended.status["phase"] == phase and act.services_applied == []
-    found = {c["type"]: c for c in ended.status["conditions"]}
-    if condition is not None:
-        assert (found[condition[0]]["status"]) == condition[1]
-        assert "accuracy 0.9 -> 0.89" in found[condition[0]]["message"]
-    if reason is not None:
-        assert found["Ready"]["reason"] == reason
 
 
 def test_a_worker_whose_node_is_gone_is_force_deleted_so_its_replacement_can_start() -> None:
@@ -735,23 +546,3 @@ def test_an_unset_spot_takes_the_policys_default_and_status_says_so() -> None:
         "source": "CostPolicy",
         "message": "spot: Never (from CostPolicy team spot.default)",
     }
-
-
-@pytest.mark.parametrize(
-    ("spot", "policy", "expected"),
-    [
-        ("Require", costpolicy(spot={"default": "Never"}), ("Require", "Spec")),
-        (None, None, ("Prefer", "Default")),
-        (None, costpolicy(), ("Prefer", "CostPolicy")),
-    ],
-    ids=["own-wins", "no-policy", "policy-without-a-default"],
-)
-def test_where_the_spot_policy_comes_from(
-    spot: str | None, policy: CostPolicy | None, expected: tuple[str, str]
-) -> None:
-    actuator = RecordingActuator()
-    ctl = TrainingController(actuator)
-    job_ = job(capacity={"spot": spot}) if spot else job()
-    result = ctl.reconcile(job_, [], {}, NOW, {}, policy)
-    assert (result.status["spot"]["policy"], result.status["spot"]["source"]) == expected
-    assert actuator.manifests[0]["metadata"]["labels"]["sparsam.dev/spot"] == expected[0]

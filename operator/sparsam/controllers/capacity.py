@@ -57,6 +57,12 @@ from sparsam.decisions.capacity import (
     plan_capacity,
     refused_offering,
 )
+from sparsam.decisions.draining import (
+    REASON_POOL_DELETED,
+    REASON_SCALE_DOWN,
+    PoolNode,
+    choose_drains,
+)
 from sparsam.decisions.effective_policy import resolve_policy
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.policy import effective_policies
@@ -71,9 +77,6 @@ from sparsam.providers.nodepool import (
     Transient,
 )
 
-REASON_INTERRUPTION = "Interruption"
-REASON_SCALE_DOWN = "ScaleDown"
-REASON_POOL_DELETED = "PoolDeleted"
 #: Warnings a stuck drain repeats on every pass: said once per REPEAT_EVERY (`repeats`).
 REPEATING = ("DrainFailed", "EvictionBlocked")
 REPEAT_EVERY = timedelta(minutes=10)
@@ -283,34 +286,25 @@ class CapacityController:
             ready = ("False", "ProviderError", str(exc))
 
         ours = {n: f for n, f in facts.items() if f.node.pool == name}
-        draining: dict[str, str] = {}
-        for node_name, fact in ours.items():
-            if fact.interruption is not None:
-                draining[node_name] = REASON_INTERRUPTION
-            elif node_name in plan.remove:
-                draining[node_name] = REASON_SCALE_DOWN
-        for node_name, fact in ours.items():
-            if fact.draining is not None and node_name not in draining:
-                try:
-                    self._drainer.uncordon(node_name)
-                except ApiRefused as exc:
-                    events.append(Event("Warning", "DrainFailed", f"node {node_name}: {exc}"))
-                    continue
-                events.append(Event("Normal", "Uncordoned", f"node {node_name} is needed again"))
-        for node_name, why in sorted(draining.items()):
-            done = self._drain(pool, provider, ours[node_name], why, events)
-            if done:
-                because = (
-                    f"interrupted ({ours[node_name].interruption})"
-                    if why == REASON_INTERRUPTION
-                    else plan.remove_reasons.get(node_name, "not needed")
-                )
-                reason = f"removed node {node_name}: {because}"
+        choice = choose_drains(
+            [PoolNode(n, f.interruption, f.draining is not None) for n, f in ours.items()], plan
+        )
+        for node_name in choice.uncordon:
+            try:
+                self._drainer.uncordon(node_name)
+            except ApiRefused as exc:
+                events.append(Event("Warning", "DrainFailed", f"node {node_name}: {exc}"))
+                continue
+            events.append(Event("Normal", "Uncordoned", f"node {node_name} is needed again"))
+        for drain in choice.drain:
+            node_name = drain.node
+            if self._drain(pool, provider, ours[node_name], drain.why, events):
+                reason = f"removed node {node_name}: {drain.because}"
                 last_action = LastAction("ScaleDown", reason, rfc3339(now))
                 events.append(Event("Normal", "ScaleDown", reason))
                 metrics.CAPACITY_ACTIONS.labels(name, "ScaleDown").inc()
 
-        status.update(self._pool_status(pool, ours, draining, ready, now))
+        status.update(self._pool_status(pool, ours, len(choice.drain), ready, now))
         if last_action is not None:
             status["lastAction"] = {
                 k: v
@@ -380,7 +374,7 @@ class CapacityController:
         self,
         pool: GPUNodePool,
         ours: Mapping[str, NodeFacts],
-        draining: Mapping[str, str],
+        draining: int,
         ready: tuple[Status, str, str],
         now: datetime,
     ) -> dict[str, Any]:
@@ -405,7 +399,7 @@ class CapacityController:
             "nodes": len(ours),
             "readyNodes": sum(1 for f in ours.values() if f.node.ready),
             # What the provider holds (this pass's additions included), less what drains.
-            "desiredNodes": max(0, max(asked, len(ours)) - len(draining)),
+            "desiredNodes": max(0, max(asked, len(ours)) - draining),
             "allocatedGPUs": allocated,
             # At most 1 (the CRD's bound; a write above it is refused whole): the caches can
             # briefly count a pod the scheduler no longer does (1.5 was seen with a pod

@@ -21,6 +21,7 @@ from sparsam.decisions.cost import (
     WorkerInterval,
     accrue,
     price_per_gpu_hour,
+    raw_cost,
     should_write_cost_status,
 )
 from sparsam.kube.observe import Body
@@ -76,6 +77,14 @@ class CostMeter:
         self._written[uid] = now
         return raw_cost(cost)
 
+    def written(self, uid: str) -> datetime | None:
+        """When status.cost of `uid` was last written (None: not since the operator started)."""
+        return self._written.get(uid)
+
+    def wrote(self, uid: str, now: datetime) -> None:
+        """A pass wrote status.cost of `uid` at `now` (its own plan decided it was due)."""
+        self._written[uid] = now
+
     def forget(self, uid: str) -> None:
         self._accruals.pop(uid, None)
         self._written.pop(uid, None)
@@ -124,13 +133,3 @@ def _interval(
             (pool_spec.get("nodeTemplate") or {}).get("gpusPerNode"),
         ),
     )
-
-
-def raw_cost(cost: Cost) -> dict[str, Any]:
-    raw = {
-        "accrued": cost.accrued,
-        "onDemandEquivalent": cost.on_demand_equivalent,
-        "savingsRatio": cost.savings_ratio,
-        "gpuSeconds": cost.gpu_seconds,
-    }
-    return {k: v for k, v in raw.items() if v is not None}

@@ -1,9 +1,11 @@
-"""The InferenceService controller's pass: sample traffic, decide replicas, apply, report.
+"""The InferenceService controller's pass: observe, decide once, carry the plan out.
 
 Level-based like the other passes. Each pass reads the service's Deployments and replica pods
-from the watch caches and its traffic from Prometheus (`providers.metrics`), calls
-`decisions.scaling.decide_scaling`, applies the Deployments (the replicas split between the
-on-demand base and the spot policy by `spot_split`) and the Service, and returns the status.
+from the watch caches and its traffic from Prometheus (`providers.metrics`) into a
+`ServingObserved`, calls `decisions.serving_plan.decide_serving` once, and carries the
+`ServingPlan` out: the Deployments (the replicas split between the on-demand base and the spot
+policy) and the Service applied, what to remember kept, the status returned. It decides
+nothing itself.
 
 A pass runs every interval, and at once when the activator asks for a wake (it sets the
 `sparsam.dev/wake-requested-at` annotation when it holds a request at zero replicas); the work
@@ -20,34 +22,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from sparsam import metrics
 from sparsam.api import constants as c
-from sparsam.api.conditions import READY, Status, parse_rfc3339, rfc3339, set_condition
+from sparsam.api.conditions import parse_rfc3339
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.inferenceservice import InferenceService
 from sparsam.controllers.costing import CostMeter
 from sparsam.controllers.locks import KeyedLocks
 from sparsam.controllers.results import Event, PassResult
 from sparsam.decisions.cost import PriceTable
-from sparsam.decisions.effective_policy import (
-    EffectivePolicy,
-    SpotChoice,
-    choose_scale_to_zero_after,
-    choose_spot,
-    resolve_policy,
-)
-from sparsam.decisions.scaling import (
-    REASON_METRICS_UNAVAILABLE,
-    MetricSample,
-    ScalerMemory,
-    ScalingDecision,
-    ScalingInput,
-    ScalingSettings,
-    decide_scaling,
-    spot_split,
+from sparsam.decisions.effective_policy import resolve_policy
+from sparsam.decisions.scaling import MetricSample, ScalerMemory, ScalingSettings
+from sparsam.decisions.serving_plan import (
+    ServingObserved,
+    ServingPlan,
+    decide_serving,
+    wake_pending,
 )
 from sparsam.kube.inferenceservice import (
     SERVED_FORMATS,
@@ -59,8 +52,6 @@ from sparsam.kube.observe import Body
 from sparsam.kube.pods import Placement
 from sparsam.providers.metrics import MetricsSource, Query, ServingQueries
 
-#: Condition type: whether the scaling metric could be read (False: replicas are held).
-METRICS_AVAILABLE: Final = "MetricsAvailable"
 NO_PROMETHEUS: Final = "no Prometheus configured (sparsam run --prometheus-url)"
 
 
@@ -111,8 +102,7 @@ class ServingController:
     def wake_pending(self, uid: str, wake_at: datetime | None) -> bool:
         """Whether `wake_at` (the annotation) is a wake request for the service `uid` not acted
         on yet."""
-        handled = self.memory.wake_handled.get(uid)
-        return wake_at is not None and (handled is None or wake_at > handled)
+        return wake_pending(wake_at, self.memory.wake_handled.get(uid))
 
     def reconcile(
         self,
@@ -127,120 +117,66 @@ class ServingController:
     ) -> PassResult:
         """One pass for `svc`, given its wake annotation, its Deployments and replica pods,
         every node and GPUNodePool (for prices) from the caches, and its namespace's
-        effective CostPolicy (read once, here, into the `EffectivePolicy` the rest of the pass
+        effective CostPolicy (read once, here, into the `EffectivePolicy` the decision
         takes)."""
         # Prometheus is asked outside any lock: a slow or unreachable one delays this
         # service's pass only. Passes of one service never interleave; of two, they may.
-        traffic = self._traffic(svc)
-        effective = resolve_policy(policy)
-        with self._locks.of(svc.metadata.uid):
-            return self._pass(
-                svc, wake_at, traffic, deployments, pods, nodes, pools, effective, now
-            )
-
-    def _traffic(self, svc: InferenceService) -> tuple[MetricSample, datetime | None]:
-        """The scaling metric now, and the last request time Prometheus knows."""
         queries = self.config.queries
         sample = self._sample(svc, queries.for_metric(svc.spec.scaling.metric))
-        return sample, self._timestamp(svc, queries.last_request)
-
-    def _pass(
-        self,
-        svc: InferenceService,
-        wake_at: datetime | None,
-        traffic: tuple[MetricSample, datetime | None],
-        deployments: Sequence[Body],
-        pods: Sequence[Body],
-        nodes: Mapping[str, Body],
-        pools: Mapping[str, Body],
-        policy: EffectivePolicy,
-        now: datetime,
-    ) -> PassResult:
-        uid, spec = svc.metadata.uid, svc.spec
-        if spec.model.format not in SERVED_FORMATS and spec.image is None:
-            return PassResult(
-                self._unservable(
-                    svc,
-                    now,
-                    f"spec.model.format {spec.model.format} is not served by the default server"
-                    f" (it serves {', '.join(sorted(SERVED_FORMATS))}); set spec.image to a"
-                    " server for it",
-                )
+        seen_request = self._timestamp(svc, queries.last_request)
+        effective = resolve_policy(policy)
+        uid = svc.metadata.uid
+        with self._locks.of(uid):
+            accrual = self._cost.accrue(
+                svc.metadata, svc.status.cost, pods, svc.spec.resources.gpus, nodes, pools, now
             )
-        current = sum(_replicas(d) for d in deployments)
-        ready = sum(_ready(d) for d in deployments)
-        wake = self.wake_pending(svc.metadata.uid, wake_at)
-        if wake and wake_at is not None:
-            self.memory.wake_handled[uid] = wake_at
-            if current == 0:
-                self.memory.waking_since.setdefault(uid, wake_at)
-        stop = policy.budget_stop
-        spot = choose_spot(spec.capacity.spot, policy)
-        keep = choose_scale_to_zero_after(spec.scaling.scale_to_zero_after, policy)
-        spec = replace(spec, scaling=replace(spec.scaling, scale_to_zero_after=keep.after))
-        suspended = stop is not None and stop.action == "Suspend"
-        if suspended:
-            # The namespace's budget is spent: no replicas, whatever the traffic.
-            spec = replace(spec, replicas=replace(spec.replicas, min=0, max=0))
-        sample, seen_request = traffic
-        last_request = _latest(parse_rfc3339(svc.status.last_request_time), seen_request)
-        decision = decide_scaling(
-            ScalingInput(
-                spec=spec,
-                replicas=current,
-                ready_replicas=ready,
+            observed = ServingObserved(
+                svc,
+                SERVED_FORMATS,
+                self.url(svc),
+                replicas=sum(_replicas(d) for d in deployments),
+                ready=sum(_ready(d) for d in deployments),
                 sample=sample,
-                last_request_time=last_request,
-                wake_requested=wake,
-                memory=self.memory.scaler.get(uid, ScalerMemory()),
+                seen_request=seen_request,
+                wake_at=wake_at,
+                first_ready=_first_ready(pods),
+                accrual=accrual,
+                cost_written=self._cost.written(uid),
+                scaler=self.memory.scaler.get(uid, ScalerMemory()),
+                wake_handled=self.memory.wake_handled.get(uid),
+                waking_since=self.memory.waking_since.get(uid),
                 settings=self.config.scaling,
-            ),
-            now,
-        )
-        self.memory.scaler[uid] = decision.memory
-        if suspended and stop is not None:
-            decision = replace(
-                decision, ready_status="False", reason="BudgetExceeded", message=stop.message
             )
-        self._apply(svc, decision.replicas, deployments, policy, spot)
+            plan = decide_serving(observed, effective, now)
+            self._remember(uid, plan, now)
+            return self._carry_out(svc, plan, deployments)
 
-        events: list[Event] = []
-        labels = (svc.metadata.namespace, svc.metadata.name)
-        metrics.REPLICAS.labels(*labels).set(decision.replicas)
-        metrics.READY_REPLICAS.labels(*labels).set(ready)
-        if decision.replicas != current:
-            events.append(_scaled(svc, current, decision, sample, keep.after))
-            if decision.replicas == 0:
-                metrics.SCALED_TO_ZERO.labels(*labels).inc()
-            elif current == 0 and wake:
-                metrics.WAKES.labels(*labels).inc()
-        status = self._status(svc, decision, ready, last_request, sample, now)
-        status["spot"] = spot.to_raw()
-        status["scaleToZeroAfter"] = keep.to_raw()
-        woke = self.memory.waking_since.get(uid)
-        if woke is not None and ready > 0:
-            seconds = max(0.0, ((_first_ready(pods) or now) - woke).total_seconds())
-            status["lastColdStartSeconds"] = round(seconds, 3)
-            events.append(
-                Event(
-                    "Normal",
-                    "Woke",
-                    f"first replica ready {seconds:.1f}s after the first held request",
-                )
-            )
-            del self.memory.waking_since[uid]
-        elif decision.replicas == 0:
+    def _remember(self, uid: str, plan: ServingPlan, now: datetime) -> None:
+        self.memory.scaler[uid] = plan.scaler
+        if plan.wake_handled is not None:
+            self.memory.wake_handled[uid] = plan.wake_handled
+        if plan.waking_since is not None:
+            self.memory.waking_since[uid] = plan.waking_since
+        else:
             self.memory.waking_since.pop(uid, None)
+        if plan.cost_written:
+            self._cost.wrote(uid, now)
 
-        accrual = self._cost.accrue(
-            svc.metadata, svc.status.cost, pods, spec.resources.gpus, nodes, pools, now
-        )
-        cost = self._cost.status(
-            uid, svc.status.cost, accrual, now, force=decision.phase != svc.status.phase
-        )
-        if cost is not None:
-            status["cost"] = cost
-        return PassResult(status, tuple(events))
+    def _carry_out(
+        self, svc: InferenceService, plan: ServingPlan, deployments: Sequence[Body]
+    ) -> PassResult:
+        events = tuple(Event(*e) for e in plan.events)
+        if not plan.apply:
+            return PassResult(plan.status, events)
+        self._apply(svc, plan, deployments)
+        labels = (svc.metadata.namespace, svc.metadata.name)
+        metrics.REPLICAS.labels(*labels).set(plan.replicas)
+        metrics.READY_REPLICAS.labels(*labels).set(plan.status["readyReplicas"])
+        if plan.scaled_to_zero:
+            metrics.SCALED_TO_ZERO.labels(*labels).inc()
+        if plan.woke:
+            metrics.WAKES.labels(*labels).inc()
+        return PassResult(plan.status, events)
 
     def _sample(self, svc: InferenceService, query: Query) -> MetricSample:
         if self._metrics is None:
@@ -253,20 +189,11 @@ class ServingController:
             return None
         return datetime.fromtimestamp(value, UTC)
 
-    def _apply(
-        self,
-        svc: InferenceService,
-        replicas: int,
-        deployments: Sequence[Body],
-        policy: EffectivePolicy,
-        spot: SpotChoice,
-    ) -> None:
-        """The Deployments and the Service as they should be; unchanged ones are not sent."""
-        on_demand_base = svc.spec.capacity.on_demand_base
-        on_demand, by_policy = spot_split(replicas, on_demand_base, spot.policy)
-        placement = replace(self.config.placement, allowed_gpu_types=policy.allowed_gpu_types)
+    def _apply(self, svc: InferenceService, plan: ServingPlan, deployments: Sequence[Body]) -> None:
+        """The Deployments and the Service as the plan has them; unchanged ones are not sent."""
+        placement = replace(self.config.placement, allowed_gpu_types=plan.allowed_gpu_types)
         wanted = deployment_manifests(
-            svc, on_demand, by_policy, placement, self.config.server, spot.policy
+            svc, plan.on_demand, plan.by_policy, placement, self.config.server, plan.spot
         )
         existing = {str((d.get("metadata") or {}).get("name")): d for d in deployments}
         if not existing:
@@ -278,62 +205,6 @@ class ServingController:
         for name, stale in existing.items():  # e.g. the on-demand track after spot: Never
             meta = stale.get("metadata") or {}
             self._actuator.delete_deployment(svc.metadata.namespace, name, str(meta.get("uid")))
-
-    def _status(
-        self,
-        svc: InferenceService,
-        decision: ScalingDecision,
-        ready: int,
-        last_request: datetime | None,
-        sample: MetricSample,
-        now: datetime,
-    ) -> dict[str, Any]:
-        generation = svc.metadata.generation
-        conditions = set_condition(
-            svc.status.conditions,
-            READY,
-            decision.ready_status,
-            decision.reason,
-            decision.message,
-            now,
-            generation,
-        )
-        available: tuple[Status, str, str] = (
-            ("True", "MetricsAvailable", f"{svc.spec.scaling.metric} = {sample.value:g}")
-            if decision.metrics_available and sample.value is not None
-            else ("False", REASON_METRICS_UNAVAILABLE, sample.reason or "no data")
-        )
-        # The value changes every pass; only a change of status is worth a write.
-        old = next((x for x in conditions if x.type == METRICS_AVAILABLE), None)
-        if old is None or old.status != available[0]:
-            conditions = set_condition(conditions, METRICS_AVAILABLE, *available, now, generation)
-        status: dict[str, Any] = {
-            "observedGeneration": generation,
-            "phase": decision.phase,
-            "replicas": decision.replicas,
-            "readyReplicas": ready,
-            "url": self.url(svc),
-            "conditions": [cond.to_raw() for cond in conditions],
-        }
-        if last_request is not None:
-            status["lastRequestTime"] = rfc3339(last_request)
-        return status
-
-    def _unservable(self, svc: InferenceService, now: datetime, message: str) -> dict[str, Any]:
-        conditions = set_condition(
-            svc.status.conditions,
-            READY,
-            "False",
-            "UnsupportedModelFormat",
-            message,
-            now,
-            svc.metadata.generation,
-        )
-        return {
-            "observedGeneration": svc.metadata.generation,
-            "phase": "Degraded",
-            "conditions": [cond.to_raw() for cond in conditions],
-        }
 
     def url(self, svc: InferenceService) -> str:
         ns, name = svc.metadata.namespace, svc.metadata.name
@@ -361,11 +232,6 @@ def _ready(deployment: Body) -> int:
     return int((deployment.get("status") or {}).get("readyReplicas") or 0)
 
 
-def _latest(*moments: datetime | None) -> datetime | None:
-    present = [m for m in moments if m is not None]
-    return max(present) if present else None
-
-
 def _first_ready(pods: Sequence[Body]) -> datetime | None:
     """When the earliest of the ready replicas became ready."""
     found = (
@@ -386,28 +252,4 @@ def _differs(have: Body, want: dict[str, Any]) -> bool:
     return bool(
         _replicas(have) != want["spec"]["replicas"]
         or annotations.get(c.ANNOTATION_APPLIED) != digest
-    )
-
-
-def _scaled(
-    svc: InferenceService,
-    before: int,
-    decision: ScalingDecision,
-    sample: MetricSample,
-    keep_alive: timedelta,
-) -> Event:
-    metric = svc.spec.scaling.metric
-    load = "unavailable" if sample.value is None else f"{sample.value:g}"
-    if decision.replicas == 0:
-        return Event(
-            "Normal",
-            "ScaledToZero",
-            f"{before} -> 0 replicas: idle for {keep_alive.total_seconds():g}s",
-        )
-    reason = "ScaledUp" if decision.replicas > before else "ScaledDown"
-    return Event(
-        "Normal",
-        reason,
-        f"{before} -> {decision.replicas} replicas ({metric} {load}, target"
-        f" {svc.spec.scaling.target:g} per replica)",
     )

@@ -1,20 +1,17 @@
-"""The TrainingJob controller's pass: observe the workers, decide, create and delete, report.
+"""The TrainingJob controller's pass: observe, decide once, carry the plan out.
 
-Level-based like the capacity pass: each pass reads the job's worker pods and their nodes from
-the watch caches, calls `decisions.training.decide_workers`, and carries the decision out
-(the rendezvous Service, missing workers created, lost or extra ones deleted) before it
-returns the job's status.
+Level-based like the capacity pass: each pass reads the job's pods and their nodes from the
+watch caches into a `TrainingObserved`, calls `decisions.training_plan.decide_training` once,
+and carries the `TrainingPlan` out (the counts written, lost or extra workers deleted, the
+rendezvous Service and missing workers created, the compress pod and the InferenceService)
+before it returns the job's status and Events. It decides nothing itself.
 
 A worker's end is counted in two steps, so that no crash of the operator loses a count or
-counts one twice: the new counts and the uids of the pods they count go to
-`status.countedPods` in one status write, then the pods are deleted; a pod found there is
-deleted but never counted again, and its uid is dropped once the pod is gone.
-
-The worker pods a pass leaves running go to `status.workerPods` with that pass's status, so a
-worker that vanished before the next pass (evicted by a drain, deleted by someone, or while
-the operator was down) is counted as a preemption. In memory (`TrainingMemory`), lost on
-restart, are only the pods it has deleted itself, so that a pod still in a lagging cache
-without its deletionTimestamp is neither counted again nor taken for lost.
+counts one twice: the plan's counts, with the uids of the pods they count, are written to
+`status.countedPods` in one status write, then the pods are deleted. In memory
+(`TrainingMemory`), lost on restart, are only what makes passes better: the pods this
+operator deleted itself (so a pod still in a lagging cache is neither counted again nor taken
+for lost), the workers it created that the cache does not show yet, and the budget alerts.
 """
 
 from __future__ import annotations
@@ -27,50 +24,30 @@ from typing import Any, Protocol, TypeVar
 
 from sparsam import failpoints, metrics
 from sparsam.api import constants as c
-from sparsam.api.common import SpotPolicy
-from sparsam.api.conditions import READY, rfc3339, set_condition
 from sparsam.api.costpolicy import CostPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.checkpoints import CheckpointReader
 from sparsam.controllers.costing import CostMeter
 from sparsam.controllers.locks import KeyedLocks
 from sparsam.controllers.results import Event, PassResult
-from sparsam.decisions.checkpointing import (
-    CheckpointInterval,
-    CheckpointSettings,
-    Observed,
-    checkpoint_interval,
-    estimate_hazard,
-)
-from sparsam.decisions.cost import Accrual, PriceTable, budget_action
-from sparsam.decisions.delivery import CompressPod, PodPhase, decide_delivery, delivers
-from sparsam.decisions.effective_policy import (
-    EffectivePolicy,
-    choose_spot,
-    compression_stop,
-    resolve_policy,
-)
+from sparsam.decisions.cost import PriceTable
+from sparsam.decisions.effective_policy import resolve_policy
 from sparsam.decisions.interruption import InterruptionSignals
-from sparsam.decisions.training import (
-    BudgetStop,
-    Worker,
-    WorkerDecision,
-    awaited,
-    decide_workers,
-    desired_workers,
-    expired,
-    start_time,
+from sparsam.decisions.training import worker_name
+from sparsam.decisions.training_plan import (
+    ObservedPod,
+    TrainingObserved,
+    TrainingPlan,
+    decide_training,
 )
 from sparsam.kube.client import CALL_THREADS
-from sparsam.kube.observe import Body, node_from_body, worker_from_body
+from sparsam.kube.observe import Body, compress_from_body, node_from_body, worker_from_body
 from sparsam.kube.pods import Placement
 from sparsam.kube.trainingjob import (
     compress_manifest,
     deployed_service_manifest,
-    selector,
     service_manifest,
     worker_manifest,
-    worker_name,
 )
 from sparsam.providers.metrics import CheckpointFacts
 
@@ -117,7 +94,6 @@ class TrainingController:
         self.placement = placement or Placement()
         self._signals = signals or InterruptionSignals()
         self._cost = CostMeter(c.TRAINING_JOB.kind, prices)
-        self._cadence_settings = CheckpointSettings()
         self.memory = TrainingMemory()
         self._locks = KeyedLocks()
 
@@ -132,185 +108,121 @@ class TrainingController:
     ) -> PassResult:
         """One pass for `job`, given its worker pods, every node and every GPUNodePool (for
         prices) from the caches, and its namespace's effective CostPolicy (read once, here,
-        into the `EffectivePolicy` the rest of the pass takes)."""
+        into the `EffectivePolicy` the decision takes)."""
         effective = resolve_policy(policy)
-        workers = [p for p in pods if _role(p) != c.ROLE_COMPRESS]
-        compress = next((p for p in pods if _role(p) == c.ROLE_COMPRESS), None)
         # Outside the job's lock: a refresh may wait on Prometheus.
         meta = job.metadata
         facts = self._checkpoints.facts(meta.namespace, meta.name) if self._checkpoints else None
-        with self._locks.of(job.metadata.uid):
-            if job.status.phase in ("Compressing", "Deploying"):
-                # The compress pod's GPU time is the job's too.
-                pods_now = [compress] if compress is not None else []
-                accrual = self._cost.accrue(
-                    job.metadata, job.status.cost, pods_now, job.spec.resources.gpus,
-                    nodes, pools or {}, now,
-                )  # fmt: skip
-                cost = self._cost.status(job.metadata.uid, job.status.cost, accrual, now)
-                return self._deliver(job, compress, effective, now, {"cost": cost} if cost else {})
-            return self._pass(job, workers, compress, nodes, pools or {}, effective, now, facts)
+        with self._locks.of(meta.uid):
+            observed = self._observe(job, pods, nodes, pools or {}, now, facts)
+            plan = decide_training(observed, effective, now)
+            self._remember(job, plan, now)
+            return self._carry_out(job, plan, now)
 
-    def _workers(
-        self, job: TrainingJob, pods: Sequence[Body], nodes: Mapping[str, Body]
-    ) -> tuple[list[Worker], dict[str, str]]:
-        """The job's workers as the decision sees them, and the uid of each pod by name: its
-        pods, and the workers of status.workerPods that are gone since (never counted yet)."""
-        workers: list[Worker] = []
-        uids: dict[str, str] = {}
-        handled = self._handled(job, pods)
-        for pod in pods:
-            meta = pod.get("metadata") or {}
-            uid, name = str(meta.get("uid", "")), str(meta.get("name", ""))
-            uids[name] = uid
-            node_name = (pod.get("spec") or {}).get("nodeName")
-            body = nodes.get(node_name) if node_name else None
-            facts = node_from_body(body, (), self._signals) if body is not None else None
-            gone = bool(node_name) and body is None
-            worker = worker_from_body(pod, facts, gone_node=gone, deleting=uid in handled)
-            workers.append(replace(worker, counted=uid in job.status.counted_pods))
-        present = set(uids.values())
-        for ref in job.status.worker_pods:
-            if ref.uid in present or ref.uid in handled:
-                continue
-            if ref.uid in job.status.counted_pods:
-                continue  # counted, then deleted: not lost
-            index = ref.name.rsplit("-", 1)[-1]
-            workers.append(
-                Worker(
-                    int(index) if index.isdigit() else -1,
-                    ref.name,
-                    "Failed",
-                    node_lost=f"pod {ref.name} was deleted (evicted, or its node drained)",
-                    gone=True,
-                )
-            )
-            handled.add(ref.uid)
-        return workers, uids
-
-    def _handled(self, job: TrainingJob, pods: Sequence[Body]) -> set[str]:
-        """The job's handled pods, less those neither the cache nor status shows any more."""
-        handled = self.memory.handled.setdefault(job.metadata.uid, set())
-        shown = {str((p.get("metadata") or {}).get("uid")) for p in pods}
-        shown.update(ref.uid for ref in job.status.worker_pods)
-        shown.update(job.status.counted_pods)
-        handled &= shown
-        return handled
-
-    def _pass(
+    def _observe(
         self,
         job: TrainingJob,
         pods: Sequence[Body],
-        compress: Body | None,
         nodes: Mapping[str, Body],
         pools: Mapping[str, Body],
-        policy: EffectivePolicy,
         now: datetime,
-        facts: CheckpointFacts | None = None,
-    ) -> PassResult:
-        namespace = job.metadata.namespace
-        if job.status.finished:
-            if expired(job, now):
-                self._actuator.delete_job(namespace, job.metadata.name, job.metadata.uid)
-                ttl = job.spec.run_policy.ttl_seconds_after_finished
-                return PassResult(
-                    {}, (Event("Normal", "Expired", f"deleted {ttl}s after it finished"),)
-                )
-            return PassResult({})
-        accrual = self._cost.accrue(
-            job.metadata, job.status.cost, pods, job.spec.resources.gpus, nodes, pools, now
-        )
-        budget_events, stop = self._budget(job, accrual)
-        stop = stop or policy.budget_stop or compression_stop(job, policy)
-        spot = choose_spot(job.spec.capacity.spot, policy)
-        workers, uids = self._workers(job, pods, nodes)
-        handled = self.memory.handled[job.metadata.uid]
-        decision = decide_workers(job, workers, now, stop)
-        _count(job, decision)
-        labels = (namespace, job.metadata.name)
-        metrics.set_phase(metrics.TRAINING_PHASE, labels, job.status.phase, decision.phase)
-        # Every worker the decision counted is among these: deleted, and never counted again.
-        # A pod whose node is gone has no kubelet to confirm its end: it is removed at once,
-        # as the pod GC would do later, so that its replacement can take its name now.
-        placed = {
-            str((p.get("metadata") or {}).get("name")): (p.get("spec") or {}).get("nodeName")
-            for p in pods
-        }
-        orphans = {name for name, node in placed.items() if node and node not in nodes}
-        present = {str((p.get("metadata") or {}).get("uid")) for p in pods}
-        counted = sorted(
-            {u for u in job.status.counted_pods if u in present}
-            | {uids[name] for name in decision.counted}
-        )
-        # The workers this pass leaves running (those it deletes are counted, or not lost).
-        left = [
-            {"name": name, "uid": uid}
-            for name, uid in sorted(uids.items())
-            if uid not in handled and name not in decision.delete
-        ]
-        recounted = (decision.preemptions, decision.restarts) != (
-            job.status.preemptions,
-            job.status.restarts,
-        )
-        if recounted or set(counted) - set(job.status.counted_pods):
-            # The counts first, with the pods they count: a crash after this write leaves
-            # the pods to delete, not to count; one before it leaves everything to do again.
-            # A worker whose pod is already gone (evicted by a drain) is counted here too,
-            # so that no replacement is ever seen before the loss it replaces.
-            self._actuator.write_status(
-                namespace,
-                job.metadata.name,
-                {
-                    "preemptions": decision.preemptions,
-                    "restarts": decision.restarts,
-                    "countedPods": counted,
-                    "workerPods": left,
-                },
+        facts: CheckpointFacts | None,
+    ) -> TrainingObserved:
+        """The job's pods as the decision sees them, and what this operator remembers of it.
+        The cost accrues here: of the compress pod while delivering, of the workers while
+        training, of nothing once finished."""
+        uid = job.metadata.uid
+        workers = [p for p in pods if _role(p) != c.ROLE_COMPRESS]
+        compress = next((p for p in pods if _role(p) == c.ROLE_COMPRESS), None)
+        delivering = job.status.phase in ("Compressing", "Deploying")
+        metered: list[Body] | None = list(workers)
+        if delivering:
+            metered = [compress] if compress is not None else []
+        elif job.status.finished:
+            metered = None
+        accrual = None
+        if metered is not None:
+            accrual = self._cost.accrue(
+                job.metadata, job.status.cost, metered, job.spec.resources.gpus, nodes, pools, now
             )
-            failpoints.hit("training.after-count", namespace)
-        for name in decision.delete:
-            uid = uids.get(name)
-            if uid is not None:
-                self._actuator.delete_pod(namespace, name, uid, force=name in orphans)
-                failpoints.hit("training.after-delete", namespace)
-                handled.add(uid)
-        cadence = self._cadence(job, accrual, policy, spot.policy, facts)
-        created = self.memory.created[job.metadata.uid] = awaited(
-            self.memory.created.get(job.metadata.uid, {}), placed, now
+        observed: list[ObservedPod] = []
+        for pod in workers if not delivering else ():
+            node_name = (pod.get("spec") or {}).get("nodeName")
+            body = nodes.get(node_name) if node_name else None
+            node = node_from_body(body, (), self._signals) if body is not None else None
+            gone = bool(node_name) and body is None
+            pod_uid = str((pod.get("metadata") or {}).get("uid", ""))
+            worker = worker_from_body(pod, node, gone_node=gone)
+            observed.append(ObservedPod(worker, pod_uid, orphan=gone))
+        return TrainingObserved(
+            job,
+            tuple(observed),
+            compress_from_body(compress) if compress is not None else None,
+            accrual,
+            cost_written=self._cost.written(uid),
+            handled=frozenset(self.memory.handled.get(uid, ())),
+            created=dict(self.memory.created.get(uid, {})),
+            alerted=uid in self.memory.alerted,
+            write_seconds=facts.write_seconds if facts is not None else None,
+            checkpoint_step=facts.step if facts is not None else None,
+            checkpoint_time=facts.time if facts is not None else None,
         )
-        create = [i for i in decision.create if worker_name(job.metadata.name, i) not in created]
-        if create:
-            placement = replace(self.placement, allowed_gpu_types=policy.allowed_gpu_types)
-            interval = None if cadence is None else f"{max(1, round(cadence.seconds))}s"
-            manifests = [worker_manifest(job, i, placement, interval, spot.policy) for i in create]
+
+    def _remember(self, job: TrainingJob, plan: TrainingPlan, now: datetime) -> None:
+        uid = job.metadata.uid
+        if plan.handled is not None:
+            self.memory.handled[uid] = set(plan.handled)
+        if plan.awaited is not None:
+            self.memory.created[uid] = dict(plan.awaited)
+        if plan.alerted:
+            self.memory.alerted.add(uid)
+        else:
+            self.memory.alerted.discard(uid)
+        if plan.cost_written:
+            self._cost.wrote(uid, now)
+
+    def _carry_out(self, job: TrainingJob, plan: TrainingPlan, now: datetime) -> PassResult:
+        """Carry `plan` out, in its order: every count is written before the pods it counts
+        are deleted."""
+        meta = job.metadata
+        namespace, uid = meta.namespace, meta.uid
+        labels = (namespace, meta.name)
+        events = tuple(Event(*e) for e in plan.events)
+        if plan.delete_job:
+            self._actuator.delete_job(namespace, meta.name, uid)
+        if plan.phase is not None:
+            metrics.set_phase(metrics.TRAINING_PHASE, labels, job.status.phase, plan.phase)
+        if plan.preempted:
+            metrics.PREEMPTIONS.labels(*labels).inc(plan.preempted)
+        if plan.restarted:
+            metrics.WORKER_FAILURES.labels(*labels).inc(plan.restarted)
+        if plan.counts is not None:
+            self._actuator.write_status(namespace, meta.name, dict(plan.counts))
+            failpoints.hit("training.after-count", namespace)
+        handled = self.memory.handled.setdefault(uid, set())
+        for pod in plan.delete:
+            self._actuator.delete_pod(namespace, pod.name, pod.uid, force=pod.force)
+            failpoints.hit("training.after-delete", namespace)
+            handled.add(pod.uid)
+        if plan.create:
+            placement = replace(self.placement, allowed_gpu_types=plan.allowed_gpu_types)
+            manifests = [
+                worker_manifest(job, i, placement, plan.checkpoint_interval, plan.spot)
+                for i in plan.create
+            ]
             self._create(job, manifests)
-            created.update((worker_name(job.metadata.name, i), now) for i in create)
-        status = self._status(job, decision, workers, now)
-        status["spot"] = spot.to_raw()
-        if facts is not None and facts.step is not None and facts.time is not None:
-            status["lastCheckpoint"] = {"step": facts.step, "time": rfc3339(facts.time)}
-        # None removes a list from status once it is empty.
-        if counted or job.status.counted_pods:
-            status["countedPods"] = counted or None
-        if decision.finished:
-            left = []
-        if left or job.status.worker_pods:
-            status["workerPods"] = left or None
-        # The interval the workers created now were given (their env is fixed at creation).
-        if cadence is not None and (create or job.status.checkpoint_interval is None):
-            status["checkpointInterval"] = _raw_interval(cadence)
-        # At most every 30 s while it runs, and with every change of phase, so that a
-        # suspended or finished job shows what it cost.
-        moved = decision.phase != job.status.phase
-        cost = self._cost.status(job.metadata.uid, job.status.cost, accrual, now, force=moved)
-        if cost is not None:
-            status["cost"] = cost
-        if decision.phase == "Succeeded" and delivers(job):
-            # Training is done; compression and deployment follow (decisions.delivery).
-            delivered = self._deliver(job, compress, policy, now, status)
-            return PassResult(delivered.status, budget_events + delivered.events)
-        failpoints.hit("training.before-status", namespace)
-        return PassResult(status, budget_events + _events(decision))
+            created = self.memory.created.setdefault(uid, {})
+            created.update((worker_name(meta.name, i), now) for i in plan.create)
+        if plan.create_compress:
+            placement = replace(self.placement, allowed_gpu_types=plan.allowed_gpu_types)
+            manifest = compress_manifest(job, placement, plan.max_accuracy_drop, plan.spot)
+            self._actuator.create_pod(manifest)
+            failpoints.hit("training.after-compress-pod", namespace)
+        if plan.deploy_uri is not None:
+            self._actuator.apply_inference_service(deployed_service_manifest(job, plan.deploy_uri))
+        if plan.phase is not None and not plan.delivery:
+            failpoints.hit("training.before-status", namespace)
+        return PassResult(dict(plan.status), events)
 
     def _create(self, job: TrainingJob, workers: Sequence[dict[str, Any]]) -> None:
         """The rendezvous Service and `workers`, in slow-start batches as the ReplicaSet
@@ -334,132 +246,6 @@ class TrainingController:
             for future in futures:
                 future.result()  # the first refusal, once nothing of the batch is in flight
             failpoints.hit("training.between-workers", namespace)
-
-    def _deliver(
-        self,
-        job: TrainingJob,
-        compress: Body | None,
-        policy: EffectivePolicy,
-        now: datetime,
-        status: dict[str, Any],
-    ) -> PassResult:
-        """After training: the compress pod, then the InferenceService (`status` is what the
-        pass has written so far, if anything)."""
-        decision = decide_delivery(job, _compress_pod(compress))
-        if decision.create_pod:
-            placement = replace(self.placement, allowed_gpu_types=policy.allowed_gpu_types)
-            spot = choose_spot(job.spec.capacity.spot, policy).policy
-            cap = policy.max_accuracy_drop
-            self._actuator.create_pod(compress_manifest(job, placement, cap, spot))
-            failpoints.hit("training.after-compress-pod", job.metadata.namespace)
-        if decision.deploy_uri is not None:
-            self._actuator.apply_inference_service(
-                deployed_service_manifest(job, decision.deploy_uri)
-            )
-        generation = job.metadata.generation
-        conditions = job.status.conditions
-        for cond in decision.conditions:
-            conditions = set_condition(
-                conditions, cond.type, cond.status, cond.reason, cond.message, now, generation
-            )
-        conditions = set_condition(conditions, READY, *decision.ready, now, generation)
-        out = {**status, "phase": decision.phase}
-        out["conditions"] = [cond.to_raw() for cond in conditions]
-        if not decision.finished:
-            out.pop("completionTime", None)
-        elif job.status.completion_time is None:
-            out["completionTime"] = rfc3339(now)
-        if decision.compression is not None:
-            out["compression"] = decision.compression
-        if decision.deploy_uri is not None:
-            out["model"] = {"uri": decision.deploy_uri}
-        labels = (job.metadata.namespace, job.metadata.name)
-        metrics.set_phase(metrics.TRAINING_PHASE, labels, job.status.phase, decision.phase)
-        return PassResult(out, tuple(Event(*e) for e in decision.events))
-
-    def _cadence(
-        self,
-        job: TrainingJob,
-        accrual: Accrual,
-        policy: EffectivePolicy,
-        spot: SpotPolicy,
-        facts: CheckpointFacts | None,
-    ) -> CheckpointInterval | None:
-        """The checkpoint interval new workers get: the spec's, or Young/Daly from the
-        preemptions this job has seen over the worker-hours it ran (the capacity type's prior
-        until there are enough of them) and the checkpoint write time its workers measured
-        (the default until one has written a checkpoint; status says which)."""
-        checkpoint = job.spec.checkpoint
-        if checkpoint is None:
-            return None
-        gpus = max(job.spec.resources.gpus, 1)
-        observed = Observed(job.status.preemptions, accrual.gpu_seconds / 3600.0 / gpus)
-        capacity = c.CAPACITY_ON_DEMAND if spot == "Never" else c.CAPACITY_SPOT
-        return checkpoint_interval(
-            workers=desired_workers(job),
-            hazard=estimate_hazard(capacity, observed, self._cadence_settings),
-            write_seconds=facts.write_seconds if facts is not None else None,
-            fixed=checkpoint.interval_duration,
-            max_lost_work_fraction=policy.max_lost_work_fraction,
-            settings=self._cadence_settings,
-        )
-
-    def _budget(
-        self, job: TrainingJob, accrual: Accrual
-    ) -> tuple[tuple[Event, ...], BudgetStop | None]:
-        """spec.budget: an Event when it is spent (once), and the message that stops the job
-        when onExceeded is Suspend or Fail."""
-        budget = job.spec.budget
-        if budget is None:
-            return (), None
-        decision = budget_action(accrual.cost, budget.max_cost, (), budget.on_exceeded)
-        if not decision.action_due:
-            self.memory.alerted.discard(job.metadata.uid)
-            return (), None
-        message = (
-            f"accrued {accrual.cost:.2f} of spec.budget.maxCost {budget.max_cost:g} "
-            f"(onExceeded: {budget.on_exceeded})"
-        )
-        events: tuple[Event, ...] = ()
-        if job.metadata.uid not in self.memory.alerted:
-            self.memory.alerted.add(job.metadata.uid)
-            events = (Event("Warning", "BudgetExceeded", message),)
-        if budget.on_exceeded == "Alert":
-            return events, None
-        return events, BudgetStop(budget.on_exceeded, message)
-
-    def _status(
-        self, job: TrainingJob, decision: WorkerDecision, workers: Sequence[Worker], now: datetime
-    ) -> dict[str, Any]:
-        status = job.status
-        ready_status, reason, message = decision.ready
-        conditions = set_condition(
-            status.conditions,
-            READY,
-            ready_status,
-            reason,
-            message,
-            now,
-            job.metadata.generation,
-        )
-        out: dict[str, Any] = {
-            "observedGeneration": job.metadata.generation,
-            "phase": decision.phase,
-            "selector": selector(job.metadata.name),
-            "workers": {"desired": decision.desired, "running": decision.running},
-            "preemptions": decision.preemptions,
-            "restarts": decision.restarts,
-            "conditions": [cond.to_raw() for cond in conditions],
-        }
-        if decision.phase == "Suspended":
-            # As a Job's: activeDeadlineSeconds counts again from the resumed workers' start.
-            out["startTime"] = None
-        # A job whose only worker ran and finished between two passes never looked Running.
-        elif status.start_time is None and (decision.phase == "Running" or decision.finished):
-            out["startTime"] = rfc3339(start_time(workers, now))
-        if decision.finished:
-            out["completionTime"] = rfc3339(now)
-        return out
 
     def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge `status` into the job's: what a pass found that differs from it."""
@@ -490,50 +276,3 @@ def slow_start(items: Sequence[T], first: int = 1) -> list[list[T]]:
 def _role(pod: Body) -> str | None:
     labels: Mapping[str, str] = (pod.get("metadata") or {}).get("labels") or {}
     return labels.get(c.LABEL_ROLE)
-
-
-def _compress_pod(pod: Body | None) -> CompressPod | None:
-    """The compress pod as `decide_delivery` sees it: phase, and once ended, the container's
-    exit code and termination message."""
-    if pod is None:
-        return None
-    status = pod.get("status") or {}
-    phase = status.get("phase") or "Pending"
-    exit_code: int | None = None
-    message: str | None = None
-    for container in status.get("containerStatuses") or ():
-        terminated = (container.get("state") or {}).get("terminated")
-        if terminated:
-            exit_code = terminated.get("exitCode")
-            message = terminated.get("message")
-    known: dict[str, PodPhase] = {
-        "Pending": "Pending",
-        "Running": "Running",
-        "Succeeded": "Succeeded",
-        "Failed": "Failed",
-    }
-    return CompressPod(known.get(phase, "Unknown"), exit_code, message)
-
-
-def _events(decision: WorkerDecision) -> tuple[Event, ...]:
-    return tuple(Event(kind, reason, message) for kind, reason, message in decision.events)
-
-
-def _count(job: TrainingJob, decision: WorkerDecision) -> None:
-    ns, name = job.metadata.namespace, job.metadata.name
-    if decision.preemptions > job.status.preemptions:
-        metrics.PREEMPTIONS.labels(ns, name).inc(decision.preemptions - job.status.preemptions)
-    if decision.restarts > job.status.restarts:
-        metrics.WORKER_FAILURES.labels(ns, name).inc(decision.restarts - job.status.restarts)
-
-
-def _raw_interval(cadence: CheckpointInterval) -> dict[str, Any]:
-    status = cadence.to_status()
-    raw = {
-        "seconds": status.seconds,
-        "mode": status.mode,
-        "writeSeconds": status.write_seconds,
-        "meanTimeBetweenPreemptionsSeconds": status.mean_time_between_preemptions_seconds,
-        "message": status.message,
-    }
-    return {k: v for k, v in raw.items() if v is not None}

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from sparsam.api import constants as c
 from sparsam.api.common import Cost
@@ -211,3 +211,14 @@ def month(now: datetime) -> tuple[datetime, datetime]:
         else start.replace(month=start.month + 1)
     )
     return start, end
+
+
+def raw_cost(cost: Cost) -> dict[str, Any]:
+    """status.cost as the CRD has it (fields with no value left out)."""
+    raw = {
+        "accrued": cost.accrued,
+        "onDemandEquivalent": cost.on_demand_equivalent,
+        "savingsRatio": cost.savings_ratio,
+        "gpuSeconds": cost.gpu_seconds,
+    }
+    return {k: v for k, v in raw.items() if v is not None}

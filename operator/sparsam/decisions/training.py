@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
+from sparsam.api import constants as c
 from sparsam.api.conditions import parse_rfc3339
 from sparsam.api.trainingjob import Phase, TrainingJob
 
@@ -169,6 +170,15 @@ class WorkerDecision:
     ready: tuple[Literal["True", "False"], str, str] = ("True", "Running", "")
     finished: bool = False
     events: tuple[tuple[str, str, str], ...] = ()
+
+
+def worker_name(job: str, index: int) -> str:
+    return f"{job}-worker-{index}"
+
+
+def selector(job: str) -> str:
+    """status.selector: the workers, for the /scale subresource."""
+    return f"{c.LABEL_JOB}={job},{c.LABEL_ROLE}={c.ROLE_WORKER}"
 
 
 def desired_workers(job: TrainingJob) -> int:

@@ -20,6 +20,7 @@ from sparsam.api.conditions import parse_rfc3339
 from sparsam.api.gpunodepool import Taint, TaintEffect
 from sparsam.api.parse import Quantity
 from sparsam.decisions.cluster import Node, Pod, Resources
+from sparsam.decisions.delivery import CompressPod
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.scheduling import (
     NodeSelectorRequirement,
@@ -242,3 +243,24 @@ def worker_from_body(
         created=parse_rfc3339(metadata.get("creationTimestamp")),
         started=parse_rfc3339((terminated or running).get("startedAt")),
     )
+
+
+def compress_from_body(pod: Body) -> CompressPod:
+    """The compress pod as `decide_delivery` sees it: phase, and once ended, the container's
+    exit code and termination message."""
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    exit_code: int | None = None
+    message: str | None = None
+    for container in status.get("containerStatuses") or ():
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            exit_code = terminated.get("exitCode")
+            message = terminated.get("message")
+    known: dict[str, PodPhase] = {
+        "Pending": "Pending",
+        "Running": "Running",
+        "Succeeded": "Succeeded",
+        "Failed": "Failed",
+    }
+    return CompressPod(known.get(phase, "Unknown"), exit_code, message)

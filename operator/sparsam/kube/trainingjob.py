@@ -26,6 +26,7 @@ from sparsam.api.common import SpotPolicy
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.decisions.delivery import EXPORT_ONLY, output_dir
 from sparsam.decisions.effective_policy import NO_POLICY, choose_spot
+from sparsam.decisions.training import worker_name
 from sparsam.kube.pods import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
@@ -50,15 +51,6 @@ DEFAULT_COMMAND: Final = ("python", "-m", "sparsam_trainer", "train")
 #: out has rank 0 publish a fresh address and port in every round; tests/trainer/
 #: test_elastic.py has a replacement join seconds after a loss.
 TORCHRUN_ENV: Final = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-
-
-def worker_name(job: str, index: int) -> str:
-    return f"{job}-worker-{index}"
-
-
-def selector(job: str) -> str:
-    """status.selector: the workers, for the /scale subresource."""
-    return f"{c.LABEL_JOB}={job},{c.LABEL_ROLE}={c.ROLE_WORKER}"
 
 
 def owner_reference(job: TrainingJob) -> dict[str, Any]:
