@@ -194,21 +194,46 @@ def test_parse_backend(text: str, expected: object) -> None:
             ],
         ),
         (
-            [("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-Proto", "https")],
             [
+                ("X-Forwarded-For", "1.2.3.4"),
+                ("X-Forwarded-For", "5.6.7.8"),
                 ("X-Forwarded-Proto", "https"),
-                ("X-Forwarded-For", "1.2.3.4, 10.0.0.9"),
+                ("X-Forwarded-Host", "evil.example"),
+                ("X-Forwarded-Port", "443"),
+                ("Forwarded", "for=1.2.3.4"),
+                ("X-Real-IP", "1.2.3.4"),
+            ],
+            [
+                ("X-Forwarded-For", "10.0.0.9"),
                 ("X-Forwarded-Host", "front:80"),
+                ("X-Forwarded-Proto", "http"),
             ],
         ),
     ],
-    ids=["end-to-end-headers-kept", "hop-by-hop-dropped", "forwarded-chain-extended"],
+    ids=["end-to-end-headers-kept", "hop-by-hop-dropped", "client-claims-replaced"],
 )
 def test_forwarded_headers(
     incoming: list[tuple[str, str]], forwarded: list[tuple[str, str]]
 ) -> None:
     out = forwarded_headers(CIMultiDict(incoming), remote="10.0.0.9", host="front:80")
     assert sorted(out.items()) == sorted(forwarded)
+
+
+def test_forwarded_headers_of_a_trusted_proxy_are_kept_and_extended() -> None:
+    incoming = CIMultiDict(
+        [
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-For", "5.6.7.8"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "models.example"),
+        ]
+    )
+    out = forwarded_headers(incoming, remote="10.0.0.9", host="front:80", trusted=True)
+    assert sorted(out.items()) == [
+        ("X-Forwarded-For", "1.2.3.4, 5.6.7.8, 10.0.0.9"),
+        ("X-Forwarded-Host", "models.example"),
+        ("X-Forwarded-Proto", "https"),
+    ]
 
 
 def test_returned_headers_drop_hop_by_hop_and_length_keep_the_rest() -> None:

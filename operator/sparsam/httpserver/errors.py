@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
+
+__all__ = ["Handler", "Middleware", "RequestError", "error_response", "json_errors", "refuse"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 # Headers of aiohttp's own refusals that tell the client what to do next.
 _KEPT_HEADERS = ("Allow", "Retry-After")
