@@ -43,7 +43,7 @@ _CLIENT_IDENTITY = frozenset({"forwarded", "x-real-ip"})
 # Headers aiohttp's client would add when the client did not send them: the backend gets what
 # the client sent, no more (an Accept-Encoding the client never asked for would have the backend
 # compress an answer the client may not decode).
-_NOT_ADDED = ("Accept-Encoding", "User-Agent", "Content-Type")
+_NOT_ADDED = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
 class NotSentError(Exception):

@@ -38,10 +38,9 @@ class ListenConfig:
     idle_timeout: float = 75.0
 
 
-def runner_and_site(
-    activator: Activator, listen: ListenConfig
-) -> tuple[web.AppRunner, GuardedSite]:
-    """The activator's application behind its connection guard, ready to set up and start."""
+async def listen_on(activator: Activator, listen: ListenConfig) -> tuple[web.AppRunner, int]:
+    """Start the activator's application behind its connection guard: the runner (to clean up)
+    and the port it listens on. OSError (runner cleaned up) when it cannot listen."""
     guard = ConnectionGuard(
         ConnectionLimits(
             max_connections=listen.max_connections, header_timeout=listen.header_timeout
@@ -53,20 +52,27 @@ def runner_and_site(
         access_log=logging.getLogger("sparsam.activator.access") if listen.access_log else None,
         shutdown_timeout=listen.grace_seconds,
         keepalive_timeout=listen.idle_timeout,
+        # The body goes to the replica as the client sent it: decoding a gzip body here would
+        # forward plain bytes under "Content-Encoding: gzip", and expand a bomb in this process.
+        auto_decompress=False,
     )
-    return runner, GuardedSite(runner, listen.host, listen.port, guard)
+    await runner.setup()
+    site = GuardedSite(runner, listen.host, listen.port, guard)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner, site.port
 
 
 async def serve(activator: Activator, listen: ListenConfig) -> int:
     """Serve until SIGTERM or SIGINT; OK after a clean drain, FAILED if it cannot listen."""
-    runner, site = runner_and_site(activator, listen)
     await activator.start()
-    await runner.setup()
     try:
-        await site.start()
+        runner, _ = await listen_on(activator, listen)
     except OSError as error:
         logger.error("cannot listen on %s:%d: %s", listen.host, listen.port, error)
-        await runner.cleanup()
         await activator.close()
         return FAILED
     logger.info("listening on http://%s:%d", listen.host, listen.port)
