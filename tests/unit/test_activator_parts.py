@@ -472,8 +472,8 @@ def test_cli_defaults() -> None:
 
 def test_the_charts_activator_arguments_parse() -> None:
     """The flags charts/sparsam's activator Deployment passes, with the chart's values."""
-    values = yaml.safe_load(CHART / "values.yaml".read_text())["activator"]
-    template = CHART / "templates" / "activator.yaml".read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["activator"]
+    template = (CHART / "templates" / "activator.yaml").read_text()
     argv = []
     for flag, value in re.findall(
         r"- (--[a-z-]+)=\{\{ (?:int64 )?\.Values\.activator\.(\w+) \}\}", template
