@@ -158,7 +158,7 @@ def test_held_bytes_are_bounded_per_service_and_in_all() -> None:
     async def scenario() -> None:
         async with front(
             table_of({}),
-            hold_timeout=2.0,
+            hold_timeout=5.0,
             max_request_bytes=2 * MiB,
             max_buffered_bytes_per_service=3 * MiB,
             max_buffered_bytes=4 * MiB,
@@ -179,7 +179,7 @@ def test_held_bytes_are_bounded_per_service_and_in_all() -> None:
             assert (
                 "team/digits already has 3145728 request bytes buffered" in refused.json()["error"]
             )
-            assert refused.seconds < 1
+            assert refused.seconds < 2.5  # at once, not after the hold timeout
             assert f.counter("refusals", *KEY, "buffer_full_service") == 1
 
             # Without Content-Length, the bytes are claimed as they come.
@@ -289,7 +289,7 @@ def test_connections_over_the_cap_are_refused_at_once() -> None:
             answer = await extra.answer(timeout=5)
             assert answer.status == 503
             assert answer.headers["retry-after"] == "1"
-            assert answer.seconds < 1
+            assert answer.seconds < 2.5
             assert await extra.closed()
             assert f.counter("connections_cut", "too_many_connections") == 1
             for raw in idle:
