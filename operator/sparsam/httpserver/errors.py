@@ -74,9 +74,13 @@ def json_errors(logger: logging.Logger, internal_error: str) -> Middleware:
                 f"{request.method} {request.path}: {error.reason}",
                 headers,
             )
-        except HttpProcessingError as error:
-            # A body aiohttp could not decode (bad gzip, broken chunked encoding).
-            message = error.message or type(error).__name__
+        except (HttpProcessingError, web.RequestPayloadError) as error:
+            # A body aiohttp could not decode (bad gzip, broken chunked encoding), read by a
+            # handler without `body.read_body`. Nothing more can be read from it: marking it
+            # ended spares aiohttp a lingering read that would log the error with a traceback.
+            request.content.feed_eof()
+            cause = error.__cause__ or error
+            message = getattr(cause, "message", "") or str(cause) or type(cause).__name__
             return refuse(logger, request, 400, f"the request body cannot be read: {message}")
         except Exception:
             logger.exception("unhandled error in %s %s", request.method, request.path)
