@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes.client.exceptions import ApiException
 from multidict import CIMultiDict
 
@@ -27,6 +30,8 @@ from sparsam.activator.kube import KubeBackends
 from sparsam.activator.wake import KubeWaker, ServiceNotFoundError, ThrottledWaker, wake_timestamp
 
 KEY: ServiceKey = ("team", "digits")
+MiB = 1024 * 1024
+CHART = Path(__file__).resolve().parents[2] / "charts" / "sparsam"
 
 
 def pod(
@@ -194,21 +199,46 @@ def test_parse_backend(text: str, expected: object) -> None:
             ],
         ),
         (
-            [("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-Proto", "https")],
             [
+                ("X-Forwarded-For", "1.2.3.4"),
+                ("X-Forwarded-For", "5.6.7.8"),
                 ("X-Forwarded-Proto", "https"),
-                ("X-Forwarded-For", "1.2.3.4, 10.0.0.9"),
+                ("X-Forwarded-Host", "evil.example"),
+                ("X-Forwarded-Port", "443"),
+                ("Forwarded", "for=1.2.3.4"),
+                ("X-Real-IP", "1.2.3.4"),
+            ],
+            [
+                ("X-Forwarded-For", "10.0.0.9"),
                 ("X-Forwarded-Host", "front:80"),
+                ("X-Forwarded-Proto", "http"),
             ],
         ),
     ],
-    ids=["end-to-end-headers-kept", "hop-by-hop-dropped", "forwarded-chain-extended"],
+    ids=["end-to-end-headers-kept", "hop-by-hop-dropped", "client-claims-replaced"],
 )
 def test_forwarded_headers(
     incoming: list[tuple[str, str]], forwarded: list[tuple[str, str]]
 ) -> None:
     out = forwarded_headers(CIMultiDict(incoming), remote="10.0.0.9", host="front:80")
     assert sorted(out.items()) == sorted(forwarded)
+
+
+def test_forwarded_headers_of_a_trusted_proxy_are_kept_and_extended() -> None:
+    incoming = CIMultiDict(
+        [
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-For", "5.6.7.8"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "models.example"),
+        ]
+    )
+    out = forwarded_headers(incoming, remote="10.0.0.9", host="front:80", trusted=True)
+    assert sorted(out.items()) == [
+        ("X-Forwarded-For", "1.2.3.4, 5.6.7.8, 10.0.0.9"),
+        ("X-Forwarded-Host", "models.example"),
+        ("X-Forwarded-Proto", "https"),
+    ]
 
 
 def test_returned_headers_drop_hop_by_hop_and_length_keep_the_rest() -> None:
@@ -428,6 +458,31 @@ def test_cli_defaults() -> None:
         1000,
     )
     assert (args.backend, args.kubeconfig, args.log_format) == ([], None, "text")
+    # Buffered bytes that fit the chart's 512Mi limit; nobody's forwarding headers trusted.
+    assert (args.max_request_bytes, args.max_buffered_bytes_per_service) == (16 * MiB, 64 * MiB)
+    assert args.max_buffered_bytes == 160 * MiB
+    assert (args.header_timeout, args.body_timeout, args.body_min_rate, args.body_grace) == (
+        10.0,
+        10.0,
+        16384.0,
+        5.0,
+    )
+    assert (args.idle_timeout, args.max_connections, args.trusted_proxy) == (75.0, 1000, [])
+
+
+def test_the_charts_activator_arguments_parse() -> None:
+    """The flags charts/sparsam's activator Deployment passes, with the chart's values."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["activator"]
+    template = (CHART / "templates" / "activator.yaml").read_text()
+    argv = []
+    for flag, value in re.findall(
+        r"- (--[a-z-]+)=\{\{ (?:int64 )?\.Values\.activator\.(\w+) \}\}", template
+    ):
+        argv.append(f"{flag}={values[value]}")
+    assert "--max-buffered-bytes=167772160" in argv
+    args = parse(*argv)
+    assert args.max_buffered_bytes == 160 * MiB
+    assert args.body_min_rate == 16384.0
 
 
 @pytest.mark.parametrize(
@@ -443,8 +498,35 @@ def test_cli_defaults() -> None:
             [(("a", "b"), "127.0.0.1:1"), (("a", "b"), "127.0.0.1:2")],
         ),
         (["--log-format", "json"], "log_format", "json"),
+        (["--max-buffered-bytes", "1048576"], "max_buffered_bytes", 1048576),
+        (["--max-buffered-bytes-per-service", "4096"], "max_buffered_bytes_per_service", 4096),
+        (["--header-timeout", "5s"], "header_timeout", 5.0),
+        (["--body-timeout", "1m"], "body_timeout", 60.0),
+        (["--body-min-rate", "0"], "body_min_rate", 0.0),
+        (["--idle-timeout", "90s"], "idle_timeout", 90.0),
+        (["--max-connections", "10"], "max_connections", 10),
+        (
+            ["--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "fd00::1"],
+            "trusted_proxy",
+            [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::1/128")],
+        ),
     ],
-    ids=["duration", "minutes", "seconds", "max-held", "backends", "json-logs"],
+    ids=[
+        "duration",
+        "minutes",
+        "seconds",
+        "max-held",
+        "backends",
+        "json-logs",
+        "buffered",
+        "buffered-per-service",
+        "header-timeout",
+        "body-timeout",
+        "no-min-rate",
+        "idle-timeout",
+        "max-connections",
+        "trusted-proxies",
+    ],
 )
 def test_cli_flags(argv: list[str], attribute: str, value: object) -> None:
     assert getattr(parse(*argv), attribute) == value
@@ -459,8 +541,21 @@ def test_cli_flags(argv: list[str], attribute: str, value: object) -> None:
         (["--max-held", "0"], "at least 1"),
         (["--port", "70000"], "port from 1 to 65535"),
         (["--backend", "digits=127.0.0.1:8080"], "NAMESPACE/NAME=HOST:PORT"),
+        (["--max-buffered-bytes", "0"], "at least 1"),
+        (["--body-min-rate", "-5"], "expected bytes a second"),
+        (["--trusted-proxy", "everyone"], "expected an address or CIDR"),
     ],
-    ids=["negative", "infinite", "not-a-duration", "zero-held", "port", "backend"],
+    ids=[
+        "negative",
+        "infinite",
+        "not-a-duration",
+        "zero-held",
+        "port",
+        "backend",
+        "zero-buffered",
+        "negative-rate",
+        "not-a-network",
+    ],
 )
 def test_cli_rejects(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

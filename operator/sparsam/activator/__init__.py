@@ -11,15 +11,21 @@ HTTP API
 
 ``ANY /<namespace>/<name>/<path>?<query>``
     Forwarded to ``http://<podIP>:<port named http>/<path>?<query>`` of a ready replica of the
-    InferenceService, round-robin: method, body and headers (minus hop-by-hop headers and Host;
-    X-Forwarded-For/-Host/-Proto added); the replica's status, headers and body come back.
+    InferenceService, round-robin: method, body and headers as the client sent them (minus
+    hop-by-hop headers and Host, and nothing added but X-Forwarded-For/-Host/-Proto, which the
+    activator sets itself: a client's own are kept only from a ``--trusted-proxy``); the
+    replica's status, headers and body come back.
     With no ready replica the request is held, up to ``--hold-timeout`` (60s), and released the
     moment one turns ready. Answers of the activator's own are JSON ``{"error": "..."}``:
     404 for an unknown InferenceService or a path without ``<namespace>/<name>``; 503 with
     ``Retry-After`` when the hold timeout passes or the service's hold queue
     (``--max-held``, 1000) is full; 502 when a replica failed after the request was sent (not
     retried: it may not be idempotent); 504 when it did not answer within
-    ``--upstream-timeout``; 413 for a body over ``--max-request-bytes``.
+    ``--upstream-timeout``; 413 for a body over ``--max-request-bytes``; 503 with
+    ``Retry-After`` when keeping the body would pass ``--max-buffered-bytes-per-service`` or
+    ``--max-buffered-bytes``; 408 for headers or a body that come too slowly
+    (``--header-timeout``, ``--body-timeout``, ``--body-min-rate``); past
+    ``--max-connections`` a new connection gets 503 and is closed.
     A request that could not be sent (connection refused: the pod is Ready before the process
     in it listens) is tried on the other replicas and again every 50 ms until the hold
     timeout, as is one a replica answered 503 with ``Retry-After`` (a model server that is
@@ -59,6 +65,12 @@ counted (a 404 for an unknown name creates no series).
   before it was forwarded (or answered 503); requests that did not wait are not observed.
 - ``sparsam_activator_last_request_timestamp_seconds`` (gauge): Unix time of the last request;
   absent until the first one since the activator started.
+- ``sparsam_activator_buffered_request_bytes`` (gauge): body bytes kept in memory now.
+- ``sparsam_activator_refused_total{reason}`` (counter): requests refused before they were held
+  or forwarded: ``buffer_full_service``, ``buffer_full_total``, ``body_too_large``,
+  ``body_too_slow``, ``body_unreadable``.
+- ``sparsam_activator_connections_cut_total{reason}`` (counter, no service labels):
+  ``too_many_connections``, ``header_timeout``.
 
 The series of a deleted InferenceService are dropped at the next scrape.
 

@@ -15,10 +15,11 @@ traceback.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -26,6 +27,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from sparsam.activator.backends import Backends, ServiceKey, valid_key
+from sparsam.activator.budget import BufferFullError, ByteBudget, Claim
 from sparsam.activator.forward import (
     NotSentError,
     Reply,
@@ -37,6 +39,12 @@ from sparsam.activator.forward import (
 from sparsam.activator.hold import HoldQueues, HoldTimeoutError, QueueFullError, wait_ready
 from sparsam.activator.metrics import CONTENT_TYPE_LATEST, ActivatorMetrics
 from sparsam.activator.wake import ServiceNotFoundError, ThrottledWaker
+from sparsam.httpserver.body import BodyLimits, read_body
+from sparsam.httpserver.errors import Middleware, RequestError, error_response, json_errors
+
+__all__ = ["ACTIVATOR", "Activator", "ActivatorConfig", "build_app", "error_response"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +52,11 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_TIMEOUT = 5
 #: Retry-After of a 503 for a full hold queue: room frees up as held requests are released.
 RETRY_AFTER_FULL = 1
+#: Retry-After of a 503 for a full byte budget: held requests are answered within the hold
+#: timeout at the latest, forwarded ones usually much sooner.
+RETRY_AFTER_BUFFERS = 1
+#: The refusal reasons counted by sparsam_activator_refused_total, by the status refused with.
+_REFUSED_BY_STATUS = {408: "body_too_slow", 413: "body_too_large", 400: "body_unreadable"}
 #: Longest a request waits for another's probe of a loading backend before it looks again.
 WAIT_FOR_PROBE = 1.0
 
@@ -63,6 +76,18 @@ class ActivatorConfig:
     connect_timeout: float = 2.0
     upstream_timeout: float = 300.0
     max_request_bytes: int = 16 * 1024 * 1024
+    #: Request bytes kept in memory (held or being forwarded) per service and in all. With
+    #: Python's overhead on top, the total fits the chart's 512 Mi limit beside the ~100 MB the
+    #: process needs itself.
+    max_buffered_bytes_per_service: int = 64 * 1024 * 1024
+    max_buffered_bytes: int = 160 * 1024 * 1024
+    #: A request body must send a chunk at least this often, and average `body_min_rate`
+    #: bytes a second after `body_grace` seconds; else 408.
+    body_timeout: float = 10.0
+    body_min_rate: float = 16 * 1024
+    body_grace: float = 5.0
+    #: Peers whose X-Forwarded-For/-Host/-Proto are kept (and extended); nobody's by default.
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 class Activator:
@@ -83,6 +108,13 @@ class Activator:
         self.metrics = metrics or ActivatorMetrics()
         self.clock = clock
         self.queues = HoldQueues(config.max_held, self.metrics)
+        self.budget = ByteBudget(config.max_buffered_bytes_per_service, config.max_buffered_bytes)
+        self._body_limits = BodyLimits(
+            max_bytes=config.max_request_bytes,
+            idle_timeout=config.body_timeout,
+            min_rate=config.body_min_rate,
+            grace=config.body_grace,
+        )
         self._turn: dict[ServiceKey, int] = {}
         self._stop_holding_at = math.inf
         self._stopping = asyncio.Event()
@@ -121,9 +153,56 @@ class Activator:
         start = turn % len(addresses)
         return [*addresses[start:], *addresses[:start]]
 
+    def trusts(self, remote: str | None) -> bool:
+        """Whether `remote` is one of the trusted proxies."""
+        if not remote or not self.config.trusted_proxies:
+            return False
+        try:
+            address = ipaddress.ip_address(remote)
+        except ValueError:
+            return False
+        return any(address in network for network in self.config.trusted_proxies)
+
     async def handle(self, request: web.Request, key: ServiceKey, path_qs: str) -> web.Response:
-        body = await request.read()
-        headers = forwarded_headers(request.headers, remote=request.remote, host=request.host)
+        claim = self.budget.claim(key)
+        try:
+            body = await self._read(request, key, claim)
+            return await self._forward(request, key, path_qs, body)
+        finally:
+            claim.release()
+            self.metrics.buffered(key, self.budget.used_by(key))
+
+    async def _read(self, request: web.Request, key: ServiceKey, claim: Claim) -> bytearray:
+        """The body, its bytes claimed from the budget; refusals are counted and raised."""
+
+        def reserve(size: int) -> None:
+            claim.reserve(size)
+            self.metrics.buffered(key, self.budget.used_by(key))
+
+        try:
+            return await read_body(request, self._body_limits, reserve)
+        except BufferFullError as error:
+            self.metrics.refused(key, f"buffer_full_{error.scope}")
+            raise RequestError(
+                503,
+                f"{error}; retry shortly",
+                {"Retry-After": str(RETRY_AFTER_BUFFERS)},
+                close_connection=True,
+            ) from None
+        except RequestError as error:
+            self.metrics.refused(key, _REFUSED_BY_STATUS.get(error.status, str(error.status)))
+            raise
+
+    async def _forward(
+        self, request: web.Request, key: ServiceKey, path_qs: str, body: bytearray
+    ) -> web.Response:
+        headers = forwarded_headers(
+            request.headers,
+            remote=request.remote,
+            host=request.host,
+            scheme=request.scheme,
+            trusted=self.trusts(request.remote),
+        )
         arrived = self.clock()
 
         def deadline() -> float:
@@ -222,7 +301,7 @@ class Activator:
         method: str,
         path_qs: str,
         headers: CIMultiDict[str],
-        body: bytes,
+        body: bytearray,
     ) -> Reply | None:
         """The reply of `address`, or None when it could not be sent there."""
         assert self._session is not None, "Activator.start() was not awaited"
@@ -244,12 +323,6 @@ async def _first_of(events: Sequence[asyncio.Event], pause: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 def _response(reply: Reply) -> web.Response:
@@ -297,7 +370,7 @@ async def proxy(request: web.Request) -> web.Response:
         response = await activator.handle(request, key, path_qs)
         status = response.status
         return response
-    except web.HTTPException as error:
+    except (web.HTTPException, RequestError) as error:
         status = error.status
         raise
     except asyncio.CancelledError:
@@ -326,29 +399,15 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own errors (body too large, wrong method) as JSON too, and no traceback ever."""
-    try:
-        return await handler(request)
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
-        return error_response(
-            error.status, f"{request.method} {request.path}: {error.reason}", headers
-        )
-    except Exception:
-        logger.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, "internal error in the activator; see its log")
-
-
-def build_app(activator: Activator) -> web.Application:
+def build_app(activator: Activator, middlewares: Sequence[Middleware] = ()) -> web.Application:
+    """The application; `middlewares` run before the JSON error middleware (the server's
+    connection guard)."""
     app = web.Application(
-        middlewares=[json_errors], client_max_size=activator.config.max_request_bytes
+        middlewares=[
+            *middlewares,
+            json_errors(logger, "internal error in the activator; see its log"),
+        ],
+        client_max_size=activator.config.max_request_bytes,
     )
     app[ACTIVATOR] = activator
     # "-" cannot start a namespace, so these never shadow a service.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import math
 from pathlib import Path
@@ -92,7 +93,82 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-request-bytes",
         type=_positive,
         default=defaults.max_request_bytes,
+        metavar="BYTES",
         help=f"largest request body accepted; larger is 413 ({defaults.max_request_bytes})",
+    )
+    parser.add_argument(
+        "--max-buffered-bytes-per-service",
+        type=_positive,
+        default=defaults.max_buffered_bytes_per_service,
+        metavar="BYTES",
+        help="request body bytes kept in memory (held or being forwarded) for one "
+        "InferenceService; a request that would pass it is answered 503 with Retry-After "
+        f"(default {defaults.max_buffered_bytes_per_service})",
+    )
+    parser.add_argument(
+        "--max-buffered-bytes",
+        type=_positive,
+        default=defaults.max_buffered_bytes,
+        metavar="BYTES",
+        help="request body bytes kept in memory in all; keep it well under the container's "
+        f"memory limit (default {defaults.max_buffered_bytes}, for a 512Mi limit)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=defaults.body_timeout,
+        metavar="DURATION",
+        help="longest wait for the next chunk of a request body; slower is 408 "
+        f"(default {defaults.body_timeout:g}s)",
+    )
+    parser.add_argument(
+        "--body-min-rate",
+        type=_rate,
+        default=defaults.body_min_rate,
+        metavar="BYTES_PER_SECOND",
+        help="least average rate of a request body after --body-grace; slower is 408, 0 turns "
+        f"it off (default {defaults.body_min_rate:g})",
+    )
+    parser.add_argument(
+        "--body-grace",
+        type=_seconds,
+        default=defaults.body_grace,
+        metavar="DURATION",
+        help=f"time a body has before --body-min-rate applies (default {defaults.body_grace:g}s)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=listen.header_timeout,
+        metavar="DURATION",
+        help="a request's headers must be complete this long after its first byte (after the "
+        f"connection opens, for its first request); else 408 (default {listen.header_timeout:g}s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=listen.idle_timeout,
+        metavar="DURATION",
+        help="close a keep-alive connection idle this long; keep it above the idle timeout of "
+        f"proxies in front (default {listen.idle_timeout:g}s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=listen.max_connections,
+        metavar="N",
+        help="open client connections at most; more are answered 503 and closed at once "
+        f"(default {listen.max_connections})",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        type=_network,
+        default=[],
+        metavar="CIDR",
+        help="(repeatable) a proxy in front whose X-Forwarded-For/-Host/-Proto are kept, the "
+        "peer appended to X-Forwarded-For; from anyone else these headers are replaced "
+        "(default: nobody is trusted)",
     )
     parser.add_argument(
         "--log-format",
@@ -113,9 +189,21 @@ def run(args: argparse.Namespace) -> int:
         max_held=args.max_held,
         upstream_timeout=args.upstream_timeout,
         max_request_bytes=args.max_request_bytes,
+        max_buffered_bytes_per_service=args.max_buffered_bytes_per_service,
+        max_buffered_bytes=args.max_buffered_bytes,
+        body_timeout=args.body_timeout,
+        body_min_rate=args.body_min_rate,
+        body_grace=args.body_grace,
+        trusted_proxies=tuple(args.trusted_proxy),
     )
     listen = ListenConfig(
-        host=args.host, port=args.port, grace_seconds=args.grace_period, access_log=args.access_log
+        host=args.host,
+        port=args.port,
+        grace_seconds=args.grace_period,
+        access_log=args.access_log,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        idle_timeout=args.idle_timeout,
     )
     backend_flags: list[tuple[ServiceKey, str]] = args.backend
     if backend_flags:
@@ -175,6 +263,25 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
     return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected bytes a second, 0 or more")
+    return value
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected an address or CIDR ({error})"
+        ) from None
 
 
 def _port(text: str) -> int:

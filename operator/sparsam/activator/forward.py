@@ -38,6 +38,12 @@ HOP_BY_HOP = frozenset(
 )
 _NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect"}
 _NOT_RETURNED = HOP_BY_HOP | {"content-length"}
+# Headers in which a client claims to be someone (somewhere) else; only a trusted proxy's count.
+_CLIENT_IDENTITY = frozenset({"forwarded", "x-real-ip"})
+# Headers aiohttp's client would add when the client did not send them: the backend gets what
+# the client sent, no more (an Accept-Encoding the client never asked for would have the backend
+# compress an answer the client may not decode).
+_NOT_ADDED = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
 class NotSentError(Exception):
@@ -60,24 +66,38 @@ class Reply:
 
 
 def forwarded_headers(
-    headers: Mapping[str, str] | CIMultiDictProxy[str], *, remote: str | None, host: str | None
+    headers: Mapping[str, str] | CIMultiDictProxy[str],
+    *,
+    remote: str | None,
+    host: str | None,
+    scheme: str = "http",
+    trusted: bool = False,
 ) -> CIMultiDict[str]:
     """The client's headers as the backend gets them: without hop-by-hop headers (and those the
-    Connection header names), with X-Forwarded-For/-Host/-Proto saying who asked and where."""
+    Connection header names), with X-Forwarded-For/-Host/-Proto saying who asked and where.
+
+    A client can write anything in those headers, so the activator sets them itself: only when
+    `trusted` (the peer is a proxy the operator named) does it keep the proxy's
+    X-Forwarded-Host/-Proto and append the peer to its X-Forwarded-For. Otherwise the client's
+    own are dropped, with ``Forwarded``, ``X-Real-IP`` and every other ``X-Forwarded-*``."""
     out = CIMultiDict[str]()
     named = _connection_tokens(headers)
-    items = headers.items()
-    for name, value in items:
+    for name, value in headers.items():
         lower = name.lower()
-        if lower not in _NOT_FORWARDED and lower not in named:
-            out.add(name, value)
+        if lower in _NOT_FORWARDED or lower in named:
+            continue
+        if not trusted and (lower in _CLIENT_IDENTITY or lower.startswith("x-forwarded-")):
+            continue
+        out.add(name, value)
+    previous = ", ".join(out.popall("X-Forwarded-For", []))
     if remote:
-        previous = out.pop("X-Forwarded-For", None)
         out["X-Forwarded-For"] = f"{previous}, {remote}" if previous else remote
+    elif previous:
+        out["X-Forwarded-For"] = previous
     if host and "X-Forwarded-Host" not in out:
         out["X-Forwarded-Host"] = host
     if "X-Forwarded-Proto" not in out:
-        out["X-Forwarded-Proto"] = "http"
+        out["X-Forwarded-Proto"] = scheme
     return out
 
 
@@ -109,7 +129,7 @@ async def send(
     method: str,
     path_qs: str,
     headers: CIMultiDict[str],
-    body: bytes,
+    body: bytes | bytearray,
     timeout: aiohttp.ClientTimeout,
 ) -> Reply:
     """Send one request to ``http://{address}{path_qs}`` (path and query already encoded) and
@@ -121,6 +141,7 @@ async def send(
             url,
             headers=headers,
             data=body or None,
+            skip_auto_headers=_NOT_ADDED,
             allow_redirects=False,
             timeout=timeout,
         ) as response:

@@ -68,7 +68,30 @@ class ActivatorMetrics:
             _LABELS,
             registry=self.registry,
         )
+        self.buffered_bytes = Gauge(
+            "sparsam_activator_buffered_request_bytes",
+            "Request body bytes kept in memory (held or being forwarded), as claimed from the "
+            "activator's byte budget.",
+            _LABELS,
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "sparsam_activator_refused",
+            "Requests refused before they were held or forwarded, by reason: buffer_full_service "
+            "and buffer_full_total (503, a byte budget is spent), body_too_large (413), "
+            "body_too_slow (408), body_unreadable (400).",
+            [*_LABELS, "reason"],
+            registry=self.registry,
+        )
+        self.connections_cut = Counter(
+            "sparsam_activator_connections_cut",
+            "Connections closed before a request was read: too_many_connections (the cap) or "
+            "header_timeout (the request's headers came too slowly).",
+            ["reason"],
+            registry=self.registry,
+        )
         self._seen: set[ServiceKey] = set()
+        self._reasons: set[tuple[ServiceKey, str]] = set()
         self._codes: set[tuple[ServiceKey, str]] = set()
         self._in_flight: dict[ServiceKey, int] = {}
 
@@ -96,6 +119,17 @@ class ActivatorMetrics:
         self.responses.labels(*key, str(code)).inc()
         self._codes.add((key, str(code)))
 
+    def buffered(self, key: ServiceKey, size: int) -> None:
+        if key in self._seen:
+            self.buffered_bytes.labels(*key).set(size)
+
+    def refused(self, key: ServiceKey, reason: str) -> None:
+        self.refusals.labels(*key, reason).inc()
+        self._reasons.add((key, reason))
+
+    def connection_cut(self, reason: str) -> None:
+        self.connections_cut.labels(reason).inc()
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -104,6 +138,7 @@ class ActivatorMetrics:
         self.requests.labels(*key)
         self.in_flight.labels(*key)
         self.held.labels(*key)
+        self.buffered_bytes.labels(*key)
 
     def _drop(self, key: ServiceKey) -> None:
         self._seen.discard(key)
@@ -114,8 +149,12 @@ class ActivatorMetrics:
             self.held,
             self.hold_seconds,
             self.last_request,
+            self.buffered_bytes,
         ):
             metric.remove(*key)
         for seen in [seen for seen in self._codes if seen[0] == key]:
             self._codes.discard(seen)
             self.responses.remove(*key, seen[1])
+        for refused in [refused for refused in self._reasons if refused[0] == key]:
+            self._reasons.discard(refused)
+            self.refusals.remove(*key, refused[1])

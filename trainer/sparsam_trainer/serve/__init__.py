@@ -14,11 +14,16 @@ HTTP API
     string. Answer 200 ``{"predictions": [{"label": "sport", "index": 3, "scores": [...]}, ...],
     "model": "<task>"}``, one prediction per instance in order; ``scores`` are softmax
     probabilities in label order.
-    Errors are JSON ``{"error": "<what is wrong>"}``: 400 for a malformed request (not JSON, no
-    or empty ``instances``, too many, an instance of the wrong type, shape or range; the message
-    names the instance, e.g. ``instances[2]: expected a string, got number``), 413 for a body
-    over ``--max-request-bytes``, 503 with ``Retry-After`` while the model loads, 500 only for a
-    fault inside the server (logged; no traceback is sent). Once loaded, the model answers until
+    Errors are JSON ``{"error": "<what is wrong>"}``, logged as one line: 400 for a malformed
+    request (not JSON, not UTF-8, bad gzip, nested too deeply, a number literal over 64
+    characters, no or empty ``instances``, too many, an instance of the wrong type, shape or
+    range, booleans as pixels, a text over ``--max-text-chars`` or with a lone surrogate; the
+    message names the instance, e.g. ``instances[2]: expected a string, got number``), 408 for
+    headers or a body that come too slowly, 413 for a body over ``--max-request-bytes``
+    (decoded), 415 for a ``Content-Type`` that is not JSON (none is taken as JSON) or a
+    ``Content-Encoding`` other than gzip or deflate, 503 with ``Retry-After`` while the model
+    loads, 500 only for a fault inside the server (logged with its traceback, which is never
+    sent). Once loaded, the model answers until
     the process exits, draining included.
 ``GET /healthz``
     200 ``{"status": "alive"}`` whenever the process serves HTTP (the liveness probe).

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sparsam_trainer import exitcodes
 from sparsam_trainer.arguments import PORT, POSITIVE, SECONDS
-from sparsam_trainer.export import ExportError, read_manifest
+from sparsam_trainer.export import MAX_TEXT_CHARS, ExportError, read_manifest
 from sparsam_trainer.serve.server import ServerConfig, serve
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest request body accepted ({DEFAULT_MAX_REQUEST_BYTES})",
     )
     parser.add_argument(
+        "--max-text-chars",
+        type=POSITIVE,
+        default=MAX_TEXT_CHARS,
+        help="longest text instance accepted, in characters; longer is 400 (text models only; "
+        f"{MAX_TEXT_CHARS})",
+    )
+    parser.add_argument(
         "--grace-period",
         type=SECONDS,
         default=25.0,
@@ -97,5 +104,6 @@ def main(argv: list[str]) -> int:
         grace_seconds=args.grace_period,
         shutdown_delay=args.shutdown_delay,
         access_log=args.access_log,
+        max_text_chars=args.max_text_chars,
     )
     return asyncio.run(serve(config))

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 from aiohttp import web
 
+from sparsam.httpserver.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from sparsam_trainer import exitcodes
-from sparsam_trainer.export import ExportError
+from sparsam_trainer.export import MAX_TEXT_CHARS, ExportError
 from sparsam_trainer.serve.app import ModelServer, build_app
 from sparsam_trainer.serve.metrics import ServerMetrics
 
@@ -40,6 +41,7 @@ class ServerConfig:
     grace_seconds: float
     shutdown_delay: float
     access_log: bool
+    max_text_chars: int = MAX_TEXT_CHARS
 
 
 async def serve(config: ServerConfig) -> int:
@@ -54,15 +56,21 @@ async def serve(config: ServerConfig) -> int:
         max_request_bytes=config.max_request_bytes,
         executor=executor,
         metrics=ServerMetrics(),
+        max_text_chars=config.max_text_chars,
     )
+    # Slow or idle clients are cut as at the activator (header deadline, connection cap).
+    guard = ConnectionGuard(ConnectionLimits())
     runner = web.AppRunner(
-        build_app(server),
+        build_app(server, [guard.middleware]),
         access_log=logging.getLogger("sparsam_trainer.serve.access") if config.access_log else None,
         shutdown_timeout=config.grace_seconds,
+        # Longer than the idle timeout of proxies in front (the activator's client keeps
+        # connections for less), so none sends on a connection closed under it.
+        keepalive_timeout=75.0,
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, config.host, config.port).start()
+        await GuardedSite(runner, config.host, config.port, guard).start()
     except OSError as error:
         logger.error("cannot listen on %s:%d: %s", config.host, config.port, error)
         await runner.cleanup()
