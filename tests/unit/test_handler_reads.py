@@ -11,7 +11,7 @@ import kopf
 from sparsam import main
 from sparsam.config import OperatorConfig
 from sparsam.handlers import indexes
-from sparsam.handlers.reporting import LastParsed
+from sparsam.handlers.reporting import LastParsed, changed
 
 
 def _body(version: str | None, image: str) -> kopf.Body:
@@ -68,3 +68,15 @@ def test_a_pass_outside_a_handler_gets_every_index_the_operator_keeps() -> None:
     ids = {str(handler.id) for handler in registry._indexing.get_all_handlers()}
     kwargs = {index: _Index() for index in ids} | {"body": {}, "memo": None}
     assert set(indexes.live(kwargs)) == ids  # no index left out, and nothing else
+
+
+def test_a_removed_field_goes_with_any_other_change_even_when_the_body_lacks_it() -> None:
+    # The body was read before our own write of startTime reached the watch.
+    stale = {"status": {"phase": "Running"}}
+    report = {"phase": "Suspended", "startTime": None}
+    assert changed(stale, report) == {"phase": "Suspended", "startTime": None}
+
+
+def test_an_idle_object_writes_nothing_not_even_its_removals() -> None:
+    body = {"status": {"phase": "Suspended"}}
+    assert changed(body, {"phase": "Suspended", "startTime": None}) == {}

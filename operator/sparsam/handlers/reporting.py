@@ -26,9 +26,18 @@ StatusType = type[_WithConditions]
 
 
 def changed(body: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of `status` that differ from the object's, so an idle object writes nothing."""
+    """The fields of `status` that differ from the object's, so an idle object writes nothing.
+
+    A field the report removes (None) goes with every write that changes anything else: the
+    body can predate our own last write (the watch lags behind the patch), so "absent here"
+    does not prove it is absent on the server, and a suspended job must not keep a startTime
+    that a late Running report set.
+    """
     current = body.get("status") or {}
-    return {key: value for key, value in status.items() if current.get(key) != value}
+    diff = {key: value for key, value in status.items() if current.get(key) != value}
+    if diff:
+        diff.update({key: None for key, value in status.items() if value is None})
+    return diff
 
 
 def write_status(body: kopf.Body, patch: kopf.Patch, status: Mapping[str, Any]) -> None:
