@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from sparsam.api.common import ObjectMeta
 from sparsam.api.conditions import Condition
-from sparsam.api.parse import Quantity, from_raw, json_name
+from sparsam.api.parse import Quantity, at_most, from_raw, json_name
 
 CapacityType = Literal["spot", "on-demand"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
@@ -56,7 +56,7 @@ class Taint:
 @dataclass(frozen=True, slots=True)
 class NodeTemplate:
     gpu_type: str
-    gpus_per_node: int
+    gpus_per_node: int = at_most(16)
     cpu: Quantity
     memory: Quantity
     instance_type: str | None = None
@@ -69,9 +69,9 @@ class GPUNodePoolSpec:
     provider: Provider
     node_template: NodeTemplate
     capacity_type: CapacityType
-    price_per_hour: float
-    max_nodes: int
-    min_nodes: int = 0
+    price_per_hour: float = at_most(1000)
+    max_nodes: int = at_most(1000)
+    min_nodes: int = at_most(1000, default=0)
     scale_down_after: timedelta = timedelta(minutes=10)
 
 

@@ -13,7 +13,7 @@ from typing import Any, Final, Literal
 
 from sparsam.api.common import Cost, ObjectMeta, SpotPolicy
 from sparsam.api.conditions import Condition
-from sparsam.api.parse import Quantity, from_raw
+from sparsam.api.parse import Quantity, at_most, from_raw, refuse_dot_segments
 
 ModelFormat = Literal["pytorch", "torchscript", "onnx", "huggingface"]
 ScalingMetric = Literal["rps", "concurrency"]
@@ -31,7 +31,7 @@ class Model:
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    gpus: int = 1
+    gpus: int = at_most(16, default=1)
     gpu_type: str | None = None
     cpu: Quantity = DEFAULT_CPU
     memory: Quantity = DEFAULT_MEMORY
@@ -39,14 +39,14 @@ class Resources:
 
 @dataclass(frozen=True, slots=True)
 class Replicas:
-    min: int = 0
-    max: int = 1
+    min: int = at_most(1000, default=0)
+    max: int = at_most(1000, default=1)
 
 
 @dataclass(frozen=True, slots=True)
 class Scaling:
     metric: ScalingMetric = "rps"
-    target: float = 10.0
+    target: float = at_most(1_000_000, default=10.0)
     scale_to_zero_after: timedelta = timedelta(minutes=5)
     scale_down_delay: timedelta = timedelta(minutes=1)
 
@@ -54,12 +54,12 @@ class Scaling:
 @dataclass(frozen=True, slots=True)
 class Capacity:
     spot: SpotPolicy = "Prefer"
-    on_demand_base: int = 0
+    on_demand_base: int = at_most(1000, default=0)
 
 
 @dataclass(frozen=True, slots=True)
 class SLO:
-    p99_latency_ms: float
+    p99_latency_ms: float = at_most(3_600_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +98,10 @@ class InferenceService:
     def from_body(cls, body: Mapping[str, Any]) -> InferenceService:
         """Read a raw body (as Kopf or the API client hands it over); InvalidSpec names the
         field that does not fit."""
+        spec = from_raw(InferenceServiceSpec, body.get("spec"), "spec")
+        refuse_dot_segments("spec.model.uri", spec.model.uri)
         return cls(
             ObjectMeta.from_body(body),
-            from_raw(InferenceServiceSpec, body.get("spec"), "spec"),
+            spec,
             from_raw(InferenceServiceStatus, body.get("status"), "status"),
         )

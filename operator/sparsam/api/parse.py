@@ -17,6 +17,7 @@ JsonObject (an embedded Kubernetes type kept as it is, e.g. tolerations), and `X
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -31,6 +32,7 @@ T = TypeVar("T")
 JsonObject = Mapping[str, Any]
 
 _JSON_NAME = "json_name"
+_MAXIMUM = "maximum"
 
 
 class InvalidSpec(ValueError):
@@ -47,6 +49,20 @@ def json_name(name: str, **kwargs: Any) -> Any:
     metadata = dict(kwargs.pop("metadata", {}))
     metadata[_JSON_NAME] = name
     return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def at_most(maximum: int | float, **kwargs: Any) -> Any:
+    """Metadata for a number field with the CRD's `maximum:`; `from_raw` refuses more, so a
+    body that skipped the apiserver's check (an older CRD, a test) never makes a huge pass."""
+    metadata = dict(kwargs.pop("metadata", {}))
+    metadata[_MAXIMUM] = maximum
+    return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def field_maximum(f: dataclasses.Field[Any]) -> int | float | None:
+    """The `at_most` bound of a field, or None."""
+    found: int | float | None = f.metadata.get(_MAXIMUM)
+    return found
 
 
 def camel(name: str) -> str:
@@ -72,18 +88,35 @@ _DURATION_UNITS = {
 #: The same grammar the CRDs enforce with CEL (`DURATION_PATTERN` there must match this).
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+#: The longest duration any spec field takes (30 days); the CRDs refuse longer ones with CEL.
+MAX_DURATION = timedelta(hours=720)
+#: The same bound as the CRDs write it, in Go syntax, for `duration('720h')` and messages.
+MAX_DURATION_TEXT = "720h"
+#: Digits before the point of each number of a spec duration, at most. The CRDs' CEL needs
+#: this guard: `duration()` fails on a value beyond Go's 292 years, and a failed rule reports
+#: an evaluation error instead of the rule's message; five digits in a 32-character string sum
+#: to at most 500000h, which Go reads.
+DURATION_DIGITS = 5
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse a Go duration ("90s", "1h30m", "0.5h") into a timedelta; "0" alone is zero."""
+def parse_duration(text: str, maximum: timedelta | None = MAX_DURATION) -> timedelta:
+    """Parse a Go duration ("90s", "1h30m", "0.5h") into a timedelta; "0" alone is zero.
+
+    Raises ValueError for other text and for a duration above `maximum` (None: only above what
+    a timedelta holds), never OverflowError, however many digits the text has."""
     if text == "0":
         return timedelta(0)
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration such as 90s, 5m or 1h30m")
-    total = timedelta(0)
-    for number, unit in _DURATION_PART.findall(text):
-        total += float(number) * _DURATION_UNITS[unit]
-    return total
+    seconds = sum(
+        float(number) * _DURATION_UNITS[unit].total_seconds()
+        for number, unit in _DURATION_PART.findall(text)
+    )
+    limit = timedelta.max if maximum is None else maximum
+    if not seconds <= limit.total_seconds():  # also refuses inf, which float() gives for 1e309
+        bound = "what a duration can hold" if maximum is None else format_duration(maximum)
+        raise ValueError(f"{text!r} is longer than {bound}")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
@@ -99,6 +132,13 @@ def format_duration(value: timedelta) -> str:
         f"{secs}s" if secs else "",
     ]
     return "".join(parts)
+
+
+def refuse_dot_segments(path: str, value: str) -> None:
+    """Refuse a '..' segment in a path or URI (`pvc://claim/../..`), as the CRDs' CEL does: the
+    path must stay inside the volume it names."""
+    if ".." in value.split("/"):
+        raise InvalidSpec(path, f"must not contain '..' path segments, not {value!r}")
 
 
 # --- Kubernetes quantities ----------------------------------------------------------------
@@ -151,16 +191,18 @@ def from_raw(cls: type[T], raw: Any, path: str) -> T:
     if not isinstance(raw, Mapping):
         raise InvalidSpec(path, f"must be an object, not {type(raw).__name__}")
     values: dict[str, Any] = {}
-    for name, key, hint, required in _fields(cls):
+    for name, key, hint, required, maximum in _fields(cls):
         if key in raw and raw[key] is not None:
-            values[name] = read_value(hint, raw[key], f"{path}.{key}")
+            value = values[name] = read_value(hint, raw[key], f"{path}.{key}")
+            if maximum is not None and value > maximum:
+                raise InvalidSpec(f"{path}.{key}", f"must be at most {maximum}, not {value}")
         elif required:
             raise InvalidSpec(f"{path}.{key}", "is required")
     return cls(**values)
 
 
-Field = tuple[str, str, Any, bool]
-#: Per dataclass: (name, JSON name, type, required) of each field.
+Field = tuple[str, str, Any, bool, int | float | None]
+#: Per dataclass: (name, JSON name, type, required, maximum) of each field.
 _FIELDS: dict[type[Any], tuple[Field, ...]] = {}
 
 
@@ -177,6 +219,7 @@ def _fields(cls: type[Any]) -> tuple[Field, ...]:
                 field_json_name(f),
                 hints[f.name],
                 f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                field_maximum(f),
             )
             for f in dataclasses.fields(cls)
         )
@@ -225,7 +268,13 @@ def _read_scalar(hint: Any, raw: Any) -> Any:
     if hint is float:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             raise ValueError(f"must be a number, not {raw!r}")
-        return float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an integer beyond 1.8e308
+            raise ValueError(f"must be a number a float holds, not {raw}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, not {raw!r}")
+        return value
     if hint is str:
         if not isinstance(raw, str):
             raise ValueError(f"must be a string, not {raw!r}")

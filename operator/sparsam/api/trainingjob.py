@@ -15,7 +15,14 @@ from typing import Any, Final, Literal
 
 from sparsam.api.common import Cost, ObjectMeta, SpotPolicy
 from sparsam.api.conditions import Condition, find
-from sparsam.api.parse import Quantity, from_raw, parse_duration
+from sparsam.api.parse import (
+    InvalidSpec,
+    Quantity,
+    at_most,
+    from_raw,
+    parse_duration,
+    refuse_dot_segments,
+)
 
 QuantizationMode = Literal["dynamic", "static", "none"]
 BudgetAction = Literal["Alert", "Suspend", "Fail"]
@@ -35,6 +42,8 @@ IntervalMode = Literal["Auto", "Fixed"]
 
 #: The value of spec.checkpoint.interval that lets the operator choose the interval.
 INTERVAL_AUTO: Final = "auto"
+#: The most seconds spec.runPolicy's deadline and TTL take: 365 days.
+MAX_SECONDS: Final = 31_536_000
 #: The CRD's defaults for spec.resources.cpu and .memory.
 DEFAULT_WORKER_CPU: Final = Quantity.parse("2")
 DEFAULT_WORKER_MEMORY: Final = Quantity.parse("8Gi")
@@ -107,16 +116,16 @@ class EnvVar:
 class Workers:
     """The elastic worker range; `replicas` is what the /scale subresource writes."""
 
-    min: int = 1
-    max: int = 1
-    replicas: int | None = None
+    min: int = at_most(1000, default=1)
+    max: int = at_most(1000, default=1)
+    replicas: int | None = at_most(1000, default=None)
 
 
 @dataclass(frozen=True, slots=True)
 class Resources:
     """What each worker requests. Immutable after creation."""
 
-    gpus: int = 1
+    gpus: int = at_most(16, default=1)
     gpu_type: str | None = None
     cpu: Quantity = DEFAULT_WORKER_CPU
     memory: Quantity = DEFAULT_WORKER_MEMORY
@@ -148,7 +157,7 @@ class Checkpoint:
 
 @dataclass(frozen=True, slots=True)
 class Pruning:
-    sparsity: float = 0.5
+    sparsity: float = at_most(1, default=0.5)
     structured: bool = False
 
 
@@ -160,9 +169,9 @@ class Quantization:
 @dataclass(frozen=True, slots=True)
 class Distillation:
     student: str
-    temperature: float = 2.0
-    alpha: float = 0.5
-    epochs: int = 1
+    temperature: float = at_most(100, default=2.0)
+    alpha: float = at_most(1, default=0.5)
+    epochs: int = at_most(10_000, default=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +181,7 @@ class Compression:
     pruning: Pruning | None = None
     quantization: Quantization | None = None
     distillation: Distillation | None = None
-    max_accuracy_drop: float = 0.01
+    max_accuracy_drop: float = at_most(1, default=0.01)
 
     def to_raw(self) -> dict[str, Any]:
         """spec.compression as the CRD spells it (what the compress pod is given)."""
@@ -198,21 +207,21 @@ class Compression:
 @dataclass(frozen=True, slots=True)
 class Deploy:
     inference_service: str
-    min_replicas: int = 0
-    max_replicas: int = 3
+    min_replicas: int = at_most(1000, default=0)
+    max_replicas: int = at_most(1000, default=3)
 
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    max_cost: float
+    max_cost: float = at_most(1_000_000_000)
     on_exceeded: BudgetAction = "Suspend"
 
 
 @dataclass(frozen=True, slots=True)
 class RunPolicy:
-    active_deadline_seconds: int | None = None
-    backoff_limit: int = 3
-    ttl_seconds_after_finished: int | None = None
+    active_deadline_seconds: int | None = at_most(MAX_SECONDS, default=None)
+    backoff_limit: int = at_most(1000, default=3)
+    ttl_seconds_after_finished: int | None = at_most(MAX_SECONDS, default=None)
     suspend: bool = False
 
     @property
@@ -348,8 +357,26 @@ class TrainingJob:
     def from_body(cls, body: Mapping[str, Any]) -> TrainingJob:
         """Read a raw body (as Kopf or the API client hands it over); InvalidSpec names the
         field that does not fit."""
+        spec = from_raw(TrainingJobSpec, body.get("spec"), "spec")
+        _check_spec(spec)
         return cls(
             ObjectMeta.from_body(body),
-            from_raw(TrainingJobSpec, body.get("spec"), "spec"),
+            spec,
             from_raw(TrainingJobStatus, body.get("status"), "status"),
         )
+
+
+def _check_spec(spec: TrainingJobSpec) -> None:
+    """The CRD's rules that the field types alone do not carry; InvalidSpec names the field."""
+    # (compression or deploy without a checkpoint is the CRD's to refuse; an object from before
+    # that rule fails its delivery with reason CheckpointRequired instead.)
+    checkpoint = spec.checkpoint
+    if checkpoint is not None:
+        refuse_dot_segments("spec.checkpoint.path", checkpoint.path)
+        try:
+            checkpoint.interval_duration  # noqa: B018 - parsed now, so that later reads cannot fail
+        except ValueError as exc:
+            raise InvalidSpec("spec.checkpoint.interval", str(exc)) from None
+    if spec.compression is not None and spec.compression.distillation is not None:
+        student = spec.compression.distillation.student
+        refuse_dot_segments("spec.compression.distillation.student", student)
