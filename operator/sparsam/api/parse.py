@@ -76,14 +76,15 @@ def field_json_name(f: dataclasses.Field[Any]) -> str:
 
 # --- Go durations -------------------------------------------------------------------------
 
-_DURATION_UNITS = {
-    "ns": timedelta(microseconds=0.001),
-    "us": timedelta(microseconds=1),
-    "µs": timedelta(microseconds=1),
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
+#: Nanoseconds per unit: sums are exact, so 720h1ns is above 720h, as it is for Go and CEL.
+_DURATION_NANOS = {
+    "ns": 1,
+    "us": 10**3,
+    "µs": 10**3,
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
 }
 #: The same grammar the CRDs enforce with CEL (`DURATION_PATTERN` there must match this).
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
@@ -108,15 +109,18 @@ def parse_duration(text: str, maximum: timedelta | None = MAX_DURATION) -> timed
         return timedelta(0)
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration such as 90s, 5m or 1h30m")
-    seconds = sum(
-        float(number) * _DURATION_UNITS[unit].total_seconds()
-        for number, unit in _DURATION_PART.findall(text)
+    nanos = sum(
+        Decimal(number) * _DURATION_NANOS[unit] for number, unit in _DURATION_PART.findall(text)
     )
     limit = timedelta.max if maximum is None else maximum
-    if not seconds <= limit.total_seconds():  # also refuses inf, which float() gives for 1e309
+    if nanos > _micros(limit) * 1000:
         bound = "what a duration can hold" if maximum is None else format_duration(maximum)
-        raise ValueError(f"{text!r} is longer than {bound}")
-    return timedelta(seconds=seconds)
+        raise ValueError(f"{text[:40]!r} is longer than {bound}")
+    return timedelta(microseconds=round(nanos / 1000))
+
+
+def _micros(value: timedelta) -> int:
+    return (value.days * 86400 + value.seconds) * 10**6 + value.microseconds
 
 
 def format_duration(value: timedelta) -> str:
