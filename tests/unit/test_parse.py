@@ -163,8 +163,8 @@ def test_from_raw_names_the_field(raw: dict[str, object], path: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Bounded:
-    count: int = at_most(10, default=1)
-    price: float | None = at_most(2.5, default=None)
+    count: int = field(default=1, metadata=at_most(10))
+    price: float | None = field(default=None, metadata=at_most(2.5))
     after: timedelta = timedelta(minutes=1)
 
 

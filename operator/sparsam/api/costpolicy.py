@@ -38,7 +38,7 @@ class LabelSelector:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    monthly: float = at_most(1_000_000_000)
+    monthly: float = field(metadata=at_most(1_000_000_000))
     alert_at: tuple[float, ...] = (0.8, 1.0)
     on_exceeded: OnExceeded = "Alert"
 
@@ -57,18 +57,18 @@ class ScaleToZero:
 @dataclass(frozen=True, slots=True)
 class Compression:
     required: bool = False
-    max_accuracy_drop: float | None = at_most(1, default=None)
+    max_accuracy_drop: float | None = field(default=None, metadata=at_most(1))
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    max_lost_work_fraction: float = at_most(1)
+    max_lost_work_fraction: float = field(metadata=at_most(1))
 
 
 @dataclass(frozen=True, slots=True)
 class CostPolicySpec:
     namespace_selector: LabelSelector
-    priority: int = at_most(1000, default=0)
+    priority: int = field(default=0, metadata=at_most(1000))
     budget: Budget | None = None
     spot: Spot = field(default_factory=Spot)
     scale_to_zero: ScaleToZero | None = None

@@ -9,7 +9,7 @@ one currency every pool and budget uses).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -56,7 +56,7 @@ class Taint:
 @dataclass(frozen=True, slots=True)
 class NodeTemplate:
     gpu_type: str
-    gpus_per_node: int = at_most(16)
+    gpus_per_node: int = field(metadata=at_most(16))
     cpu: Quantity
     memory: Quantity
     instance_type: str | None = None
@@ -69,9 +69,9 @@ class GPUNodePoolSpec:
     provider: Provider
     node_template: NodeTemplate
     capacity_type: CapacityType
-    price_per_hour: float = at_most(1000)
-    max_nodes: int = at_most(1000)
-    min_nodes: int = at_most(1000, default=0)
+    price_per_hour: float = field(metadata=at_most(1000))
+    max_nodes: int = field(metadata=at_most(1000))
+    min_nodes: int = field(default=0, metadata=at_most(1000))
     scale_down_after: timedelta = timedelta(minutes=10)
 
 

@@ -31,7 +31,7 @@ class Model:
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    gpus: int = at_most(16, default=1)
+    gpus: int = field(default=1, metadata=at_most(16))
     gpu_type: str | None = None
     cpu: Quantity = DEFAULT_CPU
     memory: Quantity = DEFAULT_MEMORY
@@ -39,14 +39,14 @@ class Resources:
 
 @dataclass(frozen=True, slots=True)
 class Replicas:
-    min: int = at_most(1000, default=0)
-    max: int = at_most(1000, default=1)
+    min: int = field(default=0, metadata=at_most(1000))
+    max: int = field(default=1, metadata=at_most(1000))
 
 
 @dataclass(frozen=True, slots=True)
 class Scaling:
     metric: ScalingMetric = "rps"
-    target: float = at_most(1_000_000, default=10.0)
+    target: float = field(default=10.0, metadata=at_most(1_000_000))
     scale_to_zero_after: timedelta = timedelta(minutes=5)
     scale_down_delay: timedelta = timedelta(minutes=1)
 
@@ -54,12 +54,12 @@ class Scaling:
 @dataclass(frozen=True, slots=True)
 class Capacity:
     spot: SpotPolicy = "Prefer"
-    on_demand_base: int = at_most(1000, default=0)
+    on_demand_base: int = field(default=0, metadata=at_most(1000))
 
 
 @dataclass(frozen=True, slots=True)
 class SLO:
-    p99_latency_ms: float = at_most(3_600_000)
+    p99_latency_ms: float = field(metadata=at_most(3_600_000))
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,16 +116,16 @@ class EnvVar:
 class Workers:
     """The elastic worker range; `replicas` is what the /scale subresource writes."""
 
-    min: int = at_most(1000, default=1)
-    max: int = at_most(1000, default=1)
-    replicas: int | None = at_most(1000, default=None)
+    min: int = field(default=1, metadata=at_most(1000))
+    max: int = field(default=1, metadata=at_most(1000))
+    replicas: int | None = field(default=None, metadata=at_most(1000))
 
 
 @dataclass(frozen=True, slots=True)
 class Resources:
     """What each worker requests. Immutable after creation."""
 
-    gpus: int = at_most(16, default=1)
+    gpus: int = field(default=1, metadata=at_most(16))
     gpu_type: str | None = None
     cpu: Quantity = DEFAULT_WORKER_CPU
     memory: Quantity = DEFAULT_WORKER_MEMORY
@@ -157,7 +157,7 @@ class Checkpoint:
 
 @dataclass(frozen=True, slots=True)
 class Pruning:
-    sparsity: float = at_most(1, default=0.5)
+    sparsity: float = field(default=0.5, metadata=at_most(1))
     structured: bool = False
 
 
@@ -169,9 +169,9 @@ class Quantization:
 @dataclass(frozen=True, slots=True)
 class Distillation:
     student: str
-    temperature: float = at_most(100, default=2.0)
-    alpha: float = at_most(1, default=0.5)
-    epochs: int = at_most(10_000, default=1)
+    temperature: float = field(default=2.0, metadata=at_most(100))
+    alpha: float = field(default=0.5, metadata=at_most(1))
+    epochs: int = field(default=1, metadata=at_most(10_000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +181,7 @@ class Compression:
     pruning: Pruning | None = None
     quantization: Quantization | None = None
     distillation: Distillation | None = None
-    max_accuracy_drop: float = at_most(1, default=0.01)
+    max_accuracy_drop: float = field(default=0.01, metadata=at_most(1))
 
     def to_raw(self) -> dict[str, Any]:
         """spec.compression as the CRD spells it (what the compress pod is given)."""
@@ -207,21 +207,21 @@ class Compression:
 @dataclass(frozen=True, slots=True)
 class Deploy:
     inference_service: str
-    min_replicas: int = at_most(1000, default=0)
-    max_replicas: int = at_most(1000, default=3)
+    min_replicas: int = field(default=0, metadata=at_most(1000))
+    max_replicas: int = field(default=3, metadata=at_most(1000))
 
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    max_cost: float = at_most(1_000_000_000)
+    max_cost: float = field(metadata=at_most(1_000_000_000))
     on_exceeded: BudgetAction = "Suspend"
 
 
 @dataclass(frozen=True, slots=True)
 class RunPolicy:
-    active_deadline_seconds: int | None = at_most(MAX_SECONDS, default=None)
-    backoff_limit: int = at_most(1000, default=3)
-    ttl_seconds_after_finished: int | None = at_most(MAX_SECONDS, default=None)
+    active_deadline_seconds: int | None = field(default=None, metadata=at_most(MAX_SECONDS))
+    backoff_limit: int = field(default=3, metadata=at_most(1000))
+    ttl_seconds_after_finished: int | None = field(default=None, metadata=at_most(MAX_SECONDS))
     suspend: bool = False
 
     @property
