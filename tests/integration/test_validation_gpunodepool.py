@@ -80,6 +80,8 @@ def test_values_at_the_bounds_are_accepted_and_parse(kubectl: Kubectl, name: str
     manifest["spec"].update(pricePerHour=1000, minNodes=0, scaleDownAfter="720h")
     manifest["spec"]["nodeTemplate"].update(
         gpusPerNode=16,
+        cpu=1024,
+        memory="16Ti",
         labels={"example.com/team": "news-room_1.a", "a" * 63: "b" * 63, "empty": ""},
         taints=[{"key": "sparsam.dev/dedicated", "value": "", "effect": "NoSchedule"}],
     )
@@ -227,6 +229,30 @@ def test_examples_apply(kubectl: Kubectl, name: str) -> None:
             [{"key": "dedicated", "value": "not ok!", "effect": "NoSchedule"}],
             "spec.nodeTemplate.taints[0].value",
             id="taint-value-bad",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.cpu",
+            "1025",
+            "spec.nodeTemplate.cpu must be at most 1024",
+            id="cpu-1025",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.cpu",
+            99999999999999,
+            "spec.nodeTemplate.cpu must be at most 1024",
+            id="cpu-99999999999999",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.memory",
+            "17Ti",
+            "spec.nodeTemplate.memory must be at most 16Ti",
+            id="memory-17Ti",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.memory",
+            "9999999999999999999Ei",
+            "spec.nodeTemplate.memory must be at most 16Ti",
+            id="memory-9999999999999999999Ei",
         ),
     ],
 )

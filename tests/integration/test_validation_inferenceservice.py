@@ -72,7 +72,7 @@ def test_values_at_the_bounds_are_accepted_and_parse(kubectl: Kubectl, namespace
     manifest["spec"]["model"]["uri"] = "pvc://models/a..b/.../c"  # '..' inside names only
     manifest["spec"]["replicas"] = {"min": 1000, "max": 1000}
     manifest["spec"]["capacity"]["onDemandBase"] = 1000
-    manifest["spec"]["resources"]["gpus"] = 16
+    manifest["spec"]["resources"].update(gpus=16, cpu="1Ki", memory="16384Gi")
     manifest["spec"]["slo"]["p99LatencyMs"] = 3_600_000
     manifest["spec"]["scaling"].update(
         target=1_000_000, scaleToZeroAfter="720h", scaleDownDelay="719h60m"
@@ -104,6 +104,8 @@ def test_example_applies(kubectl: Kubectl, namespace: str) -> None:
         pytest.param("spec.replicas.max", 0, "spec.replicas.max", id="replicas-max-zero"),
         pytest.param("spec.scaling.metric", "qps", "spec.scaling.metric", id="metric-unknown"),
         pytest.param("spec.scaling.target", 0, "spec.scaling.target", id="target-zero"),
+        # Found by test_fuzz_schemas: load / 5e-324 is infinite, and ceil() of it raised.
+        pytest.param("spec.scaling.target", 5e-324, "spec.scaling.target", id="target-tiny"),
         pytest.param(
             "spec.scaling.scaleToZeroAfter",
             "5 minutes",
@@ -223,6 +225,15 @@ def test_example_applies(kubectl: Kubectl, namespace: str) -> None:
                 ["pvc://claim/../../..", "pvc://models/a/../../etc", "pvc://m/.."]
             )
         ],
+        pytest.param(
+            "spec.resources.cpu", "2k", "spec.resources.cpu must be at most 1024", id="cpu-2k"
+        ),
+        pytest.param(
+            "spec.resources.memory",
+            "100Ti",
+            "spec.resources.memory must be at most 16Ti",
+            id="memory-100Ti",
+        ),
     ],
 )
 def test_bad_input_is_rejected_naming_the_field(

@@ -191,12 +191,32 @@ BAD: list[tuple[str, Change, str]] = [
         "spec.compression.distillation.temperature",
     ),
     (
+        "distillation-temperature-below-0.01",
+        lambda m: m["spec"]["compression"].update(
+            distillation={"student": "minilm-l3", "temperature": 0.001}
+        ),
+        "spec.compression.distillation.temperature",
+    ),
+    (
         "distillation-epochs-above-10000",
         lambda m: m["spec"]["compression"].update(
             distillation={"student": "minilm-l3", "epochs": 10001}
         ),
         "spec.compression.distillation.epochs",
     ),
+    *[
+        (
+            f"resources-{key}-{value}",
+            lambda m, key=key, value=value: m["spec"]["resources"].update({key: value}),
+            f"spec.resources.{key} must be at most {bound}",
+        )
+        for key, value, bound in [
+            ("cpu", "1025", "1024"),
+            ("cpu", 2**40, "1024"),
+            ("memory", "17Ti", "16Ti"),
+            ("memory", "9999999999E", "16Ti"),
+        ]
+    ],
     # Durations have an upper bound too, and one beyond Go's range still gets the rule's message.
     *[
         (
@@ -245,6 +265,7 @@ AT_THE_BOUNDS: list[tuple[str, Any]] = [
         },
     ),
     ("checkpoint", {"interval": "720h"}),
+    ("resources", {"cpu": 1024, "memory": "16Ti"}),
 ]
 
 

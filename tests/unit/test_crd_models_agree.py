@@ -25,6 +25,7 @@ from sparsam.api.parse import (
     Quantity,
     field_json_name,
     field_maximum,
+    field_minimum,
     from_raw,
     read_value,
 )
@@ -148,12 +149,23 @@ def _bound_disagreements(
     """Every number of a spec has an upper bound, the same in the CRD and the model (status is
     the operator's own writing, so only a bound the model declares is compared there)."""
     declared = field_maximum(f)
+    if _unwrap_optional(hint) is Quantity:
+        rules = [rule["rule"] for rule in prop.get("x-kubernetes-validations", [])]
+        bounds = [m for rule in rules for m in re.findall(r"<= 0|quantity\('([^']+)'\)", rule) if m]
+        if declared is None or [Quantity.parse(b) for b in bounds] != [declared]:
+            return [f"{path}: CRD quantity bounds {bounds} != model at_most({declared})"]
+        if f"At most {bounds[0]}" not in " ".join(prop.get("description", "").split()):
+            return [f"{path}: the description does not state the bound {bounds[0]}"]
+        return []
     if _unwrap_optional(hint) not in (int, float) or (
         not path.startswith("spec") and declared is None
     ):
         return []
     if "maximum" not in prop:
         return [f"{path}: a number without a maximum in the CRD"]
+    least = field_minimum(f)
+    if least is not None and (least != prop.get("minimum") or prop.get("exclusiveMinimum")):
+        return [f"{path}: CRD minimum {prop.get('minimum')} != model at_least={least}"]
     if declared != prop["maximum"]:
         return [f"{path}: CRD maximum {prop['maximum']} != model at_most({declared})"]
     if not re.search(rf"(?<![.\d]){prop['maximum']}(?!\.?\d)", prop.get("description", "")):

@@ -165,6 +165,7 @@ def test_from_raw_names_the_field(raw: dict[str, object], path: str) -> None:
 class Bounded:
     count: int = field(default=1, metadata=at_most(10))
     price: float | None = field(default=None, metadata=at_most(2.5))
+    ratio: float = field(default=1.0, metadata=at_most(10, at_least=0.001))
     after: timedelta = timedelta(minutes=1)
 
 
@@ -180,8 +181,9 @@ def test_from_raw_takes_values_at_the_bound() -> None:
         ({"price": 2.6}, "spec.price", "must be at most 2.5"),
         ({"price": 10**400}, "spec.price", "must be a number a float holds"),
         ({"after": "999999999999h"}, "spec.after", "is longer than 720h"),
+        ({"ratio": 5e-324}, "spec.ratio", "must be at least 0.001, not 5e-324"),
     ],
-    ids=["int", "int64", "float", "beyond-float", "duration"],
+    ids=["int", "int64", "float", "beyond-float", "duration", "below-minimum"],
 )
 def test_from_raw_refuses_beyond_the_bound(raw: dict[str, object], path: str, message: str) -> None:
     with pytest.raises(InvalidSpec) as info:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from sparsam.api.common import ObjectMeta
 from sparsam.api.conditions import Condition
-from sparsam.api.parse import Quantity, at_most, from_raw, json_name
+from sparsam.api.parse import MAX_CPU, MAX_MEMORY, Quantity, at_most, from_raw, json_name
 
 CapacityType = Literal["spot", "on-demand"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
@@ -57,8 +57,8 @@ class Taint:
 class NodeTemplate:
     gpu_type: str
     gpus_per_node: int = field(metadata=at_most(16))
-    cpu: Quantity
-    memory: Quantity
+    cpu: Quantity = field(metadata=at_most(MAX_CPU))
+    memory: Quantity = field(metadata=at_most(MAX_MEMORY))
     instance_type: str | None = None
     labels: Mapping[str, str] | None = None
     taints: tuple[Taint, ...] | None = None

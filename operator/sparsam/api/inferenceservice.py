@@ -13,7 +13,7 @@ from typing import Any, Final, Literal
 
 from sparsam.api.common import Cost, ObjectMeta, SpotPolicy
 from sparsam.api.conditions import Condition
-from sparsam.api.parse import Quantity, at_most, from_raw, refuse_dot_segments
+from sparsam.api.parse import MAX_CPU, MAX_MEMORY, Quantity, at_most, from_raw, refuse_dot_segments
 
 ModelFormat = Literal["pytorch", "torchscript", "onnx", "huggingface"]
 ScalingMetric = Literal["rps", "concurrency"]
@@ -33,8 +33,8 @@ class Model:
 class Resources:
     gpus: int = field(default=1, metadata=at_most(16))
     gpu_type: str | None = None
-    cpu: Quantity = DEFAULT_CPU
-    memory: Quantity = DEFAULT_MEMORY
+    cpu: Quantity = field(default=DEFAULT_CPU, metadata=at_most(MAX_CPU))
+    memory: Quantity = field(default=DEFAULT_MEMORY, metadata=at_most(MAX_MEMORY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ class Replicas:
 @dataclass(frozen=True, slots=True)
 class Scaling:
     metric: ScalingMetric = "rps"
-    target: float = field(default=10.0, metadata=at_most(1_000_000))
+    target: float = field(default=10.0, metadata=at_most(1_000_000, at_least=0.001))
     scale_to_zero_after: timedelta = timedelta(minutes=5)
     scale_down_delay: timedelta = timedelta(minutes=1)
 

@@ -33,6 +33,7 @@ JsonObject = Mapping[str, Any]
 
 _JSON_NAME = "json_name"
 _MAXIMUM = "maximum"
+_MINIMUM = "minimum"
 
 
 class InvalidSpec(ValueError):
@@ -51,16 +52,26 @@ def json_name(name: str, **kwargs: Any) -> Any:
     return dataclasses.field(metadata=metadata, **kwargs)
 
 
-def at_most(maximum: int | float) -> dict[str, Any]:
-    """Field metadata for a number with the CRD's `maximum:`, as in
-    `field(default=1, metadata=at_most(1000))`. `from_raw` refuses more, so a body that skipped
-    the apiserver's check (an object stored under an older CRD) never makes a huge pass."""
-    return {_MAXIMUM: maximum}
+def at_most(maximum: int | float, at_least: int | float | None = None) -> dict[str, Any]:
+    """Field metadata for a number with the CRD's `maximum:` (and `minimum:` where a value
+    near zero would be divided by), as in `field(default=1, metadata=at_most(1000))`.
+    `from_raw` refuses values outside, so a body that skipped the apiserver's check (an object
+    stored under an older CRD) never makes a huge pass."""
+    bounds: dict[str, Any] = {_MAXIMUM: maximum}
+    if at_least is not None:
+        bounds[_MINIMUM] = at_least
+    return bounds
 
 
 def field_maximum(f: dataclasses.Field[Any]) -> int | float | None:
     """The `at_most` bound of a field, or None."""
     found: int | float | None = f.metadata.get(_MAXIMUM)
+    return found
+
+
+def field_minimum(f: dataclasses.Field[Any]) -> int | float | None:
+    """The `at_least` bound of a field, or None."""
+    found: int | float | None = f.metadata.get(_MINIMUM)
     return found
 
 
@@ -159,6 +170,10 @@ _DECIMAL = {
     "P": Decimal(10**15),
     "E": Decimal(10**18),
 }
+#: The most cpu (cores) and memory (bytes) any spec asks for, per node or per pod; the CRDs
+#: write them as quantity('1024') and quantity('16Ti') in CEL.
+MAX_CPU = 1024
+MAX_MEMORY = 16 * 2**40
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(n|u|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
 
@@ -194,18 +209,20 @@ def from_raw(cls: type[T], raw: Any, path: str) -> T:
     if not isinstance(raw, Mapping):
         raise InvalidSpec(path, f"must be an object, not {type(raw).__name__}")
     values: dict[str, Any] = {}
-    for name, key, hint, required, maximum in _fields(cls):
+    for name, key, hint, required, (least, most) in _fields(cls):
         if key in raw and raw[key] is not None:
             value = values[name] = read_value(hint, raw[key], f"{path}.{key}")
-            if maximum is not None and value > maximum:
-                raise InvalidSpec(f"{path}.{key}", f"must be at most {maximum}, not {value}")
+            if most is not None and value > most:
+                raise InvalidSpec(f"{path}.{key}", f"must be at most {most}, not {value}")
+            if least is not None and value < least:
+                raise InvalidSpec(f"{path}.{key}", f"must be at least {least}, not {value}")
         elif required:
             raise InvalidSpec(f"{path}.{key}", "is required")
     return cls(**values)
 
 
-Field = tuple[str, str, Any, bool, int | float | None]
-#: Per dataclass: (name, JSON name, type, required, maximum) of each field.
+Field = tuple[str, str, Any, bool, tuple[int | float | None, int | float | None]]
+#: Per dataclass: (name, JSON name, type, required, (minimum, maximum)) of each field.
 _FIELDS: dict[type[Any], tuple[Field, ...]] = {}
 
 
@@ -222,7 +239,7 @@ def _fields(cls: type[Any]) -> tuple[Field, ...]:
                 field_json_name(f),
                 hints[f.name],
                 f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-                field_maximum(f),
+                (field_minimum(f), field_maximum(f)),
             )
             for f in dataclasses.fields(cls)
         )

@@ -16,6 +16,8 @@ from typing import Any, Final, Literal
 from sparsam.api.common import Cost, ObjectMeta, SpotPolicy
 from sparsam.api.conditions import Condition, find
 from sparsam.api.parse import (
+    MAX_CPU,
+    MAX_MEMORY,
     InvalidSpec,
     Quantity,
     at_most,
@@ -127,8 +129,8 @@ class Resources:
 
     gpus: int = field(default=1, metadata=at_most(16))
     gpu_type: str | None = None
-    cpu: Quantity = DEFAULT_WORKER_CPU
-    memory: Quantity = DEFAULT_WORKER_MEMORY
+    cpu: Quantity = field(default=DEFAULT_WORKER_CPU, metadata=at_most(MAX_CPU))
+    memory: Quantity = field(default=DEFAULT_WORKER_MEMORY, metadata=at_most(MAX_MEMORY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +171,7 @@ class Quantization:
 @dataclass(frozen=True, slots=True)
 class Distillation:
     student: str
-    temperature: float = field(default=2.0, metadata=at_most(100))
+    temperature: float = field(default=2.0, metadata=at_most(100, at_least=0.01))
     alpha: float = field(default=0.5, metadata=at_most(1))
     epochs: int = field(default=1, metadata=at_most(10_000))
 
