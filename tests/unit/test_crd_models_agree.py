@@ -164,8 +164,11 @@ def _bound_disagreements(
     if "maximum" not in prop:
         return [f"{path}: a number without a maximum in the CRD"]
     least = field_minimum(f)
-    if least is not None and (least != prop.get("minimum") or prop.get("exclusiveMinimum")):
-        return [f"{path}: CRD minimum {prop.get('minimum')} != model at_least={least}"]
+    # A fractional floor is a CEL rule: the apiserver truncates `minimum: 0.001` to 0 for an
+    # integer value, so 0 would pass it.
+    rules = [rule["rule"] for rule in prop.get("x-kubernetes-validations", [])]
+    if least is not None and f"self >= {least}" not in rules:
+        return [f"{path}: no CEL rule 'self >= {least}' for the model's at_least"]
     if declared != prop["maximum"]:
         return [f"{path}: CRD maximum {prop['maximum']} != model at_most({declared})"]
     if not re.search(rf"(?<![.\d]){prop['maximum']}(?!\.?\d)", prop.get("description", "")):
