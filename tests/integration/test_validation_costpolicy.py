@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,23 @@ def test_valid_manifest_is_accepted_and_defaulted(kubectl: Kubectl, name: str) -
     assert body["spec"]["spot"] == {"default": "Prefer", "onDemandFallbackAfter": "5m"}
     assert body["spec"]["budget"]["alertAt"] == [0.8, 1.0]
     assert CostPolicy.from_body(body).spec.budget is not None
+
+
+def test_values_at_the_bounds_are_accepted_and_parse(kubectl: Kubectl, name: str) -> None:
+    manifest = valid(name)
+    manifest["spec"]["namespaceSelector"] = {
+        "matchLabels": {"kubernetes.io/metadata.name": "ml", "a" * 63: ""},
+        "matchExpressions": [{"key": "example.com/env", "operator": "NotIn", "values": ["a.b_c"]}],
+    }
+    manifest["spec"]["budget"]["monthly"] = 1_000_000_000
+    manifest["spec"]["spot"]["onDemandFallbackAfter"] = "720h"
+    manifest["spec"]["scaleToZero"]["after"] = "43200m"
+    apply(kubectl, manifest).check_returncode()
+    body = json.loads(kubectl("get", RESOURCE, name, "-o", "json").stdout)
+    policy = CostPolicy.from_body(body)
+    assert policy.spec.spot.on_demand_fallback_after == timedelta(hours=720)
+    assert policy.spec.scale_to_zero is not None
+    assert policy.spec.scale_to_zero.after == timedelta(hours=720)
 
 
 def test_example_applies(kubectl: Kubectl, name: str) -> None:
@@ -138,6 +156,77 @@ def test_example_applies(kubectl: Kubectl, name: str) -> None:
             0,
             "spec.checkpoint.maxLostWorkFraction",
             id="lost-work-zero",
+        ),
+        # Upper bounds: budgets and durations (also beyond Go's range).
+        pytest.param(
+            "spec.budget.monthly", 1e10, "spec.budget.monthly: Invalid value", id="monthly-1e10"
+        ),
+        pytest.param(
+            "spec.priority", 2**31 - 1, "spec.priority: Invalid value", id="priority-2**31 - 1"
+        ),
+        pytest.param(
+            "spec.spot.onDemandFallbackAfter",
+            "721h",
+            "spec.spot.onDemandFallbackAfter must be at most 720h",
+            id="onDemandFallbackAfter-721h",
+        ),
+        pytest.param(
+            "spec.spot.onDemandFallbackAfter",
+            "999999999999h",
+            "spec.spot.onDemandFallbackAfter must be at most 720h",
+            id="onDemandFallbackAfter-999999999999h",
+        ),
+        pytest.param(
+            "spec.spot.onDemandFallbackAfter",
+            "172800000s",
+            "spec.spot.onDemandFallbackAfter must be at most 720h",
+            id="onDemandFallbackAfter-172800000s",
+        ),
+        pytest.param(
+            "spec.scaleToZero.after",
+            "721h",
+            "spec.scaleToZero.after must be at most 720h",
+            id="after-721h",
+        ),
+        pytest.param(
+            "spec.scaleToZero.after",
+            "999999999999h",
+            "spec.scaleToZero.after must be at most 720h",
+            id="after-999999999999h",
+        ),
+        pytest.param(
+            "spec.scaleToZero.after",
+            "172800000s",
+            "spec.scaleToZero.after must be at most 720h",
+            id="after-172800000s",
+        ),
+        # Selector keys and values Kubernetes would refuse.
+        *[
+            pytest.param(
+                "spec.namespaceSelector.matchLabels",
+                {key: "x"},
+                "every key of spec.namespaceSelector.matchLabels must be a label key",
+                id=f"match-labels-key-{i}",
+            )
+            for i, key in enumerate(["bad key", "a/b/c", "x" * 64, "a" * 254 + "/team"])
+        ],
+        pytest.param(
+            "spec.namespaceSelector.matchLabels",
+            {"team": "not ok!"},
+            "spec.namespaceSelector.matchLabels.team",
+            id="match-labels-value-bad",
+        ),
+        pytest.param(
+            "spec.namespaceSelector.matchExpressions",
+            [{"key": "bad key", "operator": "Exists"}],
+            "spec.namespaceSelector.matchExpressions[].key must be a label key",
+            id="match-expressions-key-bad",
+        ),
+        pytest.param(
+            "spec.namespaceSelector.matchExpressions",
+            [{"key": "env", "operator": "In", "values": ["not ok!"]}],
+            "spec.namespaceSelector.matchExpressions[0].values[0]",
+            id="match-expressions-value-bad",
         ),
     ],
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,23 @@ def test_valid_manifest_is_accepted_and_defaulted(kubectl: Kubectl, name: str) -
     assert GPUNodePool.from_body(body).spec.node_template.gpus_per_node == 4
 
 
+def test_values_at_the_bounds_are_accepted_and_parse(kubectl: Kubectl, name: str) -> None:
+    manifest = valid(name)
+    manifest["spec"].update(pricePerHour=1000, minNodes=0, scaleDownAfter="720h")
+    manifest["spec"]["nodeTemplate"].update(
+        gpusPerNode=16,
+        cpu=1024,
+        memory="16Ti",
+        labels={"example.com/team": "news-room_1.a", "a" * 63: "b" * 63, "empty": ""},
+        taints=[{"key": "sparsam.dev/dedicated", "value": "", "effect": "NoSchedule"}],
+    )
+    apply(kubectl, manifest).check_returncode()
+    body = json.loads(kubectl("get", RESOURCE, name, "-o", "json").stdout)
+    pool = GPUNodePool.from_body(body)
+    assert pool.spec.scale_down_after == timedelta(hours=720)
+    assert pool.spec.price_per_hour == 1000
+
+
 def test_examples_apply(kubectl: Kubectl, name: str) -> None:
     documents = list(yaml.safe_load_all((ROOT / "examples" / "gpunodepools.yaml").read_text()))
     assert len(documents) == 2
@@ -137,6 +155,104 @@ def test_examples_apply(kubectl: Kubectl, name: str) -> None:
             "10",
             "spec.scaleDownAfter must be a duration",
             id="scale-down-after-without-unit",
+        ),
+        # Upper bounds: counts, prices and durations (also beyond int32 and Go's range).
+        pytest.param(
+            "spec.maxNodes", 2**31 - 1, "spec.maxNodes: Invalid value", id="maxNodes-2**31 - 1"
+        ),
+        pytest.param(
+            "spec.maxNodes",
+            3_000_000_000,
+            "spec.maxNodes: Invalid value",
+            id="maxNodes-3_000_000_000",
+        ),
+        pytest.param("spec.minNodes", 1001, "spec.minNodes: Invalid value", id="minNodes-1001"),
+        pytest.param(
+            "spec.nodeTemplate.gpusPerNode",
+            17,
+            "spec.nodeTemplate.gpusPerNode: Invalid value",
+            id="gpusPerNode-17",
+        ),
+        pytest.param(
+            "spec.pricePerHour", 1e6, "spec.pricePerHour: Invalid value", id="pricePerHour-1e6"
+        ),
+        pytest.param(
+            "spec.scaleDownAfter",
+            "721h",
+            "spec.scaleDownAfter must be at most 720h",
+            id="scaleDownAfter-721h",
+        ),
+        pytest.param(
+            "spec.scaleDownAfter",
+            "999999999999h",
+            "spec.scaleDownAfter must be at most 720h",
+            id="scaleDownAfter-999999999999h",
+        ),
+        pytest.param(
+            "spec.scaleDownAfter",
+            "172800000s",
+            "spec.scaleDownAfter must be at most 720h",
+            id="scaleDownAfter-172800000s",
+        ),
+        # Label keys and values Kubernetes would refuse on the nodes later.
+        *[
+            pytest.param(
+                "spec.nodeTemplate.labels",
+                {key: "x"},
+                "every key of spec.nodeTemplate.labels must be a label key",
+                id=f"label-key-{i}",
+            )
+            for i, key in enumerate(
+                ["bad key", "a/b/c", "-team", "x" * 64, "Example.com/team", "a" * 254 + "/team"]
+            )
+        ],
+        pytest.param(
+            "spec.nodeTemplate.labels",
+            {"team": "not ok!"},
+            "spec.nodeTemplate.labels.team",
+            id="label-value-bad",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.labels",
+            {"team": "x" * 64},
+            "spec.nodeTemplate.labels.team",
+            id="label-value-too-long",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.taints",
+            [{"key": "a/b/c", "effect": "NoSchedule"}],
+            "spec.nodeTemplate.taints[].key must be a label key",
+            id="taint-key-bad",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.taints",
+            [{"key": "dedicated", "value": "not ok!", "effect": "NoSchedule"}],
+            "spec.nodeTemplate.taints[0].value",
+            id="taint-value-bad",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.cpu",
+            "1025",
+            "spec.nodeTemplate.cpu must be at most 1024",
+            id="cpu-1025",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.cpu",
+            99999999999999,
+            "spec.nodeTemplate.cpu must be at most 1024",
+            id="cpu-99999999999999",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.memory",
+            "17Ti",
+            "spec.nodeTemplate.memory must be at most 16Ti",
+            id="memory-17Ti",
+        ),
+        pytest.param(
+            "spec.nodeTemplate.memory",
+            "9999999999999999999Ei",
+            "spec.nodeTemplate.memory must be at most 16Ti",
+            id="memory-9999999999999999999Ei",
         ),
     ],
 )

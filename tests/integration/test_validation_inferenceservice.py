@@ -7,6 +7,7 @@ apiserver (OpenAPI schema or CEL rule of crds/sparsam.dev_inferenceservices.yaml
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,23 @@ def test_valid_manifest_is_accepted_and_defaulted(kubectl: Kubectl, namespace: s
     assert InferenceService.from_body(body).spec.replicas.max == 3
 
 
+def test_values_at_the_bounds_are_accepted_and_parse(kubectl: Kubectl, namespace: str) -> None:
+    manifest = valid()
+    manifest["spec"]["model"]["uri"] = "pvc://models/a..b/.../c"  # '..' inside names only
+    manifest["spec"]["replicas"] = {"min": 1000, "max": 1000}
+    manifest["spec"]["capacity"]["onDemandBase"] = 1000
+    manifest["spec"]["resources"].update(gpus=16, cpu="1Ki", memory="16384Gi")
+    manifest["spec"]["slo"]["p99LatencyMs"] = 3_600_000
+    manifest["spec"]["scaling"].update(
+        target=1_000_000, scaleToZeroAfter="720h", scaleDownDelay="719h60m"
+    )
+    apply(kubectl, namespace, manifest).check_returncode()
+    got = kubectl("get", RESOURCE, "classifier", "-n", namespace, "-o", "json")
+    service = InferenceService.from_body(json.loads(got.stdout))
+    assert service.spec.replicas.max == 1000
+    assert service.spec.scaling.scale_down_delay == timedelta(hours=720)
+
+
 def test_example_applies(kubectl: Kubectl, namespace: str) -> None:
     example = (ROOT / "examples" / "inferenceservice.yaml").read_text()
     kubectl("apply", "-n", namespace, "-f", "-", input=example)
@@ -86,6 +104,13 @@ def test_example_applies(kubectl: Kubectl, namespace: str) -> None:
         pytest.param("spec.replicas.max", 0, "spec.replicas.max", id="replicas-max-zero"),
         pytest.param("spec.scaling.metric", "qps", "spec.scaling.metric", id="metric-unknown"),
         pytest.param("spec.scaling.target", 0, "spec.scaling.target", id="target-zero"),
+        # Found by test_fuzz_schemas: load / 5e-324 is infinite, and ceil() of it raised.
+        pytest.param(
+            "spec.scaling.target",
+            5e-324,
+            "spec.scaling.target must be at least 0.001",
+            id="target-tiny",
+        ),
         pytest.param(
             "spec.scaling.scaleToZeroAfter",
             "5 minutes",
@@ -130,6 +155,89 @@ def test_example_applies(kubectl: Kubectl, namespace: str) -> None:
         ),
         pytest.param(
             "metadata.name", "9-lives", "metadata.name in body should match", id="name-not-dns-1035"
+        ),
+        # Upper bounds: counts, numbers and durations (also beyond int32 and Go's range).
+        pytest.param(
+            "spec.replicas.max", 2**31 - 1, "spec.replicas.max: Invalid value", id="max-2**31 - 1"
+        ),
+        pytest.param(
+            "spec.replicas.max",
+            3_000_000_000,
+            "spec.replicas.max: Invalid value",
+            id="max-3_000_000_000",
+        ),
+        pytest.param("spec.replicas.min", 1001, "spec.replicas.min: Invalid value", id="min-1001"),
+        pytest.param(
+            "spec.capacity.onDemandBase",
+            1001,
+            "spec.capacity.onDemandBase: Invalid value",
+            id="onDemandBase-1001",
+        ),
+        pytest.param("spec.resources.gpus", 17, "spec.resources.gpus: Invalid value", id="gpus-17"),
+        pytest.param(
+            "spec.scaling.target", 1e7, "spec.scaling.target: Invalid value", id="target-1e7"
+        ),
+        pytest.param(
+            "spec.slo.p99LatencyMs",
+            1e10,
+            "spec.slo.p99LatencyMs: Invalid value",
+            id="p99LatencyMs-1e10",
+        ),
+        pytest.param(
+            "spec.scaling.scaleToZeroAfter",
+            "721h",
+            "spec.scaling.scaleToZeroAfter must be at most 720h",
+            id="scaleToZeroAfter-721h",
+        ),
+        pytest.param(
+            "spec.scaling.scaleToZeroAfter",
+            "999999999999h",
+            "spec.scaling.scaleToZeroAfter must be at most 720h",
+            id="scaleToZeroAfter-999999999999h",
+        ),
+        pytest.param(
+            "spec.scaling.scaleToZeroAfter",
+            "172800000s",
+            "spec.scaling.scaleToZeroAfter must be at most 720h",
+            id="scaleToZeroAfter-172800000s",
+        ),
+        pytest.param(
+            "spec.scaling.scaleDownDelay",
+            "721h",
+            "spec.scaling.scaleDownDelay must be at most 720h",
+            id="scaleDownDelay-721h",
+        ),
+        pytest.param(
+            "spec.scaling.scaleDownDelay",
+            "999999999999h",
+            "spec.scaling.scaleDownDelay must be at most 720h",
+            id="scaleDownDelay-999999999999h",
+        ),
+        pytest.param(
+            "spec.scaling.scaleDownDelay",
+            "172800000s",
+            "spec.scaling.scaleDownDelay must be at most 720h",
+            id="scaleDownDelay-172800000s",
+        ),
+        *[
+            pytest.param(
+                "spec.model.uri",
+                uri,
+                "spec.model.uri must not contain '..' path segments",
+                id=f"model-uri-dot-segments-{i}",
+            )
+            for i, uri in enumerate(
+                ["pvc://claim/../../..", "pvc://models/a/../../etc", "pvc://m/.."]
+            )
+        ],
+        pytest.param(
+            "spec.resources.cpu", "2k", "spec.resources.cpu must be at most 1024", id="cpu-2k"
+        ),
+        pytest.param(
+            "spec.resources.memory",
+            "100Ti",
+            "spec.resources.memory must be at most 16Ti",
+            id="memory-100Ti",
         ),
     ],
 )

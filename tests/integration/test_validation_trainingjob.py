@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,113 @@ BAD: list[tuple[str, Change, str]] = [
     ),
     # kubectl asks for strict field validation by default: an unknown field is an error.
     ("unknown-field-strict", lambda m: m["spec"].update(foo="bar"), "spec.foo"),
+    # Every count and number has an upper bound (a pass builds lists of these sizes), also
+    # beyond int32, which `format: int32` alone does not refuse.
+    *[
+        (
+            f"{section}-{key}-{value}",
+            lambda m, section=section, key=key, value=value: m["spec"][section].update(
+                {key: value}
+            ),
+            f"spec.{section}.{key}: Invalid value",
+        )
+        for section, key, value in [
+            ("workers", "max", 2**31 - 1),
+            ("workers", "max", 3_000_000_000),
+            ("workers", "min", 1001),
+            ("workers", "replicas", 1001),
+            ("resources", "gpus", 17),
+            ("deploy", "minReplicas", 1001),
+            ("deploy", "maxReplicas", 1001),
+            ("budget", "maxCost", 1e10),
+            ("runPolicy", "activeDeadlineSeconds", 2**40),
+            ("runPolicy", "backoffLimit", 1001),
+            ("runPolicy", "ttlSecondsAfterFinished", 2**31 - 1),
+        ]
+    ],
+    (
+        "distillation-temperature-above-100",
+        lambda m: m["spec"]["compression"].update(
+            distillation={"student": "minilm-l3", "temperature": 101}
+        ),
+        "spec.compression.distillation.temperature",
+    ),
+    (
+        "distillation-temperature-below-0.01",
+        lambda m: m["spec"]["compression"].update(
+            distillation={"student": "minilm-l3", "temperature": 0.001}
+        ),
+        "spec.compression.distillation.temperature",
+    ),
+    (
+        "distillation-epochs-above-10000",
+        lambda m: m["spec"]["compression"].update(
+            distillation={"student": "minilm-l3", "epochs": 10001}
+        ),
+        "spec.compression.distillation.epochs",
+    ),
+    *[
+        (
+            f"resources-{key}-{value}",
+            lambda m, key=key, value=value: m["spec"]["resources"].update({key: value}),
+            f"spec.resources.{key} must be at most {bound}",
+        )
+        for key, value, bound in [
+            ("cpu", "1025", "1024"),
+            ("cpu", 2**40, "1024"),
+            ("memory", "17Ti", "16Ti"),
+            ("memory", "9999999999E", "16Ti"),
+        ]
+    ],
+    # Durations have an upper bound too, and one beyond Go's range still gets the rule's message.
+    *[
+        (
+            f"interval-{interval}",
+            lambda m, interval=interval: m["spec"]["checkpoint"].update(interval=interval),
+            "spec.checkpoint.interval must be at most 720h",
+        )
+        for interval in ["721h", "999999999999h", "99999h99999h", "172800000s"]
+    ],
+    # The model is read from, and served off, the checkpoint volume.
+    (
+        "deploy-without-checkpoint",
+        lambda m: m["spec"].pop("checkpoint"),
+        "spec.deploy requires spec.checkpoint.volumeClaim",
+    ),
+    (
+        "compression-without-checkpoint",
+        lambda m: (m["spec"].pop("checkpoint"), m["spec"].pop("deploy")),
+        "spec.compression requires spec.checkpoint.volumeClaim",
+    ),
+    (
+        "checkpoint-path-dot-segments",
+        lambda m: m["spec"]["checkpoint"].update(path="/checkpoints/../etc"),
+        "spec.checkpoint.path must not contain '..' path segments",
+    ),
+    (
+        "student-dot-segments",
+        lambda m: m["spec"]["compression"].update(
+            distillation={"student": "pvc://models/../../secrets"}
+        ),
+        "spec.compression.distillation.student must not contain '..' path segments",
+    ),
+]
+
+#: The largest values each bound admits, all at once: the bounds are inclusive.
+AT_THE_BOUNDS: list[tuple[str, Any]] = [
+    ("workers", {"min": 1000, "max": 1000, "replicas": 1000}),
+    ("deploy", {"minReplicas": 1000, "maxReplicas": 1000}),
+    ("budget", {"maxCost": 1_000_000_000}),
+    (
+        "runPolicy",
+        {
+            "activeDeadlineSeconds": 31_536_000,
+            "backoffLimit": 1000,
+            "ttlSecondsAfterFinished": 31_536_000,
+        },
+    ),
+    ("checkpoint", {"interval": "720h"}),
+    ("resources", {"cpu": 1024, "memory": "16Ti"}),
 ]
 
 
@@ -170,6 +278,22 @@ def test_bad_input_is_rejected_naming_the_field(
     done = apply(kubectl, namespace, manifest)
     assert done.returncode != 0, f"accepted: {yaml.safe_dump(manifest)}"
     assert expected in done.stderr
+
+
+def test_values_at_the_bounds_are_accepted_and_parse(kubectl: Kubectl, namespace: str) -> None:
+    manifest = example()
+    for section, values in AT_THE_BOUNDS:
+        manifest["spec"][section].update(values)
+    manifest["spec"]["compression"]["distillation"] = {
+        "student": "pvc://models/minilm..l3",  # '..' inside a segment is a name, not a step up
+        "temperature": 100,
+        "epochs": 10000,
+    }
+    apply(kubectl, namespace, manifest).check_returncode()
+    job = TrainingJob.from_body(read_back(kubectl, namespace, manifest["metadata"]["name"]))
+    assert job.spec.workers.max == 1000
+    assert job.spec.checkpoint is not None
+    assert job.spec.checkpoint.interval_duration == timedelta(hours=720)
 
 
 def test_the_example_is_accepted(kubectl: Kubectl, namespace: str) -> None:

@@ -141,6 +141,12 @@ def test_selector_and_status_parse() -> None:
         ),
         pytest.param({"scaleToZero": {}}, "spec.scaleToZero.after", id="scale-to-zero-missing"),
         pytest.param(
+            {"spot": {"onDemandFallbackAfter": "999999999999h"}},
+            "spec.spot.onDemandFallbackAfter",
+            id="fallback-beyond-bound",
+        ),
+        pytest.param({"budget": {"monthly": 1e10}}, "spec.budget.monthly", id="budget-huge"),
+        pytest.param(
             {"allowedGPUTypes": "NVIDIA-A10G"}, "spec.allowedGPUTypes", id="gpus-not-list"
         ),
     ],

@@ -164,6 +164,14 @@ def test_cluster_api_taints_and_status_parse() -> None:
             "spec.scaleDownAfter", "10", "spec.scaleDownAfter", id="scale-down-not-duration"
         ),
         pytest.param(
+            "spec.scaleDownAfter",
+            "999999999999h",
+            "spec.scaleDownAfter",
+            id="scale-down-beyond-bound",
+        ),
+        pytest.param("spec.maxNodes", 2**31 - 1, "spec.maxNodes", id="max-nodes-huge"),
+        pytest.param("spec.pricePerHour", 1e6, "spec.pricePerHour", id="price-huge"),
+        pytest.param(
             "spec.provider.clusterAPI",
             {"machineDeployment": {"name": "md"}},
             "spec.provider.clusterAPI.machineDeployment.namespace",

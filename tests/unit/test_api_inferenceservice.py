@@ -155,6 +155,17 @@ def test_status_parses() -> None:
         pytest.param("spec.resources.cpu", "lots", "spec.resources.cpu", id="cpu-not-quantity"),
         pytest.param("spec.capacity.spot", "Always", "spec.capacity.spot", id="spot-unknown"),
         pytest.param("spec.slo", {}, "spec.slo.p99LatencyMs", id="slo-without-p99"),
+        pytest.param(
+            "spec.scaling.scaleToZeroAfter",
+            "999999999999h",
+            "spec.scaling.scaleToZeroAfter",
+            id="scale-to-zero-after-beyond-bound",
+        ),
+        pytest.param("spec.replicas.max", 3_000_000_000, "spec.replicas.max", id="max-huge"),
+        pytest.param("spec.slo.p99LatencyMs", 10**400, "spec.slo.p99LatencyMs", id="slo-no-float"),
+        pytest.param(
+            "spec.model.uri", "pvc://claim/../../..", "spec.model.uri", id="uri-dot-segments"
+        ),
         pytest.param("status.phase", "Sleeping", "status.phase", id="phase-unknown"),
         pytest.param(
             "status.conditions",

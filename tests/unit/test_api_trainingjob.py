@@ -189,6 +189,21 @@ def mutated(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
             lambda b: b.update(status={"conditions": [{"type": "Ready", "status": "True"}]}),
             "status.conditions[0].reason",
         ),
+        (lambda b: b["spec"]["workers"].update(max=3_000_000_000), "spec.workers.max"),
+        (
+            lambda b: b["spec"]["runPolicy"].update(backoffLimit=2**31 - 1),
+            "spec.runPolicy.backoffLimit",
+        ),
+        (
+            lambda b: b["spec"]["checkpoint"].update(interval="999999999999h"),
+            "spec.checkpoint.interval",
+        ),
+        (lambda b: b["spec"]["checkpoint"].update(interval="often"), "spec.checkpoint.interval"),
+        (lambda b: b["spec"]["checkpoint"].update(path="/c/../etc"), "spec.checkpoint.path"),
+        (
+            lambda b: b["spec"]["compression"].update(distillation={"student": "pvc://m/../x"}),
+            "spec.compression.distillation.student",
+        ),
     ],
     ids=[
         "image-missing",
@@ -201,6 +216,12 @@ def mutated(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         "args-not-list",
         "phase-enum",
         "condition-reason-missing",
+        "workers-max-huge",
+        "backoff-limit-huge",
+        "interval-beyond-bound",
+        "interval-not-duration",
+        "checkpoint-path-dot-segments",
+        "student-dot-segments",
     ],
 )
 def test_invalid_bodies_name_the_field(change: Callable[[dict[str, Any]], None], path: str) -> None:

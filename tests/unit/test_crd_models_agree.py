@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 import typing
 from collections.abc import Mapping
 from datetime import timedelta
@@ -16,11 +17,15 @@ import yaml
 
 from sparsam.api import constants as c
 from sparsam.api.parse import (
+    DURATION_DIGITS,
     DURATION_PATTERN,
+    MAX_DURATION_TEXT,
     QUANTITY_PATTERN,
     JsonObject,
     Quantity,
     field_json_name,
+    field_maximum,
+    field_minimum,
     from_raw,
     read_value,
 )
@@ -85,7 +90,13 @@ def _disagreements(hint: Any, schema: Mapping[str, Any], path: str) -> list[str]
         # The apiserver must accept exactly what parse_duration reads.
         rules = [rule["rule"] for rule in schema.get("x-kubernetes-validations", [])]
         ok = kind == "string" and any(f"r'{DURATION_PATTERN}'" in rule for rule in rules)
-        return [] if ok else [f"{path}: a duration must be matched against DURATION_PATTERN"]
+        if not ok:
+            return [f"{path}: a duration must be matched against DURATION_PATTERN"]
+        # ... and bounded as parse_duration bounds it, with the digits guard before duration().
+        guarded = DURATION_PATTERN.replace("[0-9]+(", f"[0-9]{{1,{DURATION_DIGITS}}}(", 1)
+        bound = f"duration(self) <= duration('{MAX_DURATION_TEXT}')"
+        ok = any(f"r'{guarded}'" in rule and bound in rule for rule in rules)
+        return [] if ok else [f"{path}: a duration must be at most {MAX_DURATION_TEXT}"]
     if hint in SCALARS:
         expected = SCALARS[hint]
         # A float field may be declared as a number; JSON integers are numbers too.
@@ -117,6 +128,7 @@ def _object_disagreements(cls: type[Any], schema: Mapping[str, Any], path: str) 
         if has_default == (name in required):
             problems.append(f"{path}.{name}: required in the CRD iff it has no model default")
         problems += _disagreements(hints[f.name], prop, f"{path}.{name}")
+        problems += _bound_disagreements(hints[f.name], f, prop, f"{path}.{name}")
         if has_default:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             if "default" in prop:
@@ -129,6 +141,39 @@ def _object_disagreements(cls: type[Any], schema: Mapping[str, Any], path: str) 
             elif not _is_empty(default, hints[f.name]):
                 problems.append(f"{path}.{name}: model default {default!r} but no CRD default")
     return problems
+
+
+def _bound_disagreements(
+    hint: Any, f: dataclasses.Field[Any], prop: Mapping[str, Any], path: str
+) -> list[str]:
+    """Every number of a spec has an upper bound, the same in the CRD and the model (status is
+    the operator's own writing, so only a bound the model declares is compared there)."""
+    declared = field_maximum(f)
+    if _unwrap_optional(hint) is Quantity:
+        rules = [rule["rule"] for rule in prop.get("x-kubernetes-validations", [])]
+        bounds = [m for rule in rules for m in re.findall(r"<= 0|quantity\('([^']+)'\)", rule) if m]
+        if declared is None or [Quantity.parse(b) for b in bounds] != [declared]:
+            return [f"{path}: CRD quantity bounds {bounds} != model at_most({declared})"]
+        if f"At most {bounds[0]}" not in " ".join(prop.get("description", "").split()):
+            return [f"{path}: the description does not state the bound {bounds[0]}"]
+        return []
+    if _unwrap_optional(hint) not in (int, float) or (
+        not path.startswith("spec") and declared is None
+    ):
+        return []
+    if "maximum" not in prop:
+        return [f"{path}: a number without a maximum in the CRD"]
+    least = field_minimum(f)
+    # A fractional floor is a CEL rule: the apiserver truncates `minimum: 0.001` to 0 for an
+    # integer value, so 0 would pass it.
+    rules = [rule["rule"] for rule in prop.get("x-kubernetes-validations", [])]
+    if least is not None and f"self >= {least}" not in rules:
+        return [f"{path}: no CEL rule 'self >= {least}' for the model's at_least"]
+    if declared != prop["maximum"]:
+        return [f"{path}: CRD maximum {prop['maximum']} != model at_most({declared})"]
+    if not re.search(rf"(?<![.\d]){prop['maximum']}(?!\.?\d)", prop.get("description", "")):
+        return [f"{path}: the description does not state the bound {prop['maximum']}"]
+    return []
 
 
 @pytest.mark.parametrize("resource", c.RESOURCES, ids=[r.kind for r in c.RESOURCES])

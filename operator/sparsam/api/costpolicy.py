@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from sparsam.api.common import ObjectMeta, SpotPolicy
 from sparsam.api.conditions import Condition
-from sparsam.api.parse import from_raw, json_name
+from sparsam.api.parse import at_most, from_raw, json_name
 
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 OnExceeded = Literal["Alert", "BlockNew", "Suspend"]
@@ -38,7 +38,7 @@ class LabelSelector:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    monthly: float
+    monthly: float = field(metadata=at_most(1_000_000_000))
     alert_at: tuple[float, ...] = (0.8, 1.0)
     on_exceeded: OnExceeded = "Alert"
 
@@ -57,18 +57,18 @@ class ScaleToZero:
 @dataclass(frozen=True, slots=True)
 class Compression:
     required: bool = False
-    max_accuracy_drop: float | None = None
+    max_accuracy_drop: float | None = field(default=None, metadata=at_most(1))
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    max_lost_work_fraction: float
+    max_lost_work_fraction: float = field(metadata=at_most(1))
 
 
 @dataclass(frozen=True, slots=True)
 class CostPolicySpec:
     namespace_selector: LabelSelector
-    priority: int = 0
+    priority: int = field(default=0, metadata=at_most(1000))
     budget: Budget | None = None
     spot: Spot = field(default_factory=Spot)
     scale_to_zero: ScaleToZero | None = None

@@ -9,13 +9,13 @@ one currency every pool and budget uses).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
 from sparsam.api.common import ObjectMeta
 from sparsam.api.conditions import Condition
-from sparsam.api.parse import Quantity, from_raw, json_name
+from sparsam.api.parse import MAX_CPU, MAX_MEMORY, Quantity, at_most, from_raw, json_name
 
 CapacityType = Literal["spot", "on-demand"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
@@ -56,9 +56,9 @@ class Taint:
 @dataclass(frozen=True, slots=True)
 class NodeTemplate:
     gpu_type: str
-    gpus_per_node: int
-    cpu: Quantity
-    memory: Quantity
+    gpus_per_node: int = field(metadata=at_most(16))
+    cpu: Quantity = field(metadata=at_most(MAX_CPU))
+    memory: Quantity = field(metadata=at_most(MAX_MEMORY))
     instance_type: str | None = None
     labels: Mapping[str, str] | None = None
     taints: tuple[Taint, ...] | None = None
@@ -69,9 +69,9 @@ class GPUNodePoolSpec:
     provider: Provider
     node_template: NodeTemplate
     capacity_type: CapacityType
-    price_per_hour: float
-    max_nodes: int
-    min_nodes: int = 0
+    price_per_hour: float = field(metadata=at_most(1000))
+    max_nodes: int = field(metadata=at_most(1000))
+    min_nodes: int = field(default=0, metadata=at_most(1000))
     scale_down_after: timedelta = timedelta(minutes=10)
 
 

@@ -13,7 +13,7 @@ from typing import Any, Final, Literal
 
 from sparsam.api.common import Cost, ObjectMeta, SpotPolicy, SpotStatus
 from sparsam.api.conditions import Condition
-from sparsam.api.parse import Quantity, from_raw
+from sparsam.api.parse import MAX_CPU, MAX_MEMORY, Quantity, at_most, from_raw, refuse_dot_segments
 
 ModelFormat = Literal["pytorch", "torchscript", "onnx", "huggingface"]
 ScalingMetric = Literal["rps", "concurrency"]
@@ -31,22 +31,22 @@ class Model:
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    gpus: int = 1
+    gpus: int = field(default=1, metadata=at_most(16))
     gpu_type: str | None = None
-    cpu: Quantity = DEFAULT_CPU
-    memory: Quantity = DEFAULT_MEMORY
+    cpu: Quantity = field(default=DEFAULT_CPU, metadata=at_most(MAX_CPU))
+    memory: Quantity = field(default=DEFAULT_MEMORY, metadata=at_most(MAX_MEMORY))
 
 
 @dataclass(frozen=True, slots=True)
 class Replicas:
-    min: int = 0
-    max: int = 1
+    min: int = field(default=0, metadata=at_most(1000))
+    max: int = field(default=1, metadata=at_most(1000))
 
 
 @dataclass(frozen=True, slots=True)
 class Scaling:
     metric: ScalingMetric = "rps"
-    target: float = 10.0
+    target: float = field(default=10.0, metadata=at_most(1_000_000, at_least=0.001))
     scale_to_zero_after: timedelta = timedelta(minutes=5)
     scale_down_delay: timedelta = timedelta(minutes=1)
 
@@ -55,12 +55,12 @@ class Scaling:
 class Capacity:
     #: None: the governing CostPolicy's spot.default, else Prefer (`status.spot` says which).
     spot: SpotPolicy | None = None
-    on_demand_base: int = 0
+    on_demand_base: int = field(default=0, metadata=at_most(1000))
 
 
 @dataclass(frozen=True, slots=True)
 class SLO:
-    p99_latency_ms: float
+    p99_latency_ms: float = field(metadata=at_most(3_600_000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +111,10 @@ class InferenceService:
     def from_body(cls, body: Mapping[str, Any]) -> InferenceService:
         """Read a raw body (as Kopf or the API client hands it over); InvalidSpec names the
         field that does not fit."""
+        spec = from_raw(InferenceServiceSpec, body.get("spec"), "spec")
+        refuse_dot_segments("spec.model.uri", spec.model.uri)
         return cls(
             ObjectMeta.from_body(body),
-            from_raw(InferenceServiceSpec, body.get("spec"), "spec"),
+            spec,
             from_raw(InferenceServiceStatus, body.get("status"), "status"),
         )

@@ -17,6 +17,7 @@ JsonObject (an embedded Kubernetes type kept as it is, e.g. tolerations), and `X
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -31,6 +32,8 @@ T = TypeVar("T")
 JsonObject = Mapping[str, Any]
 
 _JSON_NAME = "json_name"
+_MAXIMUM = "maximum"
+_MINIMUM = "minimum"
 
 
 class InvalidSpec(ValueError):
@@ -49,6 +52,29 @@ def json_name(name: str, **kwargs: Any) -> Any:
     return dataclasses.field(metadata=metadata, **kwargs)
 
 
+def at_most(maximum: int | float, at_least: int | float | None = None) -> dict[str, Any]:
+    """Field metadata for a number with the CRD's `maximum:` (and `minimum:` where a value
+    near zero would be divided by), as in `field(default=1, metadata=at_most(1000))`.
+    `from_raw` refuses values outside, so a body that skipped the apiserver's check (an object
+    stored under an older CRD) never makes a huge pass."""
+    bounds: dict[str, Any] = {_MAXIMUM: maximum}
+    if at_least is not None:
+        bounds[_MINIMUM] = at_least
+    return bounds
+
+
+def field_maximum(f: dataclasses.Field[Any]) -> int | float | None:
+    """The `at_most` bound of a field, or None."""
+    found: int | float | None = f.metadata.get(_MAXIMUM)
+    return found
+
+
+def field_minimum(f: dataclasses.Field[Any]) -> int | float | None:
+    """The `at_least` bound of a field, or None."""
+    found: int | float | None = f.metadata.get(_MINIMUM)
+    return found
+
+
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
@@ -60,30 +86,51 @@ def field_json_name(f: dataclasses.Field[Any]) -> str:
 
 # --- Go durations -------------------------------------------------------------------------
 
-_DURATION_UNITS = {
-    "ns": timedelta(microseconds=0.001),
-    "us": timedelta(microseconds=1),
-    "µs": timedelta(microseconds=1),
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
+#: Nanoseconds per unit: sums are exact, so 720h1ns is above 720h, as it is for Go and CEL.
+_DURATION_NANOS = {
+    "ns": 1,
+    "us": 10**3,
+    "µs": 10**3,
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
 }
 #: The same grammar the CRDs enforce with CEL (`DURATION_PATTERN` there must match this).
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+#: The longest duration any spec field takes (30 days); the CRDs refuse longer ones with CEL.
+MAX_DURATION = timedelta(hours=720)
+#: The same bound as the CRDs write it, in Go syntax, for `duration('720h')` and messages.
+MAX_DURATION_TEXT = "720h"
+#: Digits before the point of each number of a spec duration, at most. The CRDs' CEL needs
+#: this guard: `duration()` fails on a value beyond Go's 292 years, and a failed rule reports
+#: an evaluation error instead of the rule's message; five digits in a 32-character string sum
+#: to at most 500000h, which Go reads.
+DURATION_DIGITS = 5
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse a Go duration ("90s", "1h30m", "0.5h") into a timedelta; "0" alone is zero."""
+def parse_duration(text: str, maximum: timedelta | None = MAX_DURATION) -> timedelta:
+    """Parse a Go duration ("90s", "1h30m", "0.5h") into a timedelta; "0" alone is zero.
+
+    Raises ValueError for other text and for a duration above `maximum` (None: only above what
+    a timedelta holds), never OverflowError, however many digits the text has."""
     if text == "0":
         return timedelta(0)
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration such as 90s, 5m or 1h30m")
-    total = timedelta(0)
-    for number, unit in _DURATION_PART.findall(text):
-        total += float(number) * _DURATION_UNITS[unit]
-    return total
+    nanos = sum(
+        Decimal(number) * _DURATION_NANOS[unit] for number, unit in _DURATION_PART.findall(text)
+    )
+    limit = timedelta.max if maximum is None else maximum
+    if nanos > _micros(limit) * 1000:
+        bound = "what a duration can hold" if maximum is None else format_duration(maximum)
+        raise ValueError(f"{text[:40]!r} is longer than {bound}")
+    return timedelta(microseconds=round(nanos / 1000))
+
+
+def _micros(value: timedelta) -> int:
+    return (value.days * 86400 + value.seconds) * 10**6 + value.microseconds
 
 
 def format_duration(value: timedelta) -> str:
@@ -101,6 +148,13 @@ def format_duration(value: timedelta) -> str:
     return "".join(parts)
 
 
+def refuse_dot_segments(path: str, value: str) -> None:
+    """Refuse a '..' segment in a path or URI (`pvc://claim/../..`), as the CRDs' CEL does: the
+    path must stay inside the volume it names."""
+    if ".." in value.split("/"):
+        raise InvalidSpec(path, f"must not contain '..' path segments, not {value!r}")
+
+
 # --- Kubernetes quantities ----------------------------------------------------------------
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
@@ -116,6 +170,10 @@ _DECIMAL = {
     "P": Decimal(10**15),
     "E": Decimal(10**18),
 }
+#: The most cpu (cores) and memory (bytes) any spec asks for, per node or per pod; the CRDs
+#: write them as quantity('1024') and quantity('16Ti') in CEL.
+MAX_CPU = 1024
+MAX_MEMORY = 16 * 2**40
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(n|u|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
 
@@ -151,16 +209,20 @@ def from_raw(cls: type[T], raw: Any, path: str) -> T:
     if not isinstance(raw, Mapping):
         raise InvalidSpec(path, f"must be an object, not {type(raw).__name__}")
     values: dict[str, Any] = {}
-    for name, key, hint, required in _fields(cls):
+    for name, key, hint, required, (least, most) in _fields(cls):
         if key in raw and raw[key] is not None:
-            values[name] = read_value(hint, raw[key], f"{path}.{key}")
+            value = values[name] = read_value(hint, raw[key], f"{path}.{key}")
+            if most is not None and value > most:
+                raise InvalidSpec(f"{path}.{key}", f"must be at most {most}, not {value}")
+            if least is not None and value < least:
+                raise InvalidSpec(f"{path}.{key}", f"must be at least {least}, not {value}")
         elif required:
             raise InvalidSpec(f"{path}.{key}", "is required")
     return cls(**values)
 
 
-Field = tuple[str, str, Any, bool]
-#: Per dataclass: (name, JSON name, type, required) of each field.
+Field = tuple[str, str, Any, bool, tuple[int | float | None, int | float | None]]
+#: Per dataclass: (name, JSON name, type, required, (minimum, maximum)) of each field.
 _FIELDS: dict[type[Any], tuple[Field, ...]] = {}
 
 
@@ -177,6 +239,7 @@ def _fields(cls: type[Any]) -> tuple[Field, ...]:
                 field_json_name(f),
                 hints[f.name],
                 f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                (field_minimum(f), field_maximum(f)),
             )
             for f in dataclasses.fields(cls)
         )
@@ -225,7 +288,13 @@ def _read_scalar(hint: Any, raw: Any) -> Any:
     if hint is float:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             raise ValueError(f"must be a number, not {raw!r}")
-        return float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an integer beyond 1.8e308
+            raise ValueError(f"must be a number a float holds, not {raw}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, not {raw!r}")
+        return value
     if hint is str:
         if not isinstance(raw, str):
             raise ValueError(f"must be a string, not {raw!r}")

@@ -15,7 +15,16 @@ from typing import Any, Final, Literal
 
 from sparsam.api.common import Cost, ObjectMeta, SpotPolicy, SpotStatus
 from sparsam.api.conditions import Condition, find
-from sparsam.api.parse import Quantity, from_raw, parse_duration
+from sparsam.api.parse import (
+    MAX_CPU,
+    MAX_MEMORY,
+    InvalidSpec,
+    Quantity,
+    at_most,
+    from_raw,
+    parse_duration,
+    refuse_dot_segments,
+)
 
 QuantizationMode = Literal["dynamic", "static", "none"]
 BudgetAction = Literal["Alert", "Suspend", "Fail"]
@@ -35,6 +44,8 @@ IntervalMode = Literal["Auto", "Fixed"]
 
 #: The value of spec.checkpoint.interval that lets the operator choose the interval.
 INTERVAL_AUTO: Final = "auto"
+#: The most seconds spec.runPolicy's deadline and TTL take: 365 days.
+MAX_SECONDS: Final = 31_536_000
 #: The CRD's defaults for spec.resources.cpu and .memory.
 DEFAULT_WORKER_CPU: Final = Quantity.parse("2")
 DEFAULT_WORKER_MEMORY: Final = Quantity.parse("8Gi")
@@ -107,19 +118,19 @@ class EnvVar:
 class Workers:
     """The elastic worker range; `replicas` is what the /scale subresource writes."""
 
-    min: int = 1
-    max: int = 1
-    replicas: int | None = None
+    min: int = field(default=1, metadata=at_most(1000))
+    max: int = field(default=1, metadata=at_most(1000))
+    replicas: int | None = field(default=None, metadata=at_most(1000))
 
 
 @dataclass(frozen=True, slots=True)
 class Resources:
     """What each worker requests. Immutable after creation."""
 
-    gpus: int = 1
+    gpus: int = field(default=1, metadata=at_most(16))
     gpu_type: str | None = None
-    cpu: Quantity = DEFAULT_WORKER_CPU
-    memory: Quantity = DEFAULT_WORKER_MEMORY
+    cpu: Quantity = field(default=DEFAULT_WORKER_CPU, metadata=at_most(MAX_CPU))
+    memory: Quantity = field(default=DEFAULT_WORKER_MEMORY, metadata=at_most(MAX_MEMORY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +160,7 @@ class Checkpoint:
 
 @dataclass(frozen=True, slots=True)
 class Pruning:
-    sparsity: float = 0.5
+    sparsity: float = field(default=0.5, metadata=at_most(1))
     structured: bool = False
 
 
@@ -161,9 +172,9 @@ class Quantization:
 @dataclass(frozen=True, slots=True)
 class Distillation:
     student: str
-    temperature: float = 2.0
-    alpha: float = 0.5
-    epochs: int = 1
+    temperature: float = field(default=2.0, metadata=at_most(100, at_least=0.01))
+    alpha: float = field(default=0.5, metadata=at_most(1))
+    epochs: int = field(default=1, metadata=at_most(10_000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +184,7 @@ class Compression:
     pruning: Pruning | None = None
     quantization: Quantization | None = None
     distillation: Distillation | None = None
-    max_accuracy_drop: float = 0.01
+    max_accuracy_drop: float = field(default=0.01, metadata=at_most(1))
 
     def to_raw(self) -> dict[str, Any]:
         """spec.compression as the CRD spells it (what the compress pod is given)."""
@@ -199,21 +210,21 @@ class Compression:
 @dataclass(frozen=True, slots=True)
 class Deploy:
     inference_service: str
-    min_replicas: int = 0
-    max_replicas: int = 3
+    min_replicas: int = field(default=0, metadata=at_most(1000))
+    max_replicas: int = field(default=3, metadata=at_most(1000))
 
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    max_cost: float
+    max_cost: float = field(metadata=at_most(1_000_000_000))
     on_exceeded: BudgetAction = "Suspend"
 
 
 @dataclass(frozen=True, slots=True)
 class RunPolicy:
-    active_deadline_seconds: int | None = None
-    backoff_limit: int = 3
-    ttl_seconds_after_finished: int | None = None
+    active_deadline_seconds: int | None = field(default=None, metadata=at_most(MAX_SECONDS))
+    backoff_limit: int = field(default=3, metadata=at_most(1000))
+    ttl_seconds_after_finished: int | None = field(default=None, metadata=at_most(MAX_SECONDS))
     suspend: bool = False
 
     @property
@@ -350,8 +361,26 @@ class TrainingJob:
     def from_body(cls, body: Mapping[str, Any]) -> TrainingJob:
         """Read a raw body (as Kopf or the API client hands it over); InvalidSpec names the
         field that does not fit."""
+        spec = from_raw(TrainingJobSpec, body.get("spec"), "spec")
+        _check_spec(spec)
         return cls(
             ObjectMeta.from_body(body),
-            from_raw(TrainingJobSpec, body.get("spec"), "spec"),
+            spec,
             from_raw(TrainingJobStatus, body.get("status"), "status"),
         )
+
+
+def _check_spec(spec: TrainingJobSpec) -> None:
+    """The CRD's rules that the field types alone do not carry; InvalidSpec names the field."""
+    # (compression or deploy without a checkpoint is the CRD's to refuse; an object from before
+    # that rule fails its delivery with reason CheckpointRequired instead.)
+    checkpoint = spec.checkpoint
+    if checkpoint is not None:
+        refuse_dot_segments("spec.checkpoint.path", checkpoint.path)
+        try:
+            checkpoint.interval_duration  # noqa: B018 - parsed now, so that later reads cannot fail
+        except ValueError as exc:
+            raise InvalidSpec("spec.checkpoint.interval", str(exc)) from None
+    if spec.compression is not None and spec.compression.distillation is not None:
+        student = spec.compression.distillation.student
+        refuse_dot_segments("spec.compression.distillation.student", student)
