@@ -729,3 +729,37 @@ def test_namespace_scoped_install_rbac_audit_and_the_operator_serving_only_its_n
             assert not refused, "\n".join(refused[:20])
     finally:
         kubectl("delete", "namespace", work, "--wait=false", check=False)
+
+
+def test_the_crd_chart_adopts_the_installed_crds_upgrades_and_keeps_them(
+    helm: Callable[..., str], kubectl: Kubectl
+) -> None:
+    """The upgrade path of docs/operations.md: CRDs that no release owns (the dev cluster's,
+    as a first `helm install` of charts/sparsam leaves them) are adopted by sparsam-crds,
+    upgraded with it, and kept when it is uninstalled."""
+    names = [
+        d["metadata"]["name"]
+        for d in yaml.safe_load_all(helm("template", "c", str(CRD_CHART)))
+        if d
+    ]
+    for name in names:
+        kubectl("label", "crd", name, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+        kubectl(
+            "annotate",
+            "crd",
+            name,
+            "meta.helm.sh/release-name=sparsam-crds",
+            "meta.helm.sh/release-namespace=default",
+            "--overwrite",
+        )
+    helm("upgrade", "--install", "sparsam-crds", str(CRD_CHART), "-n", "default")
+    try:
+        helm("upgrade", "sparsam-crds", str(CRD_CHART), "-n", "default")
+        for name in names:
+            crd = get(kubectl, "crd", name)
+            assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+            assert crd["metadata"]["labels"]["helm.sh/chart"] == "sparsam-crds-0.1.0"
+    finally:
+        helm("uninstall", "sparsam-crds", "-n", "default")
+    for name in names:
+        assert get(kubectl, "crd", name)["metadata"]["name"] == name
