@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -323,6 +324,15 @@ def _run_parser(commands: Any) -> None:
         "default: standalone, for a single replica",
     )
     run.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        type=_namespace,
+        metavar="NAMESPACE",
+        help="serve only this namespace's TrainingJobs and InferenceServices (repeatable); "
+        "default: every namespace. GPUNodePools, CostPolicies and nodes are served either way",
+    )
+    run.add_argument(
         "--priority",
         type=int,
         default=0,
@@ -399,7 +409,17 @@ def run_config(args: argparse.Namespace) -> OperatorConfig:
         server_image=args.server_image,
         peering=args.peering,
         priority=args.priority,
+        namespaces=tuple(dict.fromkeys(args.namespace)),
     )
+
+
+def _namespace(text: str) -> str:
+    """A namespace's name as Kubernetes allows it (RFC 1123 label)."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+        )
+    return text
 
 
 def _duration(text: str) -> timedelta:

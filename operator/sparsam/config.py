@@ -57,3 +57,7 @@ class OperatorConfig:
     #: a single replica (two standalone operators would both act on every object).
     peering: str | None = None
     priority: int = 0
+    #: The namespaces whose TrainingJobs, InferenceServices and Deployments are served;
+    #: empty: every namespace. Cluster-scoped GPUNodePools, CostPolicies and nodes are served
+    #: either way, and pods are read in every namespace (a GPU node's pods, whatever theirs).
+    namespaces: tuple[str, ...] = ()

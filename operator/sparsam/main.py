@@ -235,7 +235,8 @@ def run(config: OperatorConfig) -> None:
                 registry=registry(config, gate or (lambda: True)),
                 settings=settings(),
                 memo=build(config, api, pods.views),
-                clusterwide=True,
+                clusterwide=not config.namespaces,
+                namespaces=config.namespaces,
                 # A peering name makes peering mandatory: no CRD or object, no start.
                 standalone=config.peering is None,
                 peering_name=config.peering,

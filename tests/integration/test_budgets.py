@@ -24,7 +24,7 @@ from tests.operator_process import (
     trainingjob,
 )
 
-from sparsam.devcluster.tools import HELM, ensure_binaries
+from sparsam.devcluster.tools import HELM, KUBERNETES_VERSION, ensure_binaries
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "sparsam"
 
@@ -38,7 +38,16 @@ def admission(cluster: Cluster, kubectl: Kubectl, namespace: str) -> Iterator[st
     helm = ensure_binaries(tools=(HELM,))["helm"]
     release = f"b{namespace[-6:]}"
     rendered = subprocess.run(
-        [str(helm), "template", release, str(CHART), "--show-only=templates/admission.yaml"],
+        [
+            str(helm),
+            "template",
+            release,
+            str(CHART),
+            "--show-only=templates/admission.yaml",
+            # `helm template` knows no cluster: say that it serves admission policies.
+            "--api-versions=admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+            f"--kube-version={KUBERNETES_VERSION}",
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -87,3 +87,15 @@ def test_status_writes_per_second_is_a_positive_rate(capsys: pytest.CaptureFixtu
         with pytest.raises(SystemExit):
             _parser().parse_args(["run", f"--status-writes-per-second={bad}"])
         assert f"expected a number > 0, got '{bad}'" in capsys.readouterr().err
+
+
+def test_namespaces_are_every_one_unless_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    from sparsam.cli import _parser, run_config
+
+    assert run_config(_parser().parse_args(["run"])).namespaces == ()
+    listed = _parser().parse_args(["run", "--namespace=ml", "--namespace=web", "--namespace=ml"])
+    assert run_config(listed).namespaces == ("ml", "web")
+    for bad in ("ML", "a_b", "-x", "x" * 64):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["run", f"--namespace={bad}"])
+        assert f"{bad!r} is not a namespace name" in capsys.readouterr().err

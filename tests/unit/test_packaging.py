@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -68,3 +70,25 @@ def test_gitops_examples_are_valid_sparsam_objects() -> None:
                 models[doc["kind"]].from_body(doc)
                 seen[doc["kind"]] = seen.get(doc["kind"], 0) + 1
     assert seen == {"CostPolicy": 2, "GPUNodePool": 2}
+
+
+@pytest.mark.parametrize("chart", ["sparsam", "sparsam-crds"])
+def test_the_charts_readme_is_generated_from_its_values(chart: str) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "charts" / "readme.py"),
+            "--check",
+            str(ROOT / "charts" / chart),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_crd_chart_ships_the_apis_crds() -> None:
+    files = ROOT / "charts" / "sparsam-crds" / "crd-files"
+    assert files.is_symlink() and files.resolve() == (ROOT / "crds").resolve()
