@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from sparsam.devcluster import supervise
@@ -50,3 +51,25 @@ def test_an_unarmed_supervisor_exits_with_its_childs_code(tmp_path: Path) -> Non
     saved = Supervision.load(record)
     assert saved is not None
     assert (saved.restarts, saved.last_exit, saved.gave_up, saved.pid) == (0, "code 3", False, None)
+
+
+def test_a_supervisor_killed_alone_takes_its_child_with_it(tmp_path: Path) -> None:
+    record = tmp_path / "sleeper.json"
+    supervisor = subprocess.Popen(supervise.command("sleeper", ["sleep", "60"], record))
+    try:
+        deadline = time.monotonic() + 20
+        saved = Supervision.load(record)
+        while (saved is None or saved.pid is None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            saved = Supervision.load(record)
+        assert saved is not None and saved.pid is not None
+        supervisor.kill()
+        supervisor.wait(10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{saved.pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Gone, or a zombie waiting for init to reap it.
+        stat = Path(f"/proc/{saved.pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    finally:
+        supervisor.kill()

@@ -18,7 +18,10 @@ Standard library only, and nothing else of sparsam's but `restarts`: one runs pe
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -30,6 +33,15 @@ from types import FrameType
 from sparsam.devcluster.restarts import RestartPolicy, describe_exit
 
 MODULE = "sparsam.devcluster.supervise"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """In the child before exec: the kernel SIGKILLs it when its supervisor dies, so a
+    supervisor killed on its own leaves no unsupervised component behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the prctl
+        os._exit(1)
 
 
 class Supervisor:
@@ -78,7 +90,11 @@ class Supervisor:
         signal.signal(signal.SIGUSR1, self._on_arm)  # before the child: `up` arms it after
         self.record.parent.mkdir(parents=True, exist_ok=True)
         while self.stopping is None:
-            self.child = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+            self.child = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=functools.partial(_die_with, os.getpid()),  # one thread: safe
+            )
             self._save()
             returncode = self.child.wait()
             now = time.monotonic()
