@@ -626,8 +626,17 @@ def _status(cluster: DevCluster, name: str) -> int:
         return 1
     by_name = {p.name: p for p in state.processes}
     for process_name, alive in status.items():
-        pid = by_name[process_name].pid
-        print(f"{process_name:<28} {'running' if alive else 'stopped':<8} pid {pid}")
+        process = by_name[process_name]
+        line = f"{process_name:<28} {'running' if alive else 'stopped':<8} pid {process.pid}"
+        record = cluster.supervision(process)
+        if record is not None:
+            # The supervisor's pid keeps the line's place; the component's own follows.
+            line += f" (child {record.pid or '-'}), restarts {record.restarts}"
+            if record.last_exit is not None:
+                line += f", last exit {record.last_exit} at {record.last_exit_at}"
+            if record.gave_up:
+                line += ", gave up (too many restarts)"
+        print(line)
     if state.network is not None:
         network = state.network
         print(f"pod network {network.subnet} on bridge {network.bridge}, DNS {network.gateway}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from sparsam import cli
 from sparsam.api import constants as c
 from sparsam.devcluster import audit, pki, tools
 from sparsam.devcluster.cluster import DevCluster, alive
@@ -260,3 +262,47 @@ def test_binaries_report_their_pinned_version(
         [str(binaries[binary]), *args], capture_output=True, text=True, timeout=30, check=True
     )
     assert version in done.stdout + done.stderr
+
+
+def _child_pids(dev: DevCluster, names: tuple[str, ...]) -> dict[str, int]:
+    state = dev.state()
+    assert state is not None
+    records = {p.name: dev.supervision(p) for p in state.processes if p.name in names}
+    return {name: r.pid for name, r in records.items() if r is not None and r.pid is not None}
+
+
+def test_a_killed_scheduler_and_apiserver_come_back_and_status_says_so(
+    kubectl: Kubectl, namespace: str, cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if cluster.dev is None:
+        pytest.skip("runs against an existing cluster (SPARSAM_TEST_KUBECONFIG): nothing to kill")
+    dev = cluster.dev
+    names = ("kube-apiserver", "kube-scheduler")
+    before = _child_pids(dev, names)
+    assert set(before) == set(names)
+    for pid in before.values():
+        os.kill(pid, signal.SIGKILL)
+
+    deadline = time.monotonic() + 60
+    after: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        after = _child_pids(dev, names)
+        if set(after) == set(names) and all(after[n] != before[n] for n in names):
+            break
+        time.sleep(0.2)
+    assert set(after) == set(names) and all(after[n] != before[n] for n in names), after
+    kubectl("wait", "--for=create", "namespace", namespace, "--timeout=60s")  # answers again
+
+    # `sparsam dev-cluster status`'s own printing (the session's cluster is in a tmp folder).
+    assert cli._status(dev, dev.name) == 0
+    printed = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in printed.splitlines() if line.strip()}
+    for name in names:
+        assert "running" in lines[name] and "restarts 1" in lines[name], printed
+        assert "last exit signal SIGKILL" in lines[name], printed
+    assert "restarts 0" in lines["etcd"]
+
+    # The restarted scheduler schedules.
+    pod = _pod("after-restart", gpus=1, tolerate_spot=True, spot_only=False)
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(pod))
+    _wait_pod(kubectl, namespace, "after-restart", "{.status.phase}", "Running")

@@ -30,9 +30,9 @@ from sparsam.devcluster.lock import file_lock
 from sparsam.devcluster.nodeconfig import PodNetwork
 from sparsam.devcluster.processes import STOP_TIMEOUT as STOP_TIMEOUT
 from sparsam.devcluster.processes import Process as Process
+from sparsam.devcluster.processes import Supervision, arm, spawn, stop, tail
 from sparsam.devcluster.processes import alive as alive
 from sparsam.devcluster.processes import free_port as free_port
-from sparsam.devcluster.processes import stop, tail
 from sparsam.devcluster.realnodes import RealNode
 from sparsam.devcluster.tools import Binaries
 
@@ -126,6 +126,14 @@ class DevCluster:
             return {}
         return {p.name: alive(p) for p in state.processes}
 
+    def record(self, name: str) -> Path:
+        """Where the supervisor of component `name` keeps its record."""
+        return self.dir / "supervision" / f"{name.replace('/', '-')}.json"
+
+    def supervision(self, process: Process) -> Supervision | None:
+        """What `process`'s supervisor recorded (None for one that runs unsupervised)."""
+        return Supervision.load(self.record(process.name)) if process.supervised else None
+
     def running(self) -> bool:
         """The control plane is up (real nodes, if any, are looked after on their own)."""
         status = self.status()
@@ -166,21 +174,18 @@ class DevCluster:
     def _start(self, component: str, binaries: Binaries, state: State, timeout: float) -> None:
         port = state.apiserver_port if component == "kube-apiserver" else free_port()
         args = self._arguments(component, port, state, binaries)
-        binary = binaries[component]
-        log = (self.logs / f"{component}.log").open("ab")
-        with log:
-            popen = subprocess.Popen(
-                [str(binary), *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.dir,
-                start_new_session=True,  # our Ctrl-C does not reach it; `down` stops it
-            )
-        process = Process(component, popen.pid, port, str(binary))
+        popen, process = spawn(
+            component,
+            [str(binaries[component]), *args],
+            port,
+            self.logs / f"{component}.log",
+            self.record(component),
+            self.dir,
+        )
         state.processes.append(process)
         state.save(self.state_file)
         self._wait_healthy(process, popen, timeout)
+        arm(popen)
 
     def _arguments(self, component: str, port: int, state: State, binaries: Binaries) -> list[str]:
         p = self.pki

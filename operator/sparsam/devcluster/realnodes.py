@@ -39,7 +39,7 @@ from sparsam.devcluster import hostops, nodeconfig, nodes, pki
 from sparsam.devcluster.errors import DevClusterError
 from sparsam.devcluster.lock import file_lock
 from sparsam.devcluster.nodeconfig import NodePaths, PodNetwork
-from sparsam.devcluster.processes import Process, alive, free_port, stop, tail
+from sparsam.devcluster.processes import Process, alive, arm, free_port, spawn, stop, tail
 from sparsam.devcluster.tools import Binaries
 
 if TYPE_CHECKING:
@@ -569,17 +569,10 @@ def _spawn(
     cwd: Path,
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    with _log(cluster, name).open("ab") as log:
-        popen = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
-    state.processes.append(Process(name, popen.pid, port, argv[0]))
+    popen, process = spawn(
+        name, argv, port, _log(cluster, name), cluster.record(name), cwd, env=env
+    )
+    state.processes.append(process)
     state.save(cluster.state_file)
     return popen
 
@@ -591,6 +584,7 @@ def _wait(
     log: Path,
     timeout: float,
 ) -> None:
+    """Wait until `ready`, then have the supervisor restart the process when it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if popen.poll() is not None:
@@ -598,6 +592,7 @@ def _wait(
                 f"{name} exited with code {popen.returncode}: {tail(log)} (log: {log})"
             )
         if ready():
+            arm(popen)
             return
         time.sleep(0.1)
     raise DevClusterError(f"{name} was not ready within {timeout:.0f}s; log: {log}")
