@@ -22,8 +22,19 @@ from sparsam.kube.errors import ApiRefused
 from sparsam.kube.podcache import PodViews
 
 KEY = ("ml", "tj")
+#: One node with room for the jobs' workers (a cluster that could never hold one would make
+#: them Unschedulable, and no worker would be created).
+ROOMY = {
+    "metadata": {"name": "n1", "labels": {}, "creationTimestamp": "2026-11-22T10:00:00Z"},
+    "spec": {},
+    "status": {
+        "allocatable": {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": "8"},
+        "conditions": [],
+    },
+}
 CACHES: dict[str, Any] = {
-    index: {} for index in ("node_index", "pool_index", "policy_index", "namespace_index")
+    "node_index": {"n1": [ROOMY]},
+    **{index: {} for index in ("pool_index", "policy_index", "namespace_index")},
 }
 
 
