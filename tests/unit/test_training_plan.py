@@ -417,7 +417,9 @@ def test_a_succeeded_job_plans_its_compression_then_its_deployment() -> None:
     assert done.status["phase"] == "Compressing" and "completionTime" not in done.status
     assert done.create_compress and done.deploy_uri is None and done.delivery
     assert done.record is not None and done.record.stage == "Trained"
-    compressing = delivering_job(done.status, {"sparsam.dev/outcome": "Trained 2026-11-22T12:00:00Z"})
+    compressing = delivering_job(
+        done.status, {"sparsam.dev/outcome": "Trained 2026-11-22T12:00:00Z"}
+    )
     waiting = decide(replace(observe(compressing), compress=CompressPod("Running")))
     assert waiting.status["phase"] == "Compressing" and not waiting.create_compress
     ended = decide(
