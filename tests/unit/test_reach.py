@@ -34,7 +34,7 @@ def worker(gpus: int = 1, spot: SpotPolicy = "Prefer") -> Pod:
 
 def test_a_pool_holds_max_nodes_times_the_workers_one_node_takes() -> None:
     reach = pod_reach(worker(2), [pool("a", gpus=4, max_nodes=3)], [], CapacityRules())
-    assert reach == Reach(6)
+    assert reach == Reach(6, holders=(("a", 6),))
 
 
 def test_matching_pools_add_up_and_pools_that_cannot_hold_it_say_why() -> None:
@@ -46,6 +46,10 @@ def test_matching_pools_add_up_and_pools_that_cannot_hold_it_say_why() -> None:
     ]
     reach = pod_reach(worker(4), pools, [], CapacityRules())
     assert reach.pods == 2 * 2 + 5 * 1
+    assert reach.why() == (
+        "pool a holds at most 4; pool b holds at most 5; pool off is disabled (maxNodes 0); "
+        "pool small has nodes with 1 GPU, the pod needs 4 GPUs"
+    )
     assert dict(reach.refusals) == {
         "off": "is disabled (maxNodes 0)",
         "small": "has nodes with 1 GPU, the pod needs 4 GPUs",

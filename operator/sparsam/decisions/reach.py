@@ -36,13 +36,19 @@ class Reach:
 
     pods: int
     refusals: tuple[tuple[str, str], ...] = ()
+    #: For each pool that can hold some: its name and how many at most.
+    holders: tuple[tuple[str, int], ...] = ()
 
     def why(self) -> str:
-        """One sentence naming every pool considered and why each cannot hold the pod."""
-        if not self.refusals:
-            return "no GPUNodePool and no node can hold it"
-        by_pool = "; ".join(f"pool {name} {text}" for name, text in self.refusals)
-        return f"incompatible with all node pools: {by_pool}"
+        """One sentence naming every pool considered: how many each can hold, or why it
+        cannot hold the pod."""
+        refused = "; ".join(f"pool {name} {text}" for name, text in self.refusals)
+        if not self.holders:
+            if not self.refusals:
+                return "no GPUNodePool and no node can hold it"
+            return f"incompatible with all node pools: {refused}"
+        held = "; ".join(f"pool {name} holds at most {count}" for name, count in self.holders)
+        return f"{held}; {refused}" if refused else held
 
 
 def pod_reach(
@@ -57,6 +63,7 @@ def pod_reach(
     shape = Shape(0, pod, rules)
     total = 0
     refusals: list[tuple[str, str]] = []
+    holders: list[tuple[str, int]] = []
     governed: set[str] = set()
     for pool in sorted(pools, key=lambda p: p.name):
         governed.add(pool.name)
@@ -80,7 +87,9 @@ def pod_reach(
         if wrong is not None:
             refusals.append((pool.name, wrong))
             continue
-        total = min(limit, total + pool.max_nodes * min(limit, how_many(shape.req, room)))
+        count = min(limit, pool.max_nodes * min(limit, how_many(shape.req, room)))
+        holders.append((pool.name, count))
+        total = min(limit, total + count)
     for node in nodes:
         if total >= limit:
             break
@@ -98,4 +107,4 @@ def pod_reach(
         )
         if mismatch(shape, cls) is None:
             total = min(limit, total + how_many(shape.req, node.allocatable.as_tuple()))
-    return Reach(total, tuple(refusals))
+    return Reach(total, tuple(refusals), tuple(holders))
