@@ -158,6 +158,10 @@ def test_a_refused_call_is_an_event_and_a_retry_not_a_crash() -> None:
         assert await setup.passes.work(KEY) == 10.0
         assert [(e.type, e.reason) for e in setup.posted] == [("Warning", "ApiRefused")]
         assert "exceeded quota" in setup.posted[0].message
+        # The same refusal at the retries: counted, not posted again (an event series).
+        for _ in range(3):
+            assert await setup.passes.work(KEY) == 10.0
+        assert len(setup.posted) == 1
 
     run(test)
 
