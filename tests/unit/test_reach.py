@@ -136,9 +136,10 @@ def test_a_job_no_pool_can_ever_hold_is_unschedulable_and_says_why() -> None:
         "all node pools: pool a has nodes with 8 GPUs, the pod needs 64 GPUs"
     )
     assert plan.events == (("Warning", "Unschedulable", ready["message"]),)
-    # Fewer than min fit: unschedulable too, and the one that fits is not created alone.
+    # Fewer than min fit: unschedulable too, and the two that would fit are not created to
+    # hold GPUs with nothing to train.
     short = decide(replace_reach(observe(big_job(4, least=3)), Reach(2)))
-    assert short.create == (0, 1)
+    assert short.create == ()
     ready = {c["type"]: c for c in short.status["conditions"]}["Ready"]
     assert ready["reason"] == "Unschedulable"
 

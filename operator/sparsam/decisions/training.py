@@ -318,7 +318,8 @@ def decide_workers(
             f"{running} of {wanted} workers running{capped}",
         )
     elif reach is not None and reach.pods < minimum:
-        # Waiting would be forever: no pool can ever grow to hold workers.min of them.
+        # Waiting would be forever: no pool can ever grow to hold workers.min of them. None
+        # is created: the few that fit would hold GPUs, paid for, with nothing to train.
         message = (
             f"workers.min is {minimum}, the cluster could hold at most {reach.pods} "
             f"such workers: {reach.why()}"
@@ -327,7 +328,6 @@ def decide_workers(
             "Pending",
             wanted,
             running,
-            create=create,
             delete=tuple(delete),
             counted=tuple(counted),
             preemptions=preemptions,
