@@ -217,3 +217,51 @@ def test_deleting_a_pool_takes_its_nodes_with_it(
     # Well within Kopf's default 60 s wait for a busy timer to exit (main.settings).
     kubectl("delete", "gpunodepool", name, "--timeout=30s")
     assert not pool_nodes(kubectl, name)
+
+
+def test_a_pod_stuck_on_a_missing_claim_gets_no_node(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    name = cluster_scoped_name("gpunodepool", "spot")
+    apply(kubectl, pool(name, gpu_type, "spot"))
+    stuck = deployment(namespace, gpu_type, replicas=1, gpus=4)
+    stuck["metadata"]["name"] = "stuck"
+    stuck["spec"]["selector"]["matchLabels"] = {"app": "stuck"}
+    template = stuck["spec"]["template"]
+    template["metadata"]["labels"] = {"app": "stuck"}
+    template["spec"]["volumes"] = [
+        {"name": "weights", "persistentVolumeClaim": {"claimName": "weights"}}
+    ]
+    apply(kubectl, stuck)
+
+    def verdict() -> str | None:
+        for pod in get(kubectl, "pods", "-n", namespace, "-l", "app=stuck")["items"]:
+            for cond in pod["status"].get("conditions") or ():
+                if cond["type"] == "PodScheduled" and "weights" in cond.get("message", ""):
+                    return str(cond["message"])
+        return None
+
+    # The real scheduler's verdict: no node, old or new, lets it run.
+    assert 'persistentvolumeclaim "weights" not found' in eventually(
+        "the scheduler's verdict on the stuck pod", verdict, operator
+    )
+    # A pod that waits for room now: the pool adds one 4-GPU node, for it alone (the stuck
+    # pod, as large, would have made it two).
+    apply(kubectl, deployment(namespace, gpu_type, replicas=1, gpus=4))
+    placed = eventually(
+        "the other pod running",
+        lambda: (pods := running_pods(kubectl, namespace)) and pods,
+        operator,
+    )
+    assert list(placed) and all(p.startswith("train-") for p in placed)
+    assert len(pool_nodes(kubectl, name)) == 1
+    status = get(kubectl, "gpunodepool", name)["status"]
+    assert "1 pending pod (4 GPUs)" in status["lastAction"]["reason"]
+    # Without it, the node goes once empty (scaleDownAfter 5s); the stuck pod keeps none.
+    kubectl("delete", "deployment", "train", "-n", namespace)
+    eventually("the pool down to zero nodes", lambda: not pool_nodes(kubectl, name), operator)
+    assert not running_pods(kubectl, namespace)

@@ -11,6 +11,7 @@ the kubelet would (`kubectl patch --subresource=status`).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -337,6 +338,107 @@ def test_a_finished_job_is_deleted_ttl_seconds_after_it_finished(
     )
     # Its owned objects go with it (the garbage collector follows the owner references).
     eventually("its worker pod gone", lambda: not workers(kubectl, namespace), operator)
+
+
+def test_a_forged_finished_phase_neither_ends_nor_deletes_a_running_job(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    spot_pool: str,
+    gpu_type: str,
+) -> None:
+    apply(
+        kubectl,
+        trainingjob(
+            "tj",
+            namespace,
+            gpu_type,
+            workers={"min": 1, "max": 1},
+            runPolicy={"ttlSecondsAfterFinished": 1},
+        ),
+    )
+    (node,) = eventually(
+        "the worker running", lambda: running(kubectl, namespace), operator
+    ).values()
+    phase(kubectl, namespace, "Running", operator)
+    # Someone who may write the status subresource says the job succeeded long ago.
+    forged = {"status": {"phase": "Succeeded", "completionTime": "2020-01-01T00:00:00Z"}}
+    kubectl(
+        "patch", "trainingjob", "tj", "-n", namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps(forged),
+    )  # fmt: skip
+    eventually(
+        "the job Running again",
+        lambda: status(kubectl, namespace).get("phase") == "Running",
+        operator,
+    )
+    # Not deleted by its TTL, nor its worker; and no outcome recorded.
+    job = get(kubectl, "trainingjob", "tj", "-n", namespace)
+    assert c.ANNOTATION_OUTCOME not in job["metadata"].get("annotations", {})
+    assert running(kubectl, namespace) == {"tj-worker-0": node}
+    # The end the operator sees itself is recorded, and then the TTL does delete the job.
+    exit_worker(kubectl, namespace, "tj-worker-0", 0)
+    eventually(
+        "the job deleted",
+        lambda: not get(kubectl, "trainingjobs", "-n", namespace)["items"],
+        operator,
+    )
+
+
+def test_a_job_no_pool_can_hold_is_unschedulable_and_says_why(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    spot_pool: str,
+    gpu_type: str,
+) -> None:
+    huge = {"gpus": 64, "gpuType": gpu_type, "cpu": "1", "memory": "1Gi"}
+    apply(kubectl, trainingjob("tj", namespace, gpu_type, resources=huge))
+    found = eventually(
+        "Ready=False Unschedulable",
+        lambda: ready(s := status(kubectl, namespace))[1] == "Unschedulable" and s,
+        operator,
+    )
+    message = ready(found)[2]
+    assert "incompatible with all node pools" in message
+    assert f"pool {spot_pool} has nodes with 1 GPU, the pod needs 64 GPUs" in message
+    assert not workers(kubectl, namespace)  # nothing created that could never run
+    said = eventually(
+        "an Unschedulable Event",
+        lambda: [e for e in object_events(kubectl, "tj") if e.startswith("Unschedulable")],
+        operator,
+    )
+    # Passes go on every second: five seconds of them post no second Event, and create
+    # nothing.
+    time.sleep(5)
+    again = [e for e in object_events(kubectl, "tj") if e.startswith("Unschedulable")]
+    assert again == said
+    assert not workers(kubectl, namespace)
+
+
+def test_a_job_creates_no_more_workers_than_its_pools_could_ever_hold(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    cluster_scoped_name: Callable[[str, str], str],
+    gpu_type: str,
+) -> None:
+    name = cluster_scoped_name("gpunodepool", "two")
+    two = small_pool(name, gpu_type)
+    two["spec"]["maxNodes"] = 2
+    apply(kubectl, two)
+    apply(kubectl, trainingjob("tj", namespace, gpu_type, workers={"min": 1, "max": 300}))
+    found = eventually(
+        "two workers running, and the job saying why no more",
+        lambda: (
+            len(running(kubectl, namespace)) == 2
+            and "at most 2" in ready(s := status(kubectl, namespace))[2]
+            and s
+        ),
+        operator,
+    )
+    assert found["workers"]["desired"] == 300
+    assert sorted(workers(kubectl, namespace)) == ["tj-worker-0", "tj-worker-1"]
 
 
 REPORT = (

@@ -221,3 +221,22 @@ def test_a_broken_watch_resumes_from_the_last_version_seen_and_keeps_the_views()
 def test_no_list_leaves_the_cache_unsynced_and_it_tries_again() -> None:
     cache, core = run_cache([ApiException(status=403, reason="Forbidden")])
     assert core.calls[:2] == ["list", "list"] and not cache.synced.is_set()
+
+
+def test_a_pod_waiting_on_a_missing_claim_is_not_the_planners() -> None:
+    views = PodViews()
+    stuck = worker("a")
+    verdict = '0/2 nodes are available: persistentvolumeclaim "weights" not found.'
+    stuck["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": verdict}
+    ]
+    views.apply("ADDED", stuck)
+    assert views.pending() == ()
+    assert views.workers("ml", "tj")  # its owner still sees it
+    short = worker("a")
+    verdict = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    short["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": verdict}
+    ]
+    views.apply("MODIFIED", short)
+    assert names(views.pending()) == ["p-a"]

@@ -196,3 +196,17 @@ def test_where_the_spot_policy_comes_from() -> None:
     # No policy: Prefer, the operator's default.
     default = decide(observe(service(), 20.0))
     assert (default.spot, default.status["spot"]["source"]) == ("Prefer", "Default")
+
+
+def test_replicas_held_back_by_a_missing_claim_say_which_claim() -> None:
+    svc = service(replicas={"min": 1, "max": 2})
+    unready = observe(svc, 0.0, replicas=1, ready=0, missing_claims=("weights",))
+    later = decide(unready, now=NOW + timedelta(minutes=10))
+    ready = condition(later, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "VolumeClaimMissing"
+    assert ready["message"] == (
+        f"replicas cannot be scheduled: PersistentVolumeClaim "
+        f"{svc.metadata.namespace}/weights does not exist"
+    )
+    other = decide(replace(unready, missing_claims=(), held_back="gated"))
+    assert condition(other, "Ready")["message"] == "replicas cannot be scheduled: gated"

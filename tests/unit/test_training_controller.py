@@ -33,6 +33,7 @@ class FakeActuator:
     #: they happened.
     writes: list[dict[str, Any]] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.writes.append(status)
@@ -58,6 +59,10 @@ class FakeActuator:
 
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         self.deleted.append(f"trainingjob/{name}")
+
+    def annotate_job(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        self.annotations.update(annotations)
+        self.order.append("annotate")
 
 
 def job(
@@ -340,7 +345,7 @@ def test_checkpoint_cadence_goes_to_status_and_to_new_workers(
             },
         }
     )
-    result = ctl.reconcile(job_, [], {}, NOW, {}, policy)
+    result = ctl.reconcile(job_, [], {}, NOW, None, policy)
     cadence = result.status["checkpointInterval"]
     assert (cadence["seconds"], cadence["mode"]) == (seconds, mode)
     assert "C=60s (default, not yet measured)" in cadence["message"]
@@ -396,7 +401,7 @@ def test_the_measured_checkpoint_write_time_sets_the_cadence_and_status() -> Non
 def test_allowed_gpu_types_of_the_policy_reach_the_workers() -> None:
     actuator = RecordingActuator()
     ctl = TrainingController(actuator)
-    ctl.reconcile(job(), [], {}, NOW, {}, costpolicy(allowedGPUTypes=["NVIDIA-L4"]))
+    ctl.reconcile(job(), [], {}, NOW, None, costpolicy(allowedGPUTypes=["NVIDIA-L4"]))
     affinity = actuator.manifests[0]["spec"]["affinity"]["nodeAffinity"]
     (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert term["matchExpressions"] == [
@@ -407,10 +412,19 @@ def test_allowed_gpu_types_of_the_policy_reach_the_workers() -> None:
 # -- after training: compress, then deploy ---------------------------------------------------
 
 
-def delivering_job(status: dict[str, Any] | None = None) -> TrainingJob:
+def delivering_job(
+    status: dict[str, Any] | None = None, annotations: dict[str, str] | None = None
+) -> TrainingJob:
+    """The job with `status`, and the `annotations` the operator wrote on it (its outcome)."""
     return TrainingJob.from_body(
         {
-            "metadata": {"name": "tj", "namespace": "ml", "uid": "job-uid", "generation": 3},
+            "metadata": {
+                "name": "tj",
+                "namespace": "ml",
+                "uid": "job-uid",
+                "generation": 3,
+                "annotations": dict(annotations or {}),
+            },
             "spec": {
                 "image": "t:1",
                 "workers": {"min": 1, "max": 1},
@@ -464,13 +478,20 @@ def test_a_succeeded_job_compresses_then_deploys_its_inference_service() -> None
     assert '"quantization": {"mode": "dynamic"}' in env["SPARSAM_COMPRESSION"]
     assert manifest["metadata"]["labels"]["sparsam.dev/role"] == "compress"
 
-    waiting = ctl.reconcile(delivering_job(done.status), [compress_pod(None)], {"n1": NODE}, NOW)
+    assert act.annotations["sparsam.dev/outcome"].startswith("Trained ")
+    waiting = ctl.reconcile(
+        delivering_job(done.status, act.annotations), [compress_pod(None)], {"n1": NODE}, NOW
+    )
     assert waiting.status["phase"] == "Compressing" and act.services_applied == []
 
     ended = ctl.reconcile(
-        delivering_job(waiting.status), [compress_pod(0, REPORT)], {"n1": NODE}, NOW
+        delivering_job(waiting.status, act.annotations),
+        [compress_pod(0, REPORT)],
+        {"n1": NODE},
+        NOW,
     )
     assert ended.status["phase"] == "Succeeded" and ended.status["completionTime"]
+    assert act.annotations["sparsam.dev/outcome"].startswith("Succeeded ")
     assert ended.status["compression"]["sizeBytes"] == {"before": 100, "after": 25}
     uri = "pvc://ckpt/tj/compressed/model"
     assert ended.status["model"] == {"uri": uri}
@@ -502,8 +523,9 @@ def test_a_job_without_compression_exports_and_deploys_its_model_as_trained() ->
         "maxAccuracyDrop": 0.0,
         "quantization": {"mode": "none"},
     }
+    trained = {**body["metadata"], "annotations": act.annotations}
     ended = ctl.reconcile(
-        TrainingJob.from_body({**body, "status": done.status}),
+        TrainingJob.from_body({**body, "metadata": trained, "status": done.status}),
         [compress_pod(0, REPORT)],
         {"n1": NODE},
         NOW,
@@ -533,7 +555,7 @@ def test_a_worker_whose_node_is_gone_is_force_deleted_so_its_replacement_can_sta
 def test_an_unset_spot_takes_the_policys_default_and_status_says_so() -> None:
     actuator = RecordingActuator()
     ctl = TrainingController(actuator)
-    result = ctl.reconcile(job(), [], {}, NOW, {}, costpolicy(spot={"default": "Never"}))
+    result = ctl.reconcile(job(), [], {}, NOW, None, costpolicy(spot={"default": "Never"}))
     worker = actuator.manifests[0]
     assert worker["metadata"]["labels"]["sparsam.dev/spot"] == "Never"
     affinity = worker["spec"]["affinity"]["nodeAffinity"]

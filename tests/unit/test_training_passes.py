@@ -22,8 +22,19 @@ from sparsam.kube.errors import ApiRefused
 from sparsam.kube.podcache import PodViews
 
 KEY = ("ml", "tj")
+#: One node with room for the jobs' workers (a cluster that could never hold one would make
+#: them Unschedulable, and no worker would be created).
+ROOMY = {
+    "metadata": {"name": "n1", "labels": {}, "creationTimestamp": "2026-11-22T10:00:00Z"},
+    "spec": {},
+    "status": {
+        "allocatable": {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": "8"},
+        "conditions": [],
+    },
+}
 CACHES: dict[str, Any] = {
-    index: {} for index in ("node_index", "pool_index", "policy_index", "namespace_index")
+    "node_index": {"n1": [ROOMY]},
+    **{index: {} for index in ("pool_index", "policy_index", "namespace_index")},
 }
 
 
@@ -147,6 +158,10 @@ def test_a_refused_call_is_an_event_and_a_retry_not_a_crash() -> None:
         assert await setup.passes.work(KEY) == 10.0
         assert [(e.type, e.reason) for e in setup.posted] == [("Warning", "ApiRefused")]
         assert "exceeded quota" in setup.posted[0].message
+        # The same refusal at the retries: counted, not posted again (an event series).
+        for _ in range(3):
+            assert await setup.passes.work(KEY) == 10.0
+        assert len(setup.posted) == 1
 
     run(test)
 

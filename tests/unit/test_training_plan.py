@@ -248,15 +248,28 @@ def test_a_worker_whose_node_is_gone_is_force_deleted_and_replaced() -> None:
     assert plan.events == (("Warning", "WorkerPreempted", "tj-worker-1: node gone is gone"),)
 
 
+def recorded(job_: TrainingJob, outcome: str) -> TrainingJob:
+    """`job_` with the outcome the operator recorded on it (`sparsam.dev/outcome`)."""
+    annotations = {"sparsam.dev/outcome": outcome}
+    return replace(job_, metadata=replace(job_.metadata, annotations=annotations))
+
+
 def test_a_finished_job_is_left_alone() -> None:
-    plan = decide(observe(job({"phase": "Succeeded"}), [pod(0)]))
+    done = recorded(job({"phase": "Succeeded"}), "Succeeded 2026-11-22T11:59:30Z")
+    plan = decide(observe(done, [pod(0)]))
     assert plan == TrainingPlan({})
 
 
 def test_a_finished_job_is_deleted_after_its_ttl() -> None:
     done = TrainingJob.from_body(
         {
-            "metadata": {"name": "tj", "namespace": "ml", "uid": "u", "generation": 1},
+            "metadata": {
+                "name": "tj",
+                "namespace": "ml",
+                "uid": "u",
+                "generation": 1,
+                "annotations": {"sparsam.dev/outcome": "Succeeded 2026-11-22T11:59:30Z"},
+            },
             "spec": {"image": "t:1", "runPolicy": {"ttlSecondsAfterFinished": 60}},
             "status": {"phase": "Succeeded", "completionTime": "2026-11-22T11:59:30Z"},
         }
@@ -264,6 +277,43 @@ def test_a_finished_job_is_deleted_after_its_ttl() -> None:
     assert not decide(observe(done)).delete_job  # 30 s after it finished
     plan = decide(observe(done), now=NOW + timedelta(seconds=30))
     assert plan.delete_job and reasons(plan) == ["Expired"]
+
+
+@pytest.mark.parametrize("forged", ["Succeeded", "Failed", "Compressing", "Deploying"])
+def test_a_phase_someone_else_wrote_in_status_is_not_believed(forged: str) -> None:
+    # Status is anyone's to write who may write the status subresource; the operator's
+    # own record of the end is its annotation. A running job told it finished keeps running,
+    # is not deleted by its TTL, starts no compression, and its phase is set right again.
+    forged_status = {
+        "phase": forged,
+        "completionTime": "2026-11-22T10:00:00Z",
+        "startTime": "2026-11-22T09:00:00Z",
+    }
+    running = TrainingJob.from_body(
+        {
+            "metadata": {"name": "tj", "namespace": "ml", "uid": "u", "generation": 1},
+            "spec": {
+                "image": "t:1",
+                "workers": {"min": 1, "max": 1},
+                "runPolicy": {"ttlSecondsAfterFinished": 1},
+                "compression": {"quantization": {"mode": "dynamic"}},
+                "checkpoint": {"volumeClaim": "ckpt"},
+            },
+            "status": forged_status,
+        }
+    )
+    plan = decide(observe(running, [pod(0)]), now=NOW + timedelta(hours=1))
+    assert not plan.delete_job and not plan.create_compress and plan.record is None
+    assert plan.status["phase"] == "Running" and not plan.delete
+
+
+def test_the_end_the_operator_observed_is_recorded_and_restores_a_rewritten_phase() -> None:
+    done = decide(observe(job(), [pod(0, phase="Succeeded")]))
+    assert done.status["phase"] == "Succeeded" and done.record is not None
+    assert done.record.to_annotation() == "Succeeded 2026-11-22T12:00:00Z"
+    rewritten = recorded(job({"phase": "Running"}), done.record.to_annotation())
+    plan = decide(observe(rewritten), now=NOW + timedelta(seconds=5))
+    assert plan.status == {"phase": "Succeeded", "completionTime": "2026-11-22T12:00:00Z"}
 
 
 def test_cost_is_reported_at_most_every_30s_and_with_every_change_of_phase() -> None:
@@ -366,7 +416,10 @@ def test_a_succeeded_job_plans_its_compression_then_its_deployment() -> None:
     done = decide(observe(delivering_job(), [pod(0, phase="Succeeded")]))
     assert done.status["phase"] == "Compressing" and "completionTime" not in done.status
     assert done.create_compress and done.deploy_uri is None and done.delivery
-    compressing = delivering_job(done.status)
+    assert done.record is not None and done.record.stage == "Trained"
+    compressing = delivering_job(
+        done.status, {"sparsam.dev/outcome": "Trained 2026-11-22T12:00:00Z"}
+    )
     waiting = decide(replace(observe(compressing), compress=CompressPod("Running")))
     assert waiting.status["phase"] == "Compressing" and not waiting.create_compress
     ended = decide(
@@ -377,6 +430,7 @@ def test_a_succeeded_job_plans_its_compression_then_its_deployment() -> None:
     uri = "pvc://ckpt/tj/compressed/model"
     assert ended.status["model"] == {"uri": uri} and ended.deploy_uri == uri
     assert reasons(ended) == ["Deployed"]
+    assert ended.record is not None and ended.record.stage == "Succeeded"
 
 
 @pytest.mark.parametrize(
@@ -390,7 +444,10 @@ def test_a_rejected_or_failed_compression_deploys_nothing(
     code: int, phase: str, condition: tuple[str, str] | None, reason: str | None
 ) -> None:
     rejected = REPORT.replace('"accepted":true', '"accepted":false')
-    compressing = delivering_job({"phase": "Compressing", "conditions": []})
+    compressing = delivering_job(
+        {"phase": "Compressing", "conditions": []},
+        {"sparsam.dev/outcome": "Trained 2026-11-22T11:00:00Z"},
+    )
     ended_pod = CompressPod("Succeeded" if code == 0 else "Failed", code, rejected)
     ended = decide(replace(observe(compressing), compress=ended_pod))
     assert ended.status["phase"] == phase and ended.deploy_uri is None

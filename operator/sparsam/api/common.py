@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 #: Prefer: spot first, on-demand when spot has none; Require: spot only; Never: on-demand only.
@@ -22,6 +22,7 @@ class ObjectMeta:
     uid: str
     generation: int
     labels: Mapping[str, str]
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ObjectMeta:
@@ -32,6 +33,7 @@ class ObjectMeta:
             uid=str(metadata.get("uid", "")),
             generation=int(metadata.get("generation", 0)),
             labels=dict(metadata.get("labels") or {}),
+            annotations=dict(metadata.get("annotations") or {}),
         )
 
 

@@ -79,6 +79,10 @@ ROLE_COMPRESS: Final = "compress"
 LABEL_JOB: Final = f"{GROUP}/job"
 LABEL_WORKER_INDEX: Final = f"{GROUP}/worker-index"
 ANNOTATION_CHECKPOINT_FRESH: Final = f"{GROUP}/checkpoint-fresh"
+#: On a TrainingJob: what the operator itself observed of its end, "<stage> <RFC 3339>" with
+#: stage Trained (training succeeded, delivery follows), Succeeded or Failed. A finished phase
+#: in status that this does not back is not believed (status is anyone's to write).
+ANNOTATION_OUTCOME: Final = f"{GROUP}/outcome"
 #: On a node we cordoned to drain it: why (ScaleDown or Interruption). A cordon without it is
 #: someone else's, and we never lift it; one with it that the plan no longer wants is lifted.
 ANNOTATION_DRAINING: Final = f"{GROUP}/draining"

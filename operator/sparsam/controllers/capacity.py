@@ -77,8 +77,9 @@ from sparsam.providers.nodepool import (
     Transient,
 )
 
-#: Warnings a stuck drain repeats on every pass: said once per REPEAT_EVERY (`repeats`).
-REPEATING = ("DrainFailed", "EvictionBlocked")
+#: Every Warning a pool's pass finds again (a stuck drain, a provider that refuses the
+#: node template, a pool at maxNodes): said once per REPEAT_EVERY and counted (`repeats`).
+REPEATING = None
 REPEAT_EVERY = timedelta(minutes=10)
 
 

@@ -42,13 +42,14 @@ from sparsam.decisions.serving_plan import (
     decide_serving,
     wake_pending,
 )
+from sparsam.decisions.waiting import missing_claims, waits_for_capacity
 from sparsam.kube.inferenceservice import (
     SERVED_FORMATS,
     ServerSettings,
     deployment_manifests,
     service_manifest,
 )
-from sparsam.kube.observe import Body
+from sparsam.kube.observe import Body, is_pending, scheduled
 from sparsam.kube.pods import Placement
 from sparsam.providers.metrics import MetricsSource, Query, ServingQueries
 
@@ -140,6 +141,8 @@ class ServingController:
                 seen_request=seen_request,
                 wake_at=wake_at,
                 first_ready=_first_ready(pods),
+                missing_claims=_missing_claims(pods),
+                held_back=_held_back(pods),
                 accrual=accrual,
                 cost_written=self._cost.written(uid),
                 scaler=self.memory.scaler.get(uid, ScalerMemory()),
@@ -230,6 +233,22 @@ def _replicas(deployment: Body) -> int:
 
 def _ready(deployment: Body) -> int:
     return int((deployment.get("status") or {}).get("readyReplicas") or 0)
+
+
+def _missing_claims(pods: Sequence[Body]) -> tuple[str, ...]:
+    """The PersistentVolumeClaims the scheduler says the pending replicas lack."""
+    found = (missing_claims(scheduled(p)) for p in pods if is_pending(p))
+    return tuple(dict.fromkeys(name for names in found for name in names))
+
+
+def _held_back(pods: Sequence[Body]) -> str | None:
+    """The scheduler's message for a pending replica that no node would let run (a claim,
+    a gate), or None."""
+    for pod in pods:
+        verdict = scheduled(pod)
+        if is_pending(pod) and verdict is not None and not waits_for_capacity(verdict):
+            return verdict.message.split(" preemption:", 1)[0][:300] or verdict.reason
+    return None
 
 
 def _first_ready(pods: Sequence[Body]) -> datetime | None:

@@ -16,32 +16,44 @@ for lost), the workers it created that the cache does not show yet, and the budg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from sparsam import failpoints, metrics
 from sparsam.api import constants as c
 from sparsam.api.costpolicy import CostPolicy
+from sparsam.api.gpunodepool import GPUNodePool
+from sparsam.api.parse import InvalidSpec
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.controllers.checkpoints import CheckpointReader
 from sparsam.controllers.costing import CostMeter
 from sparsam.controllers.locks import KeyedLocks
+from sparsam.controllers.repeats import Repeats
 from sparsam.controllers.results import Event, PassResult
+from sparsam.decisions.cluster import CapacityRules, Pool
 from sparsam.decisions.cost import PriceTable
-from sparsam.decisions.effective_policy import resolve_policy
+from sparsam.decisions.effective_policy import EffectivePolicy, choose_spot, resolve_policy
 from sparsam.decisions.interruption import InterruptionSignals
-from sparsam.decisions.training import worker_name
+from sparsam.decisions.reach import Reach, pod_reach
+from sparsam.decisions.training import desired_workers, worker_name
 from sparsam.decisions.training_plan import (
     ObservedPod,
     TrainingObserved,
     TrainingPlan,
     decide_training,
+    recorded_outcome,
 )
 from sparsam.kube.client import CALL_THREADS
-from sparsam.kube.observe import Body, compress_from_body, node_from_body, worker_from_body
+from sparsam.kube.observe import (
+    Body,
+    compress_from_body,
+    node_from_body,
+    pod_from_body,
+    worker_from_body,
+)
 from sparsam.kube.pods import Placement
 from sparsam.kube.trainingjob import (
     compress_manifest,
@@ -53,6 +65,11 @@ from sparsam.providers.metrics import CheckpointFacts
 
 T = TypeVar("T")
 
+#: Warnings a job's pass would find again every pass: said again only when the message
+#: changes or after this long (`controllers.repeats`).
+REPEATING = ("Unschedulable",)
+REPEAT_EVERY = timedelta(minutes=10)
+
 
 class Actuator(Protocol):
     """`kube.workers.WorkerActuator`, or a fake in unit tests."""
@@ -62,6 +79,7 @@ class Actuator(Protocol):
     def delete_pod(self, namespace: str, name: str, uid: str, force: bool = False) -> None: ...
     def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     def delete_job(self, namespace: str, name: str, uid: str) -> None: ...
+    def annotate_job(self, namespace: str, name: str, annotations: dict[str, str]) -> None: ...
     def apply_inference_service(self, manifest: dict[str, Any]) -> None: ...
 
 
@@ -96,6 +114,7 @@ class TrainingController:
         self._cost = CostMeter(c.TRAINING_JOB.kind, prices)
         self.memory = TrainingMemory()
         self._locks = KeyedLocks()
+        self._repeats = Repeats(REPEATING, every=REPEAT_EVERY)
 
     def reconcile(
         self,
@@ -105,19 +124,53 @@ class TrainingController:
         now: datetime,
         pools: Mapping[str, Body] | None = None,
         policy: CostPolicy | None = None,
+        cluster_nodes: Callable[[], Iterable[Body]] | None = None,
     ) -> PassResult:
-        """One pass for `job`, given its worker pods, every node and every GPUNodePool (for
-        prices) from the caches, and its namespace's effective CostPolicy (read once, here,
-        into the `EffectivePolicy` the decision takes)."""
+        """One pass for `job`, given its worker pods, the nodes they are bound to and every
+        GPUNodePool (for prices and reach) from the caches, and its namespace's effective
+        CostPolicy (read once, here, into the `EffectivePolicy` the decision takes).
+        `cluster_nodes` gives every node, read only when workers are missing (to know how
+        many the cluster could ever hold); without it, `nodes` stand in. Without `pools`
+        (a caller that knows none), how many it could hold is not known, nor capped."""
         effective = resolve_policy(policy)
         # Outside the job's lock: a refresh may wait on Prometheus.
         meta = job.metadata
         facts = self._checkpoints.facts(meta.namespace, meta.name) if self._checkpoints else None
         with self._locks.of(meta.uid):
             observed = self._observe(job, pods, nodes, pools or {}, now, facts)
+            missing = len(observed.pods) < desired_workers(job)
+            if pools is not None and recorded_outcome(job) is None and missing:
+                every = cluster_nodes() if cluster_nodes is not None else nodes.values()
+                reach = self.reach(job, pools, every, effective)
+                observed = replace(observed, reach=reach)
             plan = decide_training(observed, effective, now)
             self._remember(job, plan, now)
-            return self._carry_out(job, plan, now)
+            result = self._carry_out(job, plan, now)
+            return replace(result, events=self._repeats.quieted(meta.uid, result.events, now))
+
+    def reach(
+        self,
+        job: TrainingJob,
+        pools: Mapping[str, Body],
+        nodes: Iterable[Body],
+        policy: EffectivePolicy,
+    ) -> Reach:
+        """How many of `job`'s workers the cluster could ever hold: its worker as the planner
+        sees it, against every pool (a pool whose spec cannot be read holds nothing) and the
+        nodes of no pool."""
+        placement = replace(self.placement, allowed_gpu_types=policy.allowed_gpu_types)
+        spot = choose_spot(job.spec.capacity.spot, policy).policy
+        worker = pod_from_body(worker_manifest(job, 0, placement, None, spot))
+        parsed: list[Pool] = []
+        for body in pools.values():
+            if (body.get("metadata") or {}).get("deletionTimestamp"):
+                continue  # draining its nodes away
+            try:
+                parsed.append(Pool.from_gpunodepool(GPUNodePool.from_body(body)))
+            except InvalidSpec:
+                continue  # its own pass reports it; it holds nothing meanwhile
+        planner_nodes = (node_from_body(body, (), self._signals).node for body in nodes)
+        return pod_reach(worker, parsed, planner_nodes, CapacityRules.from_policy(policy))
 
     def _observe(
         self,
@@ -134,11 +187,12 @@ class TrainingController:
         uid = job.metadata.uid
         workers = [p for p in pods if _role(p) != c.ROLE_COMPRESS]
         compress = next((p for p in pods if _role(p) == c.ROLE_COMPRESS), None)
-        delivering = job.status.phase in ("Compressing", "Deploying")
+        outcome = recorded_outcome(job)
+        delivering = outcome is not None and outcome.stage == "Trained"
         metered: list[Body] | None = list(workers)
         if delivering:
             metered = [compress] if compress is not None else []
-        elif job.status.finished:
+        elif outcome is not None:
             metered = None
         accrual = None
         if metered is not None:
@@ -190,6 +244,10 @@ class TrainingController:
         events = tuple(Event(*e) for e in plan.events)
         if plan.delete_job:
             self._actuator.delete_job(namespace, meta.name, uid)
+        if plan.record is not None:
+            # Before the status: what a later pass believes of the job's end is only this.
+            annotation = {c.ANNOTATION_OUTCOME: plan.record.to_annotation()}
+            self._actuator.annotate_job(namespace, meta.name, annotation)
         if plan.phase is not None:
             metrics.set_phase(metrics.TRAINING_PHASE, labels, job.status.phase, plan.phase)
         if plan.preempted:
@@ -259,6 +317,7 @@ class TrainingController:
             self.memory.handled.pop(job_uid, None)
             self.memory.created.pop(job_uid, None)
             self.memory.alerted.discard(job_uid)
+            self._repeats.forget(job_uid)
         self._locks.drop(job_uid)
 
 

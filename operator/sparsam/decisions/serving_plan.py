@@ -66,6 +66,10 @@ class ServingObserved:
     wake_at: datetime | None = None
     #: When the earliest ready replica became ready (None: none is).
     first_ready: datetime | None = None
+    #: Why a replica waits on something no node gives it (`decisions.waiting`): the claims
+    #: the scheduler says do not exist, or else its message; empty while none does.
+    missing_claims: tuple[str, ...] = ()
+    held_back: str | None = None
     #: The cost accrued up to now, and when this operator last wrote status.cost.
     accrual: Accrual | None = None
     cost_written: datetime | None = None
@@ -158,6 +162,10 @@ def decide_serving(
         decision = replace(
             decision, ready_status="False", reason="BudgetExceeded", message=stop.message
         )
+    elif decision.ready_status == "False" and (observed.missing_claims or observed.held_back):
+        # Not ready, and no node will change that: say what will.
+        reason, message = _held_back(svc, observed)
+        decision = replace(decision, reason=reason, message=message)
     on_demand, by_policy = spot_split(decision.replicas, spec.capacity.on_demand_base, spot.policy)
 
     events: list[EventTuple] = []
@@ -246,6 +254,18 @@ def _status(
     if last_request is not None:
         status["lastRequestTime"] = rfc3339(last_request)
     return status
+
+
+def _held_back(svc: InferenceService, observed: ServingObserved) -> tuple[str, str]:
+    """Ready's reason and message for replicas the scheduler holds back for a reason of their
+    own: a PersistentVolumeClaim that does not exist, named; else the scheduler's words."""
+    if observed.missing_claims:
+        names = ", ".join(f"{svc.metadata.namespace}/{n}" for n in observed.missing_claims)
+        noun = "PersistentVolumeClaim" if len(observed.missing_claims) == 1 else "claims"
+        verb = "does" if len(observed.missing_claims) == 1 else "do"
+        message = f"replicas cannot be scheduled: {noun} {names} {verb} not exist"
+        return "VolumeClaimMissing", message
+    return "Unschedulable", f"replicas cannot be scheduled: {observed.held_back}"
 
 
 def _unservable(svc: InferenceService, now: datetime, message: str) -> dict[str, Any]:

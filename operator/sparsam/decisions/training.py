@@ -44,11 +44,15 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from itertools import islice
+from typing import TYPE_CHECKING, Final, Literal
 
 from sparsam.api import constants as c
 from sparsam.api.conditions import parse_rfc3339
 from sparsam.api.trainingjob import Phase, TrainingJob
+
+if TYPE_CHECKING:  # reach imports the planner, which imports the policy, which imports this
+    from sparsam.decisions.reach import Reach
 
 #: Exit codes of `python -m sparsam_trainer` (trainer/sparsam_trainer/exitcodes.py).
 EXIT_PREEMPTED: Final = 75
@@ -59,6 +63,9 @@ STORE_LOST: Final = "RendezvousConnectionError"
 #: How long a worker created by the controller is taken to exist though the watch cache does
 #: not show it yet (see `awaited`); after that it is created again (a 409 if it does exist).
 CREATE_PATIENCE: Final = timedelta(seconds=60)
+#: At most this many workers are created in one pass (in slow-start batches within it): a pass
+#: of a job asking for thousands makes bounded work, and the next pass creates the next ones.
+CREATE_PER_PASS: Final = 64
 
 PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 Outcome = Literal["active", "succeeded", "preempted", "failed"]
@@ -193,12 +200,16 @@ def decide_workers(
     workers: Sequence[Worker],
     now: datetime,
     budget: BudgetStop | None = None,
+    reach: Reach | None = None,
 ) -> WorkerDecision:
     """The decision for `job` given its observed `workers` at `now`. `budget` says a budget
-    (the job's own, or its CostPolicy's) is spent and what that does to the job."""
+    (the job's own, or its CostPolicy's) is spent and what that does to the job. `reach` is
+    how many workers the cluster could ever hold (None: not known): no more are created, and
+    fewer than `workers.min` make the job Unschedulable rather than waiting for capacity."""
     status = job.status
     preemptions, restarts = status.preemptions, status.restarts
-    desired = desired_workers(job)
+    wanted = desired_workers(job)
+    desired = wanted if reach is None else min(wanted, reach.pods)
     events: list[tuple[str, str, str]] = []
     delete: list[str] = []
     counted: list[str] = []
@@ -246,12 +257,12 @@ def decide_workers(
                 events.append(("Warning", "WorkerFailed", f"{worker.name}: {_exit(worker)}"))
 
     running = sum(1 for w in live.values() if w.phase == "Running")
-    counts = Counts(desired, running, preemptions, restarts, tuple(counted))
+    counts = Counts(wanted, running, preemptions, restarts, tuple(counted))
 
     if succeeded:
         return WorkerDecision(
             "Succeeded",
-            desired,
+            wanted,
             running,
             counted=tuple(counted),
             preemptions=preemptions,
@@ -276,13 +287,21 @@ def decide_workers(
     if job.spec.run_policy.suspend:
         return _stop("Suspended", counts, workers, "Suspended", "runPolicy.suspend is true", events)
 
-    delete.extend(w.name for i, w in sorted(live.items()) if i >= desired)
-    create = tuple(i for i in range(desired) if i not in live and i not in held | leaving)
+    # Only workers the cluster could never hold go beyond `desired`: those of them that do
+    # run (a pool shrank under them) are left to run, the waiting ones are removed.
+    delete.extend(
+        w.name
+        for i, w in sorted(live.items())
+        if i >= wanted or (i >= desired and w.phase != "Running")
+    )
+    taken = live.keys() | held | leaving
+    missing = (i for i in range(desired) if i not in taken)
+    create = tuple(islice(missing, CREATE_PER_PASS))
     minimum = job.spec.workers.min
     if blocked and budget is not None:
         return WorkerDecision(
             "Pending",
-            desired,
+            wanted,
             0,
             counted=tuple(counted),
             preemptions=preemptions,
@@ -292,10 +311,29 @@ def decide_workers(
         )
     if running >= minimum:
         phase = "Running"
+        capped = "" if desired == wanted else f" (the cluster could hold at most {desired})"
         ready: tuple[Literal["True", "False"], str, str] = (
             "True",
             "Running",
-            f"{running} of {desired} workers running",
+            f"{running} of {wanted} workers running{capped}",
+        )
+    elif reach is not None and reach.pods < minimum:
+        # Waiting would be forever: no pool can ever grow to hold workers.min of them. None
+        # is created: the few that fit would hold GPUs, paid for, with nothing to train.
+        message = (
+            f"workers.min is {minimum}, the cluster could hold at most {reach.pods} "
+            f"such workers: {reach.why()}"
+        )
+        return WorkerDecision(
+            "Pending",
+            wanted,
+            running,
+            delete=tuple(delete),
+            counted=tuple(counted),
+            preemptions=preemptions,
+            restarts=restarts,
+            ready=("False", "Unschedulable", message),
+            events=(*events, ("Warning", "Unschedulable", message)),
         )
     else:
         phase = "Pending"
@@ -308,7 +346,7 @@ def decide_workers(
         )
     return WorkerDecision(
         phase,
-        desired,
+        wanted,
         running,
         create=create,
         delete=tuple(delete),

@@ -27,7 +27,7 @@ from typing import Any
 
 from sparsam.api import constants as c
 from sparsam.api.common import SpotPolicy
-from sparsam.api.conditions import READY, rfc3339, set_condition
+from sparsam.api.conditions import READY, parse_rfc3339, rfc3339, set_condition
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.decisions.checkpointing import (
     CheckpointInterval,
@@ -39,6 +39,7 @@ from sparsam.decisions.checkpointing import (
 from sparsam.decisions.cost import Accrual, budget_action, raw_cost, should_write_cost_status
 from sparsam.decisions.delivery import CompressPod, decide_delivery, delivers
 from sparsam.decisions.effective_policy import EffectivePolicy, choose_spot, compression_stop
+from sparsam.decisions.reach import Reach
 from sparsam.decisions.training import (
     BudgetStop,
     Worker,
@@ -46,7 +47,6 @@ from sparsam.decisions.training import (
     awaited,
     decide_workers,
     desired_workers,
-    expired,
     selector,
     start_time,
     worker_name,
@@ -88,6 +88,33 @@ class TrainingObserved:
     write_seconds: float | None = None
     checkpoint_step: int | None = None
     checkpoint_time: datetime | None = None
+    #: How many of its workers the cluster could ever hold (None: not known).
+    reach: Reach | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the operator itself observed of a job's end (`ANNOTATION_OUTCOME`): Trained
+    (training succeeded; compression and deployment follow), Succeeded or Failed, and when."""
+
+    stage: str
+    at: datetime
+
+    def to_annotation(self) -> str:
+        return f"{self.stage} {rfc3339(self.at)}"
+
+
+_STAGES = ("Trained", "Succeeded", "Failed")
+
+
+def recorded_outcome(job: TrainingJob) -> Outcome | None:
+    """The outcome the operator recorded on `job`, or None. status.phase is not read: anyone
+    who may write a job's status could otherwise make it finish, and its TTL delete it."""
+    stage, _, at = job.metadata.annotations.get(c.ANNOTATION_OUTCOME, "").partition(" ")
+    when = parse_rfc3339(at)
+    if stage not in _STAGES or when is None:
+        return None
+    return Outcome(stage, when)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +136,8 @@ class TrainingPlan:
     phase: str | None = None
     #: Delete the job: it finished longer ago than ttlSecondsAfterFinished.
     delete_job: bool = False
+    #: Record this outcome on the job (`ANNOTATION_OUTCOME`) before anything else is written.
+    record: Outcome | None = None
     #: Written before any pod is deleted: the new counts and the uids of the pods they count.
     counts: Mapping[str, Any] | None = None
     delete: tuple[PodDeletion, ...] = ()
@@ -144,16 +173,22 @@ def decide_training(
 ) -> TrainingPlan:
     """The plan for one pass of `observed.job` under its effective `policy` at `now`."""
     job = observed.job
-    if job.status.phase in ("Compressing", "Deploying"):
+    outcome = recorded_outcome(job)
+    if outcome is not None and outcome.stage == "Trained":
         # The compress pod's GPU time is the job's too.
         cost = _cost(observed, now)
         return _deliver(observed, policy, now, {"cost": cost} if cost else {}, ())
-    if job.status.finished:
-        if expired(job, now):
-            ttl = job.spec.run_policy.ttl_seconds_after_finished
-            expiry = ("Normal", "Expired", f"deleted {ttl}s after it finished")
+    if outcome is not None:
+        ttl = job.spec.run_policy.ttl_after_finished
+        if ttl is not None and now - outcome.at >= ttl:
+            seconds = job.spec.run_policy.ttl_seconds_after_finished
+            expiry = ("Normal", "Expired", f"deleted {seconds}s after it finished")
             return TrainingPlan({}, (expiry,), delete_job=True, alerted=observed.alerted)
-        return TrainingPlan({}, alerted=observed.alerted)
+        # The phase is what was observed, whatever status says now.
+        status: dict[str, Any] = {}
+        if job.status.phase != outcome.stage:
+            status = {"phase": outcome.stage, "completionTime": rfc3339(outcome.at)}
+        return TrainingPlan(status, alerted=observed.alerted)
     return _train(observed, policy, now, settings or CheckpointSettings())
 
 
@@ -169,7 +204,7 @@ def _train(
     stop = stop or policy.budget_stop or compression_stop(job, policy)
     spot = choose_spot(job.spec.capacity.spot, policy)
     workers, handled = _workers(observed)
-    decision = decide_workers(job, workers, now, stop)
+    decision = decide_workers(job, workers, now, stop, observed.reach)
     uids = {p.worker.name: p.uid for p in observed.pods}
     orphans = {p.worker.name for p in observed.pods if p.orphan}
     counted = sorted(
@@ -247,6 +282,7 @@ def _train(
         cost_written=cost is not None,
         preempted=max(0, decision.preemptions - job.status.preemptions),
         restarted=max(0, decision.restarts - job.status.restarts),
+        record=Outcome(decision.phase, now) if decision.finished else None,
     )
     if decision.phase == "Succeeded" and delivers(job):
         # Training is done; compression and deployment follow (decisions.delivery).
@@ -319,6 +355,11 @@ def _deliver(
         out["compression"] = decision.compression
     if decision.deploy_uri is not None:
         out["model"] = {"uri": decision.deploy_uri}
+    record = None
+    if decision.finished:
+        record = Outcome(decision.phase, now)
+    elif recorded_outcome(job) is None:
+        record = Outcome("Trained", now)
     return replace(
         base or TrainingPlan({}, alerted=observed.alerted, cost_written="cost" in status),
         status=out,
@@ -330,6 +371,7 @@ def _deliver(
         max_accuracy_drop=policy.max_accuracy_drop,
         deploy_uri=decision.deploy_uri,
         delivery=True,
+        record=record,
     )
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import kopf
 
 from sparsam.api import constants as c
 from sparsam.api.parse import InvalidSpec
+from sparsam.controllers.repeats import Repeats
 from sparsam.controllers.results import Event, PassResult
 from sparsam.handlers import indexes
 from sparsam.handlers.pacing import TokenBucket
@@ -37,6 +38,8 @@ from sparsam.kube.client import PASS_THREADS
 from sparsam.kube.errors import ApiRefused
 
 M = TypeVar("M")
+#: How long an unchanged ApiRefused Event is counted rather than posted again.
+REFUSALS_REPEAT_EVERY = timedelta(minutes=10)
 Key = tuple[str, str]  # namespace ("" for a cluster-scoped kind), name
 Post = Callable[[kopf.Body, Iterable[Event]], None]
 #: One pass for an object: its model, its body as watched, and the moment. Run in a thread.
@@ -80,6 +83,9 @@ class Passes(Generic[M]):
         self._reports = reports
         self._bodies: dict[Key, kopf.Body] = {}
         self._pass: tuple[Reconcile[M], WriteStatus] | None = None
+        #: A refusal that stays (a label key the apiserver rejects, a quota) is met on every
+        #: retry: said once per window, counted meanwhile. Used on the event loop only.
+        self._refusals = Repeats(None, every=REFUSALS_REPEAT_EVERY)
         self.queue: WorkQueue[Key] = WorkQueue()
         self.workers = Workers(self.queue, self.work, count=PASS_THREADS, retry=interval)
 
@@ -156,6 +162,7 @@ class Passes(Generic[M]):
             self.queue.add(key, urgent=True)
 
     def gone(self, key: Key, uid: str) -> None:
+        self._refusals.forget(uid)
         self._bodies.pop(key, None)
         self.workers.forget(key)
         self._parse.forget(uid)
@@ -196,8 +203,11 @@ class Passes(Generic[M]):
         try:
             result = await asyncio.to_thread(run)
         except ApiRefused as exc:
-            # e.g. a quota or an admission webhook; said once per retry, in the log and an Event.
-            self._post(body, (Event("Warning", "ApiRefused", str(exc)),))
+            # e.g. a quota or an admission webhook: in an Event, once per window while it
+            # stays the same refusal.
+            uid = str((body.get("metadata") or {}).get("uid", ""))
+            refusal = (Event("Warning", "ApiRefused", str(exc)),)
+            self._post(body, self._refusals.quieted(uid, refusal, moment))
             return max(self._interval, 10.0)
         if result is None:
             return None  # an invalid spec: nothing to do until it changes

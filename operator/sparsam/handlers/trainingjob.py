@@ -42,6 +42,7 @@ def training_pass(
             moment,
             indexes.pools(caches),
             indexes.policy_of(caches, namespace),
+            lambda: indexes.nodes(caches).values(),
         )
 
     return reconcile

@@ -30,6 +30,7 @@ from sparsam.decisions.scheduling import (
     TolerationOperator,
 )
 from sparsam.decisions.training import PodPhase, Worker
+from sparsam.decisions.waiting import Scheduled
 
 Body = Mapping[str, Any]
 LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
@@ -144,6 +145,18 @@ def is_pending(body: Body) -> bool:
         and phase == "Pending"
         and not metadata.get("deletionTimestamp")
     )
+
+
+def scheduled(body: Body) -> Scheduled | None:
+    """The pod's PodScheduled condition (the scheduler's verdict), or None before it has one."""
+    for cond in (body.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == "PodScheduled":
+            return Scheduled(
+                str(cond.get("status", "")),
+                str(cond.get("reason") or ""),
+                str(cond.get("message") or ""),
+            )
+    return None
 
 
 def holds_room(body: Body) -> bool:

@@ -36,7 +36,8 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from sparsam.api import constants as c
 from sparsam.decisions.cluster import Pod
-from sparsam.kube.observe import Body, holds_room, is_pending, pod_from_body
+from sparsam.decisions.waiting import waits_for_capacity
+from sparsam.kube.observe import Body, holds_room, is_pending, pod_from_body, scheduled
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,9 @@ class PodViews:
         place: Any = None
         if node and holds_room(body):
             place = node
-        elif not node and is_pending(body):
+        elif not node and is_pending(body) and waits_for_capacity(scheduled(body)):
+            # Only a pod a node could let run is the planner's: one the scheduler holds back
+            # for its own reasons (a claim that does not exist) would get a node left empty.
             place = PENDING
         if place is not None:
             self._by_node.setdefault(place, {})[uid] = pod_from_body(body)

@@ -95,6 +95,20 @@ class WorkerActuator:
             what = f"applying inferenceservice {meta['namespace']}/{meta['name']}"
             raise refused(what, exc) from exc
 
+    def annotate_job(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge `annotations` into the TrainingJob's metadata (what the operator observed of
+        its end: on the object, not in status, which anyone granted the status subresource
+        may rewrite)."""
+        try:
+            self._rest.call(
+                "PATCH",
+                _ours(namespace, c.TRAINING_JOB.plural, name),
+                {"metadata": {"annotations": annotations}},
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            raise refused(f"annotating trainingjob {namespace}/{name}", exc) from exc
+
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         """Delete the TrainingJob itself (runPolicy.ttlSecondsAfterFinished)."""
         try:
