@@ -96,7 +96,11 @@ def test_reach_is_bounded_whatever_the_pools_say() -> None:
 
 
 def big_job(maximum: int, least: int = 1) -> TrainingJob:
-    return job(workers=maximum, least=least)
+    """A job whose workers.max may lie beyond what the CRD and the parser admit: the decision
+    must stay bounded whatever its input, so the model is built past the parser."""
+    parsed = job(workers=min(maximum, 1000), least=least)
+    workers = replace(parsed.spec.workers, max=maximum)
+    return replace(parsed, spec=replace(parsed.spec, workers=workers))
 
 
 def test_a_job_creates_only_the_workers_its_pools_could_ever_hold() -> None:
