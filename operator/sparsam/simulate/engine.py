@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sparsam.api import constants as c
+from sparsam.api.common import SpotPolicy
 from sparsam.decisions.capacity import (
     OFFERING_TTL,
     ClusterState,
@@ -56,6 +57,7 @@ from sparsam.decisions.capacity import (
     plan_capacity,
     refused_offering,
 )
+from sparsam.decisions.spot_deadline import SpotOutlook, restart_on_spot
 from sparsam.providers.nodepool import InsufficientCapacity
 from sparsam.simulate.market import Availability, SpotLaunches, SpotMarket
 from sparsam.simulate.policies import Policy, job_pods
@@ -84,6 +86,12 @@ class World:
     offering_ttl_s: float = OFFERING_TTL.total_seconds()
     #: Jobs not finished by then are dropped; None: see the module docstring.
     horizon_s: float | None = None
+    #: The deadline-aware policy (`decisions.spot_deadline`): a job (re)starts on spot only
+    #: while it is expected to finish within runtime x (1 + this) of its submission, else on
+    #: on-demand; and a job checkpoints at the cadence of the pool it runs on (on-demand: no
+    #: hazard). None: today's policy (every pod Prefers spot; every job checkpoints at the
+    #: cadence of the most hazardous spot pool wherever it runs).
+    spot_deadline: float | None = None
 
     def market(self, pool: str) -> SpotMarket:
         return self.markets.get(pool) or SpotMarket(hazard_per_hour=self.spot_hazard_per_hour)
@@ -124,6 +132,8 @@ class JobRun:
     period_s: float
     #: Wall seconds of running the job needs: runtime * (1 + C / tau).
     wall_work_s: float
+    #: Wall seconds per second of useful work (1 + C / tau; 1: no checkpoints).
+    factor: float = 1.0
     done_s: float = 0.0
     started: float | None = None
     epoch: int = 0
@@ -212,7 +222,8 @@ class Simulation:
                 if math.isfinite(tau) and tau > 0:
                     period = tau + world.checkpoint_cost_s
                     wall = job.runtime_s * (1.0 + world.checkpoint_cost_s / tau)
-            self.jobs.append(JobRun(index, job, pods, period, wall))
+            factor = wall / job.runtime_s if job.runtime_s > 0 else 1.0
+            self.jobs.append(JobRun(index, job, pods, period, wall, factor=factor))
         self.state = ClusterState(pools=policy.pools)
         self.meta: dict[str, NodeMeta] = {}
         self.owner: dict[PodKey, JobRun] = {k: r for r in self.jobs for k in _keys(r.pods)}
@@ -320,6 +331,7 @@ class Simulation:
         assert isinstance(index, int)
         run = self.jobs[index]
         self.waiting.add(index)
+        self._choose_capacity(run, t)
         self.state = replace(self.state, pending=self.state.pending + run.pods)
 
     def _on_ready(self, t: float, name: object) -> None:
@@ -367,7 +379,9 @@ class Simulation:
         if run.started is not None:
             total = run.done_s + (t - run.started)
             if math.isfinite(run.period_s):
-                kept = math.floor(total / run.period_s) * run.period_s
+                # Checkpoints every period since this start (a restart resumes from one).
+                ran = t - run.started
+                kept = run.done_s + math.floor(ran / run.period_s) * run.period_s
             else:
                 kept = total if self.world.checkpoint_cost_s <= 0 else 0.0
             run.lost_s += total - kept
@@ -376,8 +390,57 @@ class Simulation:
             run.epoch += 1
             run.interruptions += 1
         self._unbind(run, t)
+        self._choose_capacity(run, t)
         self.state = replace(self.state, pending=self.state.pending + run.pods)
         self.waiting.add(run.index)
+
+    # --- the deadline-aware spot policy (World.spot_deadline) ----------------------------
+
+    def _spot_hazard(self) -> float:
+        return max((m.node_hazard_per_hour for m in self.markets.values()), default=0.0)
+
+    def _choose_capacity(self, run: JobRun, t: float) -> None:
+        """Before a job's pods (re)enter the queue: spot or on-demand, as
+        `decisions.spot_deadline.restart_on_spot` says for its progress so far."""
+        budget = self.world.spot_deadline
+        if budget is None or self.policy.spot == "Never" or not self.markets:
+            return
+        hazard = self._spot_hazard()
+        workers = len(run.pods)
+        outlook = SpotOutlook(
+            workers=workers,
+            hazard_per_node_hour=hazard,
+            interval_s=self.world.tau_s(workers, hazard),
+            write_s=self.world.checkpoint_cost_s,
+            restart_s=self.world.provisioning_delay_s,
+        )
+        runtime = run.job.runtime_s
+        spot = restart_on_spot(
+            outlook=outlook,
+            elapsed_s=t - run.job.submit_s,
+            remaining_s=runtime - run.done_s / run.factor,
+            bound_s=runtime * (1.0 + budget),
+        )
+        policy: SpotPolicy = self.policy.spot if spot else "Never"
+        if run.pods and run.pods[0].spot != policy:
+            run.pods = tuple(replace(pod, spot=policy) for pod in run.pods)
+
+    def _set_cadence(self, run: JobRun, nodes: list[str]) -> None:
+        """The job starts on `nodes`: checkpoint at the cadence of their pools' hazard (the
+        operator's estimate per pool), keeping the useful work done."""
+        hazard = max(
+            (self.markets[m.pool].node_hazard_per_hour if m.spot else 0.0)
+            for m in (self.meta[n] for n in nodes)
+        )
+        tau = self.world.tau_s(len(run.pods), hazard)
+        cost = self.world.checkpoint_cost_s
+        period, factor = math.inf, 1.0
+        if math.isfinite(tau) and tau > 0:
+            period, factor = tau + cost, 1.0 + cost / tau
+        useful = run.done_s / run.factor
+        run.period_s, run.factor = period, factor
+        run.done_s = useful * factor
+        run.wall_work_s = run.job.runtime_s * factor
 
     def _unbind(self, run: JobRun, t: float) -> None:
         keys = set(_keys(run.pods))
@@ -501,6 +564,8 @@ class Simulation:
             run = self.jobs[index]
             nodes = [self.where.get(key) for key in _keys(run.pods)]
             if all(n is not None and self.meta[n].ready for n in nodes):
+                if self.world.spot_deadline is not None and self.markets:
+                    self._set_cadence(run, [n for n in nodes if n is not None])
                 run.started = t
                 self._push(t + run.wall_work_s - run.done_s, "finish", (index, run.epoch))
                 started.append(index)
