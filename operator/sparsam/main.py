@@ -34,6 +34,7 @@ from sparsam.api import constants as c
 from sparsam.api.gpunodepool import GPUNodePool
 from sparsam.config import OperatorConfig
 from sparsam.controllers.capacity import CapacityController, CapacitySettings
+from sparsam.decisions.cluster import PlannerSettings
 from sparsam.controllers.checkpoints import CheckpointReader
 from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.controllers.serving import ServingConfig, ServingController
@@ -90,7 +91,11 @@ def build(config: OperatorConfig, api: ApiClient, pods: PodViews) -> Operator:
     signals = InterruptionSignals(
         frozenset(config.interruption_taints), frozenset(config.interruption_conditions)
     )
-    settings = CapacitySettings(offering_ttl=config.offering_ttl, signals=signals)
+    settings = CapacitySettings(
+        offering_ttl=config.offering_ttl,
+        signals=signals,
+        planner=PlannerSettings(spot_pool_max_share=config.spot_pool_max_share),
+    )
     prometheus = PrometheusMetrics(config.prometheus_url) if config.prometheus_url else None
     checkpoints = (
         CheckpointReader(prometheus, config.training_interval.total_seconds())

@@ -62,8 +62,10 @@ TARGETS: dict[str, tuple[str, float]] = {
 
 
 #: The deadline-aware policy's budget: spot while a job is expected to finish within its
-#: runtime x 1.10 (the benchmark's bound on p95 JCT inflation is 15 %; queueing takes the rest).
-SPOT_DEADLINE = 0.10
+#: runtime x 1.13 (the benchmark's bound on p95 JCT inflation is 15 %; queueing takes the rest).
+SPOT_DEADLINE = 0.13
+#: No spot pool holds more than half of the spot nodes (with 3 pools: spread evenly).
+SPOT_POOL_MAX_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,9 @@ class Settings:
     #: The sparsam policy's JCT inflation budget for spot (`World.spot_deadline`); None: the
     #: previous policy (spot whenever available, one checkpoint cadence everywhere).
     spot_deadline: float | None = SPOT_DEADLINE
+    #: The sparsam policy's `PlannerSettings.spot_pool_max_share` (1.0: the previous policy,
+    #: the first spot pool takes every node unless it refuses).
+    spot_pool_max_share: float = SPOT_POOL_MAX_SHARE
 
 
 @dataclass(slots=True)
@@ -267,6 +272,7 @@ def compare_jobs(
         price,
         sparsam_scale_down=settings.sparsam_scale_down,
         spot_pools=settings.market.spot_pools,
+        spot_pool_max_share=settings.spot_pool_max_share,
     )
     on_demand = World(
         provisioning_delay_s=settings.provisioning_delay.total_seconds(),
@@ -400,13 +406,14 @@ def run_market(
     jobs = list(base.jobs)
     settings = base.settings
     if previous_policy:
-        settings = replace(settings, spot_deadline=None)
+        settings = replace(settings, spot_deadline=None, spot_pool_max_share=1.0)
     sparsam = three_policies(
         jobs,
         base.gpus_per_node,
         base.spot_price,
         sparsam_scale_down=settings.sparsam_scale_down,
         spot_pools=scenario.spot_pools,
+        spot_pool_max_share=settings.spot_pool_max_share,
     )[2]
     world = market_world(
         settings, scenario, base.advisor_hazard, settings.seed if seed is None else seed

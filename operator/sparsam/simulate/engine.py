@@ -57,7 +57,7 @@ from sparsam.decisions.capacity import (
     plan_capacity,
     refused_offering,
 )
-from sparsam.decisions.spot_deadline import SpotOutlook, restart_on_spot
+from sparsam.decisions.spot_deadline import SpotOutlook, spot_is_safe, spot_until_s
 from sparsam.providers.nodepool import InsufficientCapacity
 from sparsam.simulate.market import Availability, SpotLaunches, SpotMarket
 from sparsam.simulate.policies import Policy, job_pods
@@ -140,6 +140,8 @@ class JobRun:
     finished: float | None = None
     interruptions: int = 0
     lost_s: float = 0.0
+    #: Moves from spot to on-demand at a fresh checkpoint (`decisions.spot_deadline`).
+    switches: int = 0
 
 
 @dataclass(slots=True)
@@ -224,7 +226,7 @@ class Simulation:
                     wall = job.runtime_s * (1.0 + world.checkpoint_cost_s / tau)
             factor = wall / job.runtime_s if job.runtime_s > 0 else 1.0
             self.jobs.append(JobRun(index, job, pods, period, wall, factor=factor))
-        self.state = ClusterState(pools=policy.pools)
+        self.state = ClusterState(pools=policy.pools, settings=policy.planner)
         self.meta: dict[str, NodeMeta] = {}
         self.owner: dict[PodKey, JobRun] = {k: r for r in self.jobs for k in _keys(r.pods)}
         self.where: dict[PodKey, str] = {}
@@ -399,31 +401,61 @@ class Simulation:
     def _spot_hazard(self) -> float:
         return max((m.node_hazard_per_hour for m in self.markets.values()), default=0.0)
 
-    def _choose_capacity(self, run: JobRun, t: float) -> None:
-        """Before a job's pods (re)enter the queue: spot or on-demand, as
-        `decisions.spot_deadline.restart_on_spot` says for its progress so far."""
-        budget = self.world.spot_deadline
-        if budget is None or self.policy.spot == "Never" or not self.markets:
-            return
+    def _outlook(self, run: JobRun) -> SpotOutlook:
         hazard = self._spot_hazard()
         workers = len(run.pods)
-        outlook = SpotOutlook(
+        return SpotOutlook(
             workers=workers,
             hazard_per_node_hour=hazard,
             interval_s=self.world.tau_s(workers, hazard),
             write_s=self.world.checkpoint_cost_s,
             restart_s=self.world.provisioning_delay_s,
+            on_demand_interval_s=self.world.tau_s(workers, 0.0),
         )
+
+    def _progress(self, run: JobRun, t: float) -> dict[str, float]:
+        budget = self.world.spot_deadline or 0.0
         runtime = run.job.runtime_s
-        spot = restart_on_spot(
-            outlook=outlook,
-            elapsed_s=t - run.job.submit_s,
-            remaining_s=runtime - run.done_s / run.factor,
-            bound_s=runtime * (1.0 + budget),
-        )
+        return {
+            "elapsed_s": t - run.job.submit_s,
+            "remaining_s": runtime - run.done_s / run.factor,
+            "bound_s": runtime * (1.0 + budget),
+        }
+
+    def _choose_capacity(self, run: JobRun, t: float) -> None:
+        """Before a job's pods (re)enter the queue: spot or on-demand, as
+        `decisions.spot_deadline.spot_is_safe` says for its progress so far."""
+        if self.world.spot_deadline is None or self.policy.spot == "Never" or not self.markets:
+            return
+        spot = spot_is_safe(outlook=self._outlook(run), **self._progress(run, t))
         policy: SpotPolicy = self.policy.spot if spot else "Never"
         if run.pods and run.pods[0].spot != policy:
             run.pods = tuple(replace(pod, spot=policy) for pod in run.pods)
+
+    def _schedule_switch(self, run: JobRun, t: float, nodes: list[str]) -> None:
+        """A job starting on spot: when it must move to on-demand if nothing preempts it."""
+        if not any(self.meta[n].spot for n in nodes):
+            return
+        until = spot_until_s(outlook=self._outlook(run), **self._progress(run, t))
+        if t + until < t + run.wall_work_s - run.done_s:
+            self._push(t + until, "switch", (run.index, run.epoch))
+
+    def _on_switch(self, t: float, data: object) -> None:
+        """The job's slack is spent: it writes a checkpoint (C seconds) and goes to on-demand."""
+        assert isinstance(data, tuple)
+        index, epoch = data
+        run = self.jobs[index]
+        if run.epoch != epoch or run.finished is not None or run.started is None:
+            return
+        total = run.done_s + (t - run.started)
+        run.done_s = max(run.done_s, total - self.world.checkpoint_cost_s)
+        run.started = None
+        run.epoch += 1
+        run.switches += 1
+        self._unbind(run, t)
+        run.pods = tuple(replace(pod, spot="Never") for pod in run.pods)
+        self.state = replace(self.state, pending=self.state.pending + run.pods)
+        self.waiting.add(run.index)
 
     def _set_cadence(self, run: JobRun, nodes: list[str]) -> None:
         """The job starts on `nodes`: checkpoint at the cadence of their pools' hazard (the
@@ -565,7 +597,9 @@ class Simulation:
             nodes = [self.where.get(key) for key in _keys(run.pods)]
             if all(n is not None and self.meta[n].ready for n in nodes):
                 if self.world.spot_deadline is not None and self.markets:
-                    self._set_cadence(run, [n for n in nodes if n is not None])
+                    placed = [n for n in nodes if n is not None]
+                    self._set_cadence(run, placed)
+                    self._schedule_switch(run, t, placed)
                 run.started = t
                 self._push(t + run.wall_work_s - run.done_s, "finish", (index, run.epoch))
                 started.append(index)
