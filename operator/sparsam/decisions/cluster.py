@@ -257,6 +257,11 @@ class PlannerSettings:
     #: bounded share); new nodes go to the cheapest pool within the share, else to the pool
     #: with the fewest nodes. 1.0: no cap, the cheapest pool takes every new node.
     spot_pool_max_share: float = 1.0
+    #: Pods that Prefer spot get new nodes in a healthy spot pool before free room on
+    #: on-demand nodes (False: any free room first, spot before on-demand, as room that
+    #: exists is paid for). A long training job put in an on-demand node's room stays on
+    #: on-demand for its whole run; the idle room costs only until scaleDownAfter.
+    new_spot_before_on_demand_room: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,8 +201,11 @@ class Planner:
         left: list[Group] = []
         for group in self.groups:
             entries = group.entries
-            placed = self.ws.fill(group.shape, entries)
-            rest = entries[placed:]
+            if self._spot_before_on_demand_room(group.shape):
+                rest = self._place_on_spot_first(group.shape, entries)
+            else:
+                placed = self.ws.fill(group.shape, entries)
+                rest = entries[placed:]
             if rest:
                 rest = self._open_nodes(group.shape, rest)
             if len(rest) != len(entries):
@@ -212,10 +215,11 @@ class Planner:
         self.groups = left
         return changed
 
-    def _open_nodes(self, shape: Shape, rest: list[Entry]) -> list[Entry]:
-        """Open new nodes for `rest` in the cheapest allowed pools; return what still has none."""
+    def _open_nodes(self, shape: Shape, rest: list[Entry], tiers: int = 3) -> list[Entry]:
+        """Open new nodes for `rest` in the cheapest allowed pools of the first `tiers` tiers;
+        return what still has none."""
         start = 0
-        for tier, pools in enumerate(self.pool_tiers(shape)):
+        for tier, pools in enumerate(self.pool_tiers(shape)[:tiers]):
             if tier == 0 and self._spreads(pools):
                 start = self._open_spread(shape, pools, rest, start)
                 if start == len(rest):
@@ -236,6 +240,29 @@ class Planner:
                 if start == len(rest):
                     return []
         return rest[start:]
+
+    def _spot_before_on_demand_room(self, shape: Shape) -> bool:
+        """Whether pods that Prefer spot get new spot nodes before free room on on-demand
+        nodes (`PlannerSettings.new_spot_before_on_demand_room`): a training job placed in an
+        idle on-demand node's room stays on on-demand for the rest of its run, where the room
+        would have cost only its scaleDownAfter."""
+        return (
+            self.state.settings.new_spot_before_on_demand_room
+            and shape.spot == "Prefer"
+            and bool(self.pool_tiers(shape)[0])
+        )
+
+    def _place_on_spot_first(self, shape: Shape, entries: list[Entry]) -> list[Entry]:
+        """Room on spot nodes, then new nodes in the healthy spot pools, then any room left
+        (on-demand); returns what still has no place (for the other tiers)."""
+        placed = self.ws.fill(shape, entries, spot_only=True)
+        rest = entries[placed:]
+        if rest:
+            rest = self._open_nodes(shape, rest, tiers=1)
+        if rest:
+            placed = self.ws.fill(shape, rest)
+            rest = rest[placed:]
+        return rest
 
     def _spreads(self, pools: list[Pool]) -> bool:
         """Whether new nodes in these pools are spread (`PlannerSettings.spot_pool_max_share`):

@@ -95,6 +95,14 @@ class Settings:
     #: the first spot pool takes every node unless it refuses).
     spot_pool_max_share: float = SPOT_POOL_MAX_SHARE
 
+    def planner(self) -> PlannerSettings:
+        """The sparsam policy's planner settings: the deadline-aware policy also gives
+        Prefer-spot pods new spot nodes before free room on on-demand nodes."""
+        return PlannerSettings(
+            spot_pool_max_share=self.spot_pool_max_share,
+            new_spot_before_on_demand_room=self.spot_deadline is not None,
+        )
+
 
 @dataclass(slots=True)
 class Result:
@@ -272,7 +280,7 @@ def compare_jobs(
         price,
         sparsam_scale_down=settings.sparsam_scale_down,
         spot_pools=settings.market.spot_pools,
-        spot_pool_max_share=settings.spot_pool_max_share,
+        planner=settings.planner(),
     )
     on_demand = World(
         provisioning_delay_s=settings.provisioning_delay.total_seconds(),
@@ -413,7 +421,7 @@ def run_market(
         base.spot_price,
         sparsam_scale_down=settings.sparsam_scale_down,
         spot_pools=scenario.spot_pools,
-        spot_pool_max_share=settings.spot_pool_max_share,
+        planner=settings.planner(),
     )[2]
     world = market_world(
         settings, scenario, base.advisor_hazard, settings.seed if seed is None else seed

@@ -144,11 +144,11 @@ def three_policies(
     *,
     sparsam_scale_down: timedelta = timedelta(minutes=10),
     spot_pools: int = 1,
-    spot_pool_max_share: float = 1.0,
+    planner: PlannerSettings = PlannerSettings(),
 ) -> tuple[Policy, Policy, Policy]:
     """static, reactive and sparsam for this trace. The elastic pools' maxNodes are high
-    enough that they never bind (every job's GPUs at once). `spot_pool_max_share`: sparsam's
-    `PlannerSettings.spot_pool_max_share` (1.0: the first spot pool takes every node)."""
+    enough that they never bind (every job's GPUs at once). `planner`: sparsam's planner
+    settings (how new spot nodes are spread, whether new spot comes before on-demand room)."""
     static_nodes = max(1, math.ceil(peak_demand(jobs) / gpus_per_node))
     largest = max((job.gpus for job in jobs), default=gpus_per_node)
     static_nodes = max(static_nodes, math.ceil(largest / gpus_per_node))
@@ -197,6 +197,6 @@ def three_policies(
             ),
         ),
         spot="Prefer",
-        planner=PlannerSettings(spot_pool_max_share=spot_pool_max_share),
+        planner=planner,
     )
     return static, reactive, sparsam
