@@ -168,9 +168,7 @@ def scenario_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def before_after_table(
-    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
-) -> str:
+def before_after_table(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| scenario | before: / reactive | JCT p95 | on-demand node-h "
         "| after: / reactive | JCT p95 | on-demand node-h |",

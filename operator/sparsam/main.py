@@ -34,11 +34,11 @@ from sparsam.api import constants as c
 from sparsam.api.gpunodepool import GPUNodePool
 from sparsam.config import OperatorConfig
 from sparsam.controllers.capacity import CapacityController, CapacitySettings
-from sparsam.decisions.cluster import PlannerSettings
 from sparsam.controllers.checkpoints import CheckpointReader
 from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.controllers.serving import ServingConfig, ServingController
 from sparsam.controllers.training import TrainingController
+from sparsam.decisions.cluster import PlannerSettings
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.scaling import ScalingSettings
 from sparsam.handlers import costpolicy, gpunodepool, indexes, inferenceservice, trainingjob

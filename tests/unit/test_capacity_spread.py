@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from sparsam.decisions.capacity import (
     ClusterState,
+    Node,
     PlannerSettings,
     Pod,
     Resources,
@@ -106,3 +108,44 @@ def test_pick_spread_pool(count: dict[str, int], share: float, chosen: str) -> N
     a = make_pool("spot-a", "spot", 8, 0.3, max_nodes=20)
     total = sum(count.values()) + 1
     assert pick_spread_pool([b, a], count, share, total).name == chosen
+
+
+def with_idle_on_demand_node(first: bool) -> ClusterState:
+    base = state(1.0, pending=1)
+    on_demand = next(p for p in base.pools if p.name == "on-demand")
+    idle = Node(
+        name="od-0",
+        pool="on-demand",
+        allocatable=on_demand.node_resources,
+        created=NOW,
+        labels=dict(on_demand.labels),
+        taints=on_demand.taints,
+        capacity_type="on-demand",
+        ready=True,
+        empty_since=NOW,
+    )
+    return ClusterState(
+        pools=base.pools,
+        nodes=(idle,),
+        pending=base.pending,
+        settings=PlannerSettings(new_spot_before_on_demand_room=first),
+    )
+
+
+def test_by_default_a_prefer_spot_pod_takes_free_on_demand_room() -> None:
+    plan = plan_capacity(with_idle_on_demand_node(False), NOW)
+    assert plan.add == {}
+    assert plan.placements == {("team", "w0"): "od-0"}
+
+
+def test_new_spot_before_on_demand_room_gives_the_pod_a_spot_node() -> None:
+    plan = plan_capacity(with_idle_on_demand_node(True), NOW)
+    assert plan.add == {"spot-a": 1}
+
+
+def test_new_spot_before_on_demand_room_still_uses_the_room_when_spot_refuses() -> None:
+    refused = with_idle_on_demand_node(True)
+    offerings = {p.name: refused_offering(NOW) for p in refused.pools if p.capacity_type == "spot"}
+    plan = plan_capacity(replace(refused, offerings=offerings), NOW)
+    assert plan.add == {}
+    assert plan.placements == {("team", "w0"): "od-0"}

@@ -287,10 +287,11 @@ class WorkState:
         spot_only: bool = False,
     ) -> int:
         """Place as many of `entries` (all of `shape`) as fit into existing room; return how
-        many, always a prefix. `spot_only`: only the room on spot nodes. Rooms are tried spot before on-demand, then tightest first (best
+        many, always a prefix. Rooms are tried spot before on-demand, then tightest first (best
         fit on GPUs, then CPU, then memory), busy nodes before empty ones. Pending pods may go
         to ready and provisioning nodes; `moving` pods (evicted to empty a node) only to ready
-        nodes that already have pods, so nothing is moved onto an idle node."""
+        nodes that already have pods, so nothing is moved onto an idle node. `spot_only`: room
+        on spot nodes only."""
         req = shape.req
         gpus, cpu, memory = req
         candidates: list[tuple[int, Room, bool, int, IndexKey, NodeClass]] = []

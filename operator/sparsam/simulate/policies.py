@@ -19,7 +19,7 @@ Pools and pods are built here: how a rigid Philly job becomes worker pods is `jo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sparsam.api import constants as c
@@ -51,7 +51,7 @@ class Policy:
     spot: SpotPolicy
     ready_at_start: bool = False
     #: The planner's own knobs (e.g. how new spot nodes are spread across spot pools).
-    planner: PlannerSettings = PlannerSettings()
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
 
 
 def make_pool(
@@ -144,7 +144,7 @@ def three_policies(
     *,
     sparsam_scale_down: timedelta = timedelta(minutes=10),
     spot_pools: int = 1,
-    planner: PlannerSettings = PlannerSettings(),
+    planner: PlannerSettings | None = None,
 ) -> tuple[Policy, Policy, Policy]:
     """static, reactive and sparsam for this trace. The elastic pools' maxNodes are high
     enough that they never bind (every job's GPUs at once). `planner`: sparsam's planner
@@ -197,6 +197,6 @@ def three_policies(
             ),
         ),
         spot="Prefer",
-        planner=planner,
+        planner=planner or PlannerSettings(),
     )
     return static, reactive, sparsam
