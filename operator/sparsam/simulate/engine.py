@@ -27,6 +27,11 @@ placements stand in for kube-scheduler). The engine only plays the world around 
   to another healthy spot pool, then on-demand. Nothing of a refused plan is carried out.
 - **cost**: a node costs its pool's pricePerHour from creation (boot time is paid) until it
   is removed or preempted; the run ends at the last job's completion.
+- **the deadline-aware policy** (`World.spot_deadline`; None: the previous policy): at arrival
+  and at every restart `decisions.spot_deadline.spot_is_safe` says whether a job's pods Prefer
+  spot or are Never (on-demand); a job starting on spot gets a `switch` event when
+  `spot_until_s` says its slack is spent (it writes a checkpoint and restarts on on-demand);
+  a job checkpoints at the cadence of the pool it runs on.
 - **dropped jobs**: a job that has not finished when nothing more can happen (no event left)
   or at the horizon (`World.horizon_s`; default: the last submission + 7 days + 10x the
   longest runtime) is dropped: counted and reported, never silently left out.
