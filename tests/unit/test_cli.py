@@ -87,3 +87,15 @@ def test_status_writes_per_second_is_a_positive_rate(capsys: pytest.CaptureFixtu
         with pytest.raises(SystemExit):
             _parser().parse_args(["run", f"--status-writes-per-second={bad}"])
         assert f"expected a number > 0, got '{bad}'" in capsys.readouterr().err
+
+
+def test_spot_pool_max_share_is_a_fraction(capsys: pytest.CaptureFixture[str]) -> None:
+    from sparsam.cli import _parser, run_config
+
+    assert run_config(_parser().parse_args(["run"])).spot_pool_max_share == 1.0
+    spread = _parser().parse_args(["run", "--spot-pool-max-share=0.5"])
+    assert run_config(spread).spot_pool_max_share == 0.5
+    for bad in ("0", "1.5", "-0.2", "nan", "half"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["run", f"--spot-pool-max-share={bad}"])
+        assert f"expected a fraction in (0, 1], got '{bad}'" in capsys.readouterr().err
