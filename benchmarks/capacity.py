@@ -168,6 +168,31 @@ def scenario_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def before_after_table(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| scenario | before: / reactive | JCT p95 | on-demand node-h "
+        "| after: / reactive | JCT p95 | on-demand node-h |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def cells(row: dict[str, Any]) -> str:
+        p95 = row["jct_inflation_p95"]
+        on_demand = sum(p["node_hours"] for p in row["pools"].values() if not p["spot"])
+        return (
+            f"{row['cost_vs_reactive']:.3f} | {'inf' if p95 is None else f'{p95:.1%}'} "
+            f"| {on_demand:,.0f}"
+        )
+
+    for name, row in after.items():
+        lines.append(f"| {name} | {cells(before[name])} | {cells(row)} |")
+    return "\n".join(lines)
+
+
+def _run_market(base: MarketBase, task: tuple[MarketScenario, bool]) -> MarketRun:
+    scenario, before = task
+    return run_market(base, scenario, previous_policy=before)
+
+
 def pool_table(rows: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| scenario | pool | launched | node-h | cost | preemptions | group losses "
@@ -219,11 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"advisor": MarketRun("advisor", base["sparsam"], pool_report(result.outcomes[-1]))}
     market = MarketBase.of(result)
     others = [s for s in scenarios if s.name != "advisor"]
+    # Every scenario also runs the previous policy (spot whenever available), so that before
+    # and after come from one run with the same settings.
+    tasks = [(s, False) for s in others] + [(s, True) for s in scenarios]
+    previous: dict[str, MarketRun] = {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for run in pool.map(run_market, [market] * len(others), others):
-            runs[run.scenario] = run
-            print(f"scenario {run.scenario}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
+        for run, (_, before) in zip(
+            pool.map(_run_market, [market] * len(tasks), tasks), tasks, strict=True
+        ):
+            (previous if before else runs)[run.scenario] = run
+            label = "previous policy " if before else ""
+            print(
+                f"scenario {label}{run.scenario}: {time.perf_counter() - started:.0f}s",
+                file=sys.stderr,
+            )
     rows = {s.name: scenario_row(runs[s.name], reactive) for s in scenarios}
+    previous_rows = {s.name: scenario_row(previous[s.name], reactive) for s in scenarios}
     sensitivity: dict[str, dict[str, float | int]] = {}
     if not args.no_sensitivity:
         variants = {
@@ -252,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(f"- {name}: {text}" for name, text in descriptions.items()))
     print()
     print(scenario_table(rows))
+    print("\n## Before and after (same run): cost / reactive, p95 JCT inflation\n")
+    print(before_after_table(previous_rows, rows))
     print()
     print(pool_table(rows))
     print("\n## Targets\n")
@@ -274,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         "jobs_dropped": {
             **{k: v["jobs_dropped"] for k, v in summary["policies"].items() if k != "sparsam"},
             **{f"sparsam:{name}": row["jobs_dropped"] for name, row in rows.items()},
+        },
+        "previous_policy": {
+            name: {k: v for k, v in row.items() if k != "pools"}
+            for name, row in previous_rows.items()
         },
         "targets": checks,
         "all_targets_met": all(t["met"] for t in checks.values()),

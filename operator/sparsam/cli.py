@@ -292,6 +292,15 @@ def _run_parser(commands: Any) -> None:
         f"(default {defaults.server_image})",
     )
     run.add_argument(
+        "--spot-pool-max-share",
+        type=_share,
+        default=defaults.spot_pool_max_share,
+        metavar="FRACTION",
+        help="at most this share of the nodes of the healthy spot pools a pod may use sits in "
+        "any one pool: new nodes are spread (default "
+        f"{defaults.spot_pool_max_share:g}: no cap, the cheapest pool takes all)",
+    )
+    run.add_argument(
         "--status-writes-per-second",
         type=_positive,
         default=defaults.status_writes_per_second,
@@ -395,6 +404,7 @@ def run_config(args: argparse.Namespace) -> OperatorConfig:
         status_writes_per_second=args.status_writes_per_second,
         serving_interval=args.serving_interval,
         offering_ttl=args.offering_ttl,
+        spot_pool_max_share=args.spot_pool_max_share,
         interruption_taints=tuple(args.interruption_taint or DEFAULT_INTERRUPTION_TAINTS),
         interruption_conditions=tuple(args.interruption_condition),
         liveness=args.liveness,
@@ -446,6 +456,16 @@ def _non_negative(text: str) -> float:
         value = math.nan
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
     return value
 
 

@@ -29,6 +29,8 @@ class OperatorConfig:
     #: running TrainingJobs whose cost changes every 30 s need 17.
     status_writes_per_second: float = 20.0
     offering_ttl: timedelta = timedelta(minutes=3)
+    #: `PlannerSettings.spot_pool_max_share`: 1.0 lets the cheapest spot pool take every node.
+    spot_pool_max_share: float = 1.0
     interruption_taints: tuple[str, ...] = DEFAULT_INTERRUPTION_TAINTS
     interruption_conditions: tuple[str, ...] = ()
     #: e.g. http://0.0.0.0:8080/healthz; None serves no probe.

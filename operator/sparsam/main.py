@@ -38,6 +38,7 @@ from sparsam.controllers.checkpoints import CheckpointReader
 from sparsam.controllers.costpolicy import CostPolicyController
 from sparsam.controllers.serving import ServingConfig, ServingController
 from sparsam.controllers.training import TrainingController
+from sparsam.decisions.cluster import PlannerSettings
 from sparsam.decisions.interruption import InterruptionSignals
 from sparsam.decisions.scaling import ScalingSettings
 from sparsam.handlers import costpolicy, gpunodepool, indexes, inferenceservice, trainingjob
@@ -90,7 +91,11 @@ def build(config: OperatorConfig, api: ApiClient, pods: PodViews) -> Operator:
     signals = InterruptionSignals(
         frozenset(config.interruption_taints), frozenset(config.interruption_conditions)
     )
-    settings = CapacitySettings(offering_ttl=config.offering_ttl, signals=signals)
+    settings = CapacitySettings(
+        offering_ttl=config.offering_ttl,
+        signals=signals,
+        planner=PlannerSettings(spot_pool_max_share=config.spot_pool_max_share),
+    )
     prometheus = PrometheusMetrics(config.prometheus_url) if config.prometheus_url else None
     checkpoints = (
         CheckpointReader(prometheus, config.training_interval.total_seconds())

@@ -99,3 +99,15 @@ def test_namespaces_are_every_one_unless_listed(capsys: pytest.CaptureFixture[st
         with pytest.raises(SystemExit):
             _parser().parse_args(["run", f"--namespace={bad}"])
         assert f"{bad!r} is not a namespace name" in capsys.readouterr().err
+
+
+def test_spot_pool_max_share_is_a_fraction(capsys: pytest.CaptureFixture[str]) -> None:
+    from sparsam.cli import _parser, run_config
+
+    assert run_config(_parser().parse_args(["run"])).spot_pool_max_share == 1.0
+    spread = _parser().parse_args(["run", "--spot-pool-max-share=0.5"])
+    assert run_config(spread).spot_pool_max_share == 0.5
+    for bad in ("0", "1.5", "-0.2", "nan", "half"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["run", f"--spot-pool-max-share={bad}"])
+        assert f"expected a fraction in (0, 1], got '{bad}'" in capsys.readouterr().err

@@ -295,7 +295,7 @@ def test_simulate_takes_a_refusal_trace_and_reports_per_pool(
     refusals.write_text("timestamp,state\n0,refused\n36000,available\n")
     args = ["simulate", "--trace", str(trace), "--spot-advisor", str(advisor)]
     args += ["--out", str(tmp_path / "out"), "--refusal-trace", str(refusals)]
-    assert cli.main([*args, "--spot-pools", "2", "--spot-hazard", "0.2"]) == 0
+    assert cli.main([*args, "--spot-pools", "2", "--spot-hazard", "0.02"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     pools = summary["market"]["pools"]
     assert set(pools) == {"spot-a", "spot-b", "on-demand"}

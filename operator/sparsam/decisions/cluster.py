@@ -252,6 +252,16 @@ class PlannerSettings:
     #: A node that is still not ready this long after it was created is no longer counted as
     #: capacity on its way.
     provisioning_timeout: timedelta = timedelta(minutes=15)
+    #: At most this share of the new and existing nodes of the healthy spot pools a group of
+    #: pods may use sits in any one of them (one pool's outage or group loss then takes a
+    #: bounded share); new nodes go to the cheapest pool within the share, else to the pool
+    #: with the fewest nodes. 1.0: no cap, the cheapest pool takes every new node.
+    spot_pool_max_share: float = 1.0
+    #: Pods that Prefer spot get new nodes in a healthy spot pool before free room on
+    #: on-demand nodes (False: any free room first, spot before on-demand, as room that
+    #: exists is paid for). A long training job put in an on-demand node's room stays on
+    #: on-demand for its whole run; the idle room costs only until scaleDownAfter.
+    new_spot_before_on_demand_room: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,12 +284,14 @@ class WorkState:
         *,
         moving: bool = False,
         journal: Journal | None = None,
+        spot_only: bool = False,
     ) -> int:
         """Place as many of `entries` (all of `shape`) as fit into existing room; return how
         many, always a prefix. Rooms are tried spot before on-demand, then tightest first (best
         fit on GPUs, then CPU, then memory), busy nodes before empty ones. Pending pods may go
         to ready and provisioning nodes; `moving` pods (evicted to empty a node) only to ready
-        nodes that already have pods, so nothing is moved onto an idle node."""
+        nodes that already have pods, so nothing is moved onto an idle node. `spot_only`: room
+        on spot nodes only."""
         req = shape.req
         gpus, cpu, memory = req
         candidates: list[tuple[int, Room, bool, int, IndexKey, NodeClass]] = []
@@ -297,6 +299,8 @@ class WorkState:
             if not cls.index or cls.kind == "off" or (moving and cls.kind != "ready"):
                 continue
             if not self.compatible(shape, cls):
+                continue
+            if spot_only and cls.capacity_type != "spot":
                 continue
             tier = 0 if cls.capacity_type == "spot" else 1
             for key in cls.index:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -201,8 +201,11 @@ class Planner:
         left: list[Group] = []
         for group in self.groups:
             entries = group.entries
-            placed = self.ws.fill(group.shape, entries)
-            rest = entries[placed:]
+            if self._spot_before_on_demand_room(group.shape):
+                rest = self._place_on_spot_first(group.shape, entries)
+            else:
+                placed = self.ws.fill(group.shape, entries)
+                rest = entries[placed:]
             if rest:
                 rest = self._open_nodes(group.shape, rest)
             if len(rest) != len(entries):
@@ -212,10 +215,16 @@ class Planner:
         self.groups = left
         return changed
 
-    def _open_nodes(self, shape: Shape, rest: list[Entry]) -> list[Entry]:
-        """Open new nodes for `rest` in the cheapest allowed pools; return what still has none."""
+    def _open_nodes(self, shape: Shape, rest: list[Entry], tiers: int = 3) -> list[Entry]:
+        """Open new nodes for `rest` in the cheapest allowed pools of the first `tiers` tiers;
+        return what still has none."""
         start = 0
-        for tier, pools in enumerate(self.pool_tiers(shape)):
+        for tier, pools in enumerate(self.pool_tiers(shape)[:tiers]):
+            if tier == 0 and self._spreads(pools):
+                start = self._open_spread(shape, pools, rest, start)
+                if start == len(rest):
+                    return []
+                continue
             for pool in cheapest_first(pools, shape.req, len(rest) - start):
                 headroom = pool.max_nodes - self.count[pool.name]
                 if headroom <= 0:
@@ -231,6 +240,56 @@ class Planner:
                 if start == len(rest):
                     return []
         return rest[start:]
+
+    def _spot_before_on_demand_room(self, shape: Shape) -> bool:
+        """Whether pods that Prefer spot get new spot nodes before free room on on-demand
+        nodes (`PlannerSettings.new_spot_before_on_demand_room`): a training job placed in an
+        idle on-demand node's room stays on on-demand for the rest of its run, where the room
+        would have cost only its scaleDownAfter."""
+        return (
+            self.state.settings.new_spot_before_on_demand_room
+            and shape.spot == "Prefer"
+            and bool(self.pool_tiers(shape)[0])
+        )
+
+    def _place_on_spot_first(self, shape: Shape, entries: list[Entry]) -> list[Entry]:
+        """Room on spot nodes, then new nodes in the healthy spot pools, then any room left
+        (on-demand); returns what still has no place (for the other tiers)."""
+        placed = self.ws.fill(shape, entries, spot_only=True)
+        rest = entries[placed:]
+        if rest:
+            rest = self._open_nodes(shape, rest, tiers=1)
+        if rest:
+            placed = self.ws.fill(shape, rest)
+            rest = rest[placed:]
+        return rest
+
+    def _spreads(self, pools: list[Pool]) -> bool:
+        """Whether new nodes in these pools are spread (`PlannerSettings.spot_pool_max_share`):
+        two or more spot pools and a share below 1."""
+        share = self.state.settings.spot_pool_max_share
+        spot = [p for p in pools if p.capacity_type == c.CAPACITY_SPOT]
+        return share < 1.0 and len(spot) >= 2 and len(spot) == len(pools)
+
+    def _open_spread(self, shape: Shape, pools: list[Pool], rest: list[Entry], start: int) -> int:
+        """Open new nodes for `rest[start:]` one at a time across the spot `pools`, so that one
+        pool's outage or group loss takes a bounded share: each node goes to the cheapest pool
+        (for this shape) that stays within `spot_pool_max_share` of these pools' nodes once it
+        has it, else to the pool with the fewest nodes (cheapest first on ties). Returns how
+        many entries have a node now."""
+        share = self.state.settings.spot_pool_max_share
+        order = cheapest_first(pools, shape.req, len(rest) - start)
+        while start < len(rest):
+            open_ = [p for p in order if p.max_nodes - self.count[p.name] > 0]
+            if not open_:
+                break
+            total = sum(self.count[p.name] for p in pools) + 1
+            pool = pick_spread_pool(open_, self.count, share, total)
+            per_node = how_many(shape.req, pool.node_resources.as_tuple())
+            take = min(per_node, len(rest) - start)
+            self.ws.put(self._new_slot(pool), rest[start : start + take], shape.req, None)
+            start += take
+        return start
 
     def pool_tiers(self, shape: Shape) -> list[list[Pool]]:
         """Pools that may get new nodes for `shape`, in the order its spot policy tries them:
@@ -371,6 +430,18 @@ def cheapest_first(pools: list[Pool], req: tuple[int, int, int], pods: int) -> l
         return (nodes * pool.price_per_hour, pool.price_per_hour, pool.name)
 
     return sorted(pools, key=cost)
+
+
+def pick_spread_pool(
+    pools: list[Pool], count: Mapping[str, int], max_share: float, total: int
+) -> Pool:
+    """The pool of `pools` (cheapest first) for one more node when no pool should hold more
+    than `max_share` of `total` nodes (the new one included): the first that stays within the
+    share once it has the node, else the one with the fewest nodes."""
+    for pool in pools:
+        if count.get(pool.name, 0) + 1 <= max_share * total:
+            return pool
+    return min(pools, key=lambda p: count.get(p.name, 0))
 
 
 def selected_label_keys(state: ClusterState) -> set[str]:

@@ -27,6 +27,11 @@ placements stand in for kube-scheduler). The engine only plays the world around 
   to another healthy spot pool, then on-demand. Nothing of a refused plan is carried out.
 - **cost**: a node costs its pool's pricePerHour from creation (boot time is paid) until it
   is removed or preempted; the run ends at the last job's completion.
+- **the deadline-aware policy** (`World.spot_deadline`; None: the previous policy): at arrival
+  and at every restart `decisions.spot_deadline.spot_is_safe` says whether a job's pods Prefer
+  spot or are Never (on-demand); a job starting on spot gets a `switch` event when
+  `spot_until_s` says its slack is spent (it writes a checkpoint and restarts on on-demand);
+  a job checkpoints at the cadence of the pool it runs on.
 - **dropped jobs**: a job that has not finished when nothing more can happen (no event left)
   or at the horizon (`World.horizon_s`; default: the last submission + 7 days + 10x the
   longest runtime) is dropped: counted and reported, never silently left out.
@@ -43,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sparsam.api import constants as c
+from sparsam.api.common import SpotPolicy
 from sparsam.decisions.capacity import (
     OFFERING_TTL,
     ClusterState,
@@ -56,6 +62,7 @@ from sparsam.decisions.capacity import (
     plan_capacity,
     refused_offering,
 )
+from sparsam.decisions.spot_deadline import SpotOutlook, spot_is_safe, spot_until_s
 from sparsam.providers.nodepool import InsufficientCapacity
 from sparsam.simulate.market import Availability, SpotLaunches, SpotMarket
 from sparsam.simulate.policies import Policy, job_pods
@@ -84,6 +91,12 @@ class World:
     offering_ttl_s: float = OFFERING_TTL.total_seconds()
     #: Jobs not finished by then are dropped; None: see the module docstring.
     horizon_s: float | None = None
+    #: The deadline-aware policy (`decisions.spot_deadline`): a job (re)starts on spot only
+    #: while it is expected to finish within runtime x (1 + this) of its submission, else on
+    #: on-demand; and a job checkpoints at the cadence of the pool it runs on (on-demand: no
+    #: hazard). None: today's policy (every pod Prefers spot; every job checkpoints at the
+    #: cadence of the most hazardous spot pool wherever it runs).
+    spot_deadline: float | None = None
 
     def market(self, pool: str) -> SpotMarket:
         return self.markets.get(pool) or SpotMarket(hazard_per_hour=self.spot_hazard_per_hour)
@@ -124,12 +137,16 @@ class JobRun:
     period_s: float
     #: Wall seconds of running the job needs: runtime * (1 + C / tau).
     wall_work_s: float
+    #: Wall seconds per second of useful work (1 + C / tau; 1: no checkpoints).
+    factor: float = 1.0
     done_s: float = 0.0
     started: float | None = None
     epoch: int = 0
     finished: float | None = None
     interruptions: int = 0
     lost_s: float = 0.0
+    #: Moves from spot to on-demand at a fresh checkpoint (`decisions.spot_deadline`).
+    switches: int = 0
 
 
 @dataclass(slots=True)
@@ -212,8 +229,9 @@ class Simulation:
                 if math.isfinite(tau) and tau > 0:
                     period = tau + world.checkpoint_cost_s
                     wall = job.runtime_s * (1.0 + world.checkpoint_cost_s / tau)
-            self.jobs.append(JobRun(index, job, pods, period, wall))
-        self.state = ClusterState(pools=policy.pools)
+            factor = wall / job.runtime_s if job.runtime_s > 0 else 1.0
+            self.jobs.append(JobRun(index, job, pods, period, wall, factor=factor))
+        self.state = ClusterState(pools=policy.pools, settings=policy.planner)
         self.meta: dict[str, NodeMeta] = {}
         self.owner: dict[PodKey, JobRun] = {k: r for r in self.jobs for k in _keys(r.pods)}
         self.where: dict[PodKey, str] = {}
@@ -320,6 +338,7 @@ class Simulation:
         assert isinstance(index, int)
         run = self.jobs[index]
         self.waiting.add(index)
+        self._choose_capacity(run, t)
         self.state = replace(self.state, pending=self.state.pending + run.pods)
 
     def _on_ready(self, t: float, name: object) -> None:
@@ -367,7 +386,9 @@ class Simulation:
         if run.started is not None:
             total = run.done_s + (t - run.started)
             if math.isfinite(run.period_s):
-                kept = math.floor(total / run.period_s) * run.period_s
+                # Checkpoints every period since this start (a restart resumes from one).
+                ran = t - run.started
+                kept = run.done_s + math.floor(ran / run.period_s) * run.period_s
             else:
                 kept = total if self.world.checkpoint_cost_s <= 0 else 0.0
             run.lost_s += total - kept
@@ -376,8 +397,87 @@ class Simulation:
             run.epoch += 1
             run.interruptions += 1
         self._unbind(run, t)
+        self._choose_capacity(run, t)
         self.state = replace(self.state, pending=self.state.pending + run.pods)
         self.waiting.add(run.index)
+
+    # --- the deadline-aware spot policy (World.spot_deadline) ----------------------------
+
+    def _spot_hazard(self) -> float:
+        return max((m.node_hazard_per_hour for m in self.markets.values()), default=0.0)
+
+    def _outlook(self, run: JobRun) -> SpotOutlook:
+        hazard = self._spot_hazard()
+        workers = len(run.pods)
+        return SpotOutlook(
+            workers=workers,
+            hazard_per_node_hour=hazard,
+            interval_s=self.world.tau_s(workers, hazard),
+            write_s=self.world.checkpoint_cost_s,
+            restart_s=self.world.provisioning_delay_s,
+            on_demand_interval_s=self.world.tau_s(workers, 0.0),
+        )
+
+    def _progress(self, run: JobRun, t: float) -> dict[str, float]:
+        budget = self.world.spot_deadline or 0.0
+        runtime = run.job.runtime_s
+        return {
+            "elapsed_s": t - run.job.submit_s,
+            "remaining_s": runtime - run.done_s / run.factor,
+            "bound_s": runtime * (1.0 + budget),
+        }
+
+    def _choose_capacity(self, run: JobRun, t: float) -> None:
+        """Before a job's pods (re)enter the queue: spot or on-demand, as
+        `decisions.spot_deadline.spot_is_safe` says for its progress so far."""
+        if self.world.spot_deadline is None or self.policy.spot == "Never" or not self.markets:
+            return
+        spot = spot_is_safe(outlook=self._outlook(run), **self._progress(run, t))
+        policy: SpotPolicy = self.policy.spot if spot else "Never"
+        if run.pods and run.pods[0].spot != policy:
+            run.pods = tuple(replace(pod, spot=policy) for pod in run.pods)
+
+    def _schedule_switch(self, run: JobRun, t: float, nodes: list[str]) -> None:
+        """A job starting on spot: when it must move to on-demand if nothing preempts it."""
+        if not any(self.meta[n].spot for n in nodes):
+            return
+        until = spot_until_s(outlook=self._outlook(run), **self._progress(run, t))
+        if t + until < t + run.wall_work_s - run.done_s:
+            self._push(t + until, "switch", (run.index, run.epoch))
+
+    def _on_switch(self, t: float, data: object) -> None:
+        """The job's slack is spent: it writes a checkpoint (C seconds) and goes to on-demand."""
+        assert isinstance(data, tuple)
+        index, epoch = data
+        run = self.jobs[index]
+        if run.epoch != epoch or run.finished is not None or run.started is None:
+            return
+        total = run.done_s + (t - run.started)
+        run.done_s = max(run.done_s, total - self.world.checkpoint_cost_s)
+        run.started = None
+        run.epoch += 1
+        run.switches += 1
+        self._unbind(run, t)
+        run.pods = tuple(replace(pod, spot="Never") for pod in run.pods)
+        self.state = replace(self.state, pending=self.state.pending + run.pods)
+        self.waiting.add(run.index)
+
+    def _set_cadence(self, run: JobRun, nodes: list[str]) -> None:
+        """The job starts on `nodes`: checkpoint at the cadence of their pools' hazard (the
+        operator's estimate per pool), keeping the useful work done."""
+        hazard = max(
+            (self.markets[m.pool].node_hazard_per_hour if m.spot else 0.0)
+            for m in (self.meta[n] for n in nodes)
+        )
+        tau = self.world.tau_s(len(run.pods), hazard)
+        cost = self.world.checkpoint_cost_s
+        period, factor = math.inf, 1.0
+        if math.isfinite(tau) and tau > 0:
+            period, factor = tau + cost, 1.0 + cost / tau
+        useful = run.done_s / run.factor
+        run.period_s, run.factor = period, factor
+        run.done_s = useful * factor
+        run.wall_work_s = run.job.runtime_s * factor
 
     def _unbind(self, run: JobRun, t: float) -> None:
         keys = set(_keys(run.pods))
@@ -501,6 +601,10 @@ class Simulation:
             run = self.jobs[index]
             nodes = [self.where.get(key) for key in _keys(run.pods)]
             if all(n is not None and self.meta[n].ready for n in nodes):
+                if self.world.spot_deadline is not None and self.markets:
+                    placed = [n for n in nodes if n is not None]
+                    self._set_cadence(run, placed)
+                    self._schedule_switch(run, t, placed)
                 run.started = t
                 self._push(t + run.wall_work_s - run.done_s, "finish", (index, run.epoch))
                 started.append(index)

@@ -19,13 +19,13 @@ Pools and pods are built here: how a rigid Philly job becomes worker pods is `jo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sparsam.api import constants as c
 from sparsam.api.common import SpotPolicy
 from sparsam.api.gpunodepool import CapacityType, Taint
-from sparsam.decisions.capacity import Pod, Pool, Resources
+from sparsam.decisions.capacity import PlannerSettings, Pod, Pool, Resources
 from sparsam.decisions.scheduling import Toleration
 from sparsam.simulate.traces import Job
 
@@ -50,6 +50,8 @@ class Policy:
     pools: tuple[Pool, ...]
     spot: SpotPolicy
     ready_at_start: bool = False
+    #: The planner's own knobs (e.g. how new spot nodes are spread across spot pools).
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
 
 
 def make_pool(
@@ -142,9 +144,11 @@ def three_policies(
     *,
     sparsam_scale_down: timedelta = timedelta(minutes=10),
     spot_pools: int = 1,
+    planner: PlannerSettings | None = None,
 ) -> tuple[Policy, Policy, Policy]:
     """static, reactive and sparsam for this trace. The elastic pools' maxNodes are high
-    enough that they never bind (every job's GPUs at once)."""
+    enough that they never bind (every job's GPUs at once). `planner`: sparsam's planner
+    settings (how new spot nodes are spread, whether new spot comes before on-demand room)."""
     static_nodes = max(1, math.ceil(peak_demand(jobs) / gpus_per_node))
     largest = max((job.gpus for job in jobs), default=gpus_per_node)
     static_nodes = max(static_nodes, math.ceil(largest / gpus_per_node))
@@ -193,5 +197,6 @@ def three_policies(
             ),
         ),
         spot="Prefer",
+        planner=planner or PlannerSettings(),
     )
     return static, reactive, sparsam
