@@ -290,7 +290,8 @@ def test_optimum_is_a_lower_bound_for_every_policy(
     """With one replica at most and a fixed cold start, no policy costs less than the offline
     optimum under the cost model (GPU-seconds plus each wake's first wait): holding requests
     through a boot is not free. (The replay used to price waiting at nothing, and policies
-    that made requests wait came out below the optimum.) No request is ever cut."""
+    that made requests wait came out below the optimum.) No request is ever cut. The optimum
+    is counted on 1-second steps: a policy may come out below it by that rounding alone."""
     arrivals = list(itertools.accumulate(gaps))
     model = ServiceModel(prefill_tokens_per_s=1000.0, decode_tokens_per_s=10.0)
     world = World(cold_start_s=cold, pass_interval_s=5, rate_window_s=60, service=model)
@@ -303,7 +304,9 @@ def test_optimum_is_a_lower_bound_for_every_policy(
         assert len(out.waits) == out.cold_requests
         assert len(out.wake_waits) <= out.wakes  # keep_warm boots with no request
         assert out.cut_in_flight == 0
-        assert out.cost >= s.optimum - 1e-9, out.policy
+        # The optimum is counted on 1-second steps, so each request's busy interval can round
+        # up by under a second at each end: that much slack, and no more.
+        assert out.cost >= s.optimum - 2.0 * len(arrivals), out.policy
 
 
 # --- honesty: in flight, drawn cold starts, the frontier -------------------------------------
