@@ -365,7 +365,7 @@ def test_the_model_server_is_ready_and_answers_at_its_pod_ip(real: Cluster) -> N
     assert all(len(p["scores"]) == 10 for p in answer["predictions"])
 
 
-def test_a_worker_deleted_mid_training_checkpoints_and_counts_as_a_preemption(real: Cluster) -> None:
+def test_a_deleted_worker_checkpoints_and_counts_as_a_preemption(real: Cluster) -> None:
     # A run long enough to be stopped: 3,500 images a epoch, 20 epochs, in batches of 16.
     args = ("--task", "mnist-cnn", "--epochs", "20", "--batch-size", "16",
             "--max-eval-samples", "64", "--progress-every", "1")  # fmt: skip
