@@ -215,6 +215,8 @@ def test_a_worker_trains_to_completion_and_checkpoints_to_the_volume(real: Clust
     last = max(_checkpoint_step(p) for p in checkpoints)
     events = _progress(folder)
     assert events[-1]["event"] == "done" and events[-1]["step"] >= last > 0
+    run = _time(events[-1]["timestamp"]) - _time(events[0]["timestamp"])
+    print(f"training, the trainer's start -> done records: {run:.1f} s")
     # The pod's securityContext is the builder's, unchanged (the apiserver enforced
     # "restricted" on the namespace, and the kubelet ran it so).
     assert done["spec"]["securityContext"] == pod["spec"]["securityContext"]
@@ -404,7 +406,7 @@ def test_a_deleted_worker_checkpoints_and_counts_as_a_preemption(real: Cluster) 
     print(f"\ndeleted -> gone: {took:.1f} s")
     assert took < TERMINATION_GRACE_SECONDS
 
-    ended = [b for b in seen if _terminated(b) if "containerStatuses" in b.get("status", {})]
+    ended = [b for b in seen if b.get("status", {}).get("containerStatuses") and _terminated(b)]
     assert ended, seen
     last = ended[-1]
     terminated = _terminated(last)
