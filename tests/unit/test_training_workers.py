@@ -11,6 +11,7 @@ import pytest
 
 from sparsam.api.trainingjob import TrainingJob
 from sparsam.decisions.training import (
+    AGENT_SIGNALLED,
     CREATE_PATIENCE,
     Worker,
     awaited,
@@ -45,6 +46,14 @@ def worker(index: int, phase: str = "Running", **kw: Any) -> Worker:
         (worker(0, "Failed", exit_code=75), "preempted"),
         (worker(0, "Failed", exit_code=137, reason="Error"), "preempted"),
         (worker(0, "Failed", exit_code=137, reason="OOMKilled"), "failed"),
+        # torchrun's agent on SIGTERM (its pod deleted): exit 1, the signal in its last line.
+        (
+            worker(
+                0, "Failed", exit_code=1, message=f"{AGENT_SIGNALLED}: Process 1 got signal: 15"
+            ),
+            "preempted",
+        ),
+        (worker(0, "Failed", exit_code=1, message="ValueError: bad input"), "failed"),
         (worker(0, "Failed", exit_code=1), "failed"),
         (worker(0, "Failed", exit_code=2), "failed"),
         (worker(0, "Failed", reason="Evicted"), "preempted"),
@@ -58,6 +67,8 @@ def worker(index: int, phase: str = "Running", **kw: Any) -> Worker:
         "resumable-exit-75",
         "sigkill-from-outside",
         "oom-kill",
+        "torchrun-sigterm",
+        "error-in-log",
         "program-error",
         "usage-error",
         "evicted",

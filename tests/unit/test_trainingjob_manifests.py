@@ -104,6 +104,8 @@ def test_checkpoint_volume_and_environment() -> None:
         "SPARSAM_METRICS_PORT": "9400",
         # A replacement can join a running rendezvous (kube.trainingjob.TORCHRUN_ENV).
         "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+        # The trainer, not torchrun's 30 s default, has the pod's grace for its checkpoint.
+        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "110",
     }
     assert {"name": "metrics", "containerPort": 9400} in container["ports"]
     assert {"name": "checkpoints", "mountPath": "/checkpoints"} in container["volumeMounts"]

@@ -12,7 +12,8 @@ workers: preemptions, restarts and the rendezvous store", say the same):
 
 - **preemption**: its node was deleted, went NotReady, or carries an interruption notice; or
   the trainer exited with `PREEMPTED` (75: checkpointed on SIGTERM, resumable); or it was
-  killed by a signal from outside (exit code 128 + n, other than an OOM kill); or the kubelet
+  killed by a signal from outside (exit code 128 + n, other than an OOM kill, or torchrun's
+  exit 1 with `AGENT_SIGNALLED` in its termination message); or the kubelet
   evicted it. Preemptions never count against `runPolicy.backoffLimit`.
 - **store lost**: worker 0's torchrun agent hosts the c10d rendezvous store. When worker 0 is
   lost, the other workers' agents cannot reach the store and exit 1 with
@@ -60,6 +61,9 @@ EXIT_PREEMPTED: Final = 75
 OOM_KILLED: Final = "OOMKilled"
 #: What torchrun's agent dies of when the rendezvous store (worker 0's agent) is gone.
 STORE_LOST: Final = "RendezvousConnectionError"
+#: What torchrun's agent dies of on a signal (SIGTERM when its pod is deleted): it stops its
+#: workers (the trainer checkpoints and exits 75), then exits 1 with this as its last log line.
+AGENT_SIGNALLED: Final = "torch.distributed.elastic.multiprocessing.api.SignalException"
 #: How long a worker created by the controller is taken to exist though the watch cache does
 #: not show it yet (see `awaited`); after that it is created again (a 409 if it does exist).
 CREATE_PATIENCE: Final = timedelta(seconds=60)
@@ -111,6 +115,8 @@ def outcome(worker: Worker) -> Outcome:
     if code == EXIT_PREEMPTED or worker.reason in ("Evicted", "Preempting", "Shutdown"):
         return "preempted"
     if code is not None and code >= 128 and worker.reason != OOM_KILLED:
+        return "preempted"
+    if code == 1 and AGENT_SIGNALLED in (worker.message or ""):
         return "preempted"
     return "failed"
 

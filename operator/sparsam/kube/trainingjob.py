@@ -50,7 +50,13 @@ DEFAULT_COMMAND: Final = ("python", "-m", "sparsam_trainer", "train")
 #: for the replacement's rank info; both time out after 60 s and the round is lost. Opting
 #: out has rank 0 publish a fresh address and port in every round; tests/trainer/
 #: test_elastic.py has a replacement join seconds after a loss.
-TORCHRUN_ENV: Final = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+#: On SIGTERM torchrun's agent forwards the signal to its workers and SIGKILLs them after
+#: TORCH_ELASTIC_SHUTDOWN_TIMEOUT (30 s unless set): the trainer gets the pod's grace period
+#: for its last step and checkpoint instead, less a margin for the agent's own exit.
+TORCHRUN_ENV: Final = {
+    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(TERMINATION_GRACE_SECONDS - 10),
+}
 
 
 def owner_reference(job: TrainingJob) -> dict[str, Any]:
