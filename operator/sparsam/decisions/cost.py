@@ -213,6 +213,24 @@ def month(now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
+def cost_status_to_write(
+    accrual: Accrual | None,
+    recorded: Cost | None,
+    last_written_at: datetime | None,
+    now: datetime,
+    force: bool = False,
+) -> dict[str, Any] | None:
+    """status.cost to write now, or None: at most every 30 s and only when it changed, or
+    whenever `force` (a change of phase: a stopped object shows what it cost)."""
+    if accrual is None:
+        return None
+    cost = accrual.to_cost()
+    due = should_write_cost_status(last_written_at, now, recorded, cost)
+    if not due and not (force and recorded != cost):
+        return None
+    return raw_cost(cost)
+
+
 def raw_cost(cost: Cost) -> dict[str, Any]:
     """status.cost as the CRD has it (fields with no value left out)."""
     raw = {

@@ -23,7 +23,7 @@ from typing import Any, Final
 from sparsam.api.common import SpotPolicy
 from sparsam.api.conditions import READY, Status, parse_rfc3339, rfc3339, set_condition
 from sparsam.api.inferenceservice import InferenceService
-from sparsam.decisions.cost import Accrual, raw_cost, should_write_cost_status
+from sparsam.decisions.cost import Accrual, cost_status_to_write
 from sparsam.decisions.effective_policy import (
     EffectivePolicy,
     choose_scale_to_zero_after,
@@ -182,7 +182,13 @@ def decide_serving(
         waking_since = None
     elif decision.replicas == 0:
         waking_since = None
-    cost = _cost(observed, now, force=decision.phase != svc.status.phase)
+    cost = cost_status_to_write(
+        observed.accrual,
+        svc.status.cost,
+        observed.cost_written,
+        now,
+        force=decision.phase != svc.status.phase,
+    )
     if cost is not None:
         status["cost"] = cost
     return ServingPlan(
@@ -200,19 +206,6 @@ def decide_serving(
         scaled_to_zero=decision.replicas != current and decision.replicas == 0,
         woke=decision.replicas != current and decision.replicas != 0 and current == 0 and wake,
     )
-
-
-def _cost(observed: ServingObserved, now: datetime, force: bool) -> dict[str, Any] | None:
-    """status.cost to write now, or None: at most every 30 s and only when it changed, or
-    whenever `force` (a change of phase)."""
-    if observed.accrual is None:
-        return None
-    recorded = observed.svc.status.cost
-    cost = observed.accrual.to_cost()
-    due = should_write_cost_status(observed.cost_written, now, recorded, cost)
-    if not due and not (force and recorded != cost):
-        return None
-    return raw_cost(cost)
 
 
 def _status(

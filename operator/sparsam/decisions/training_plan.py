@@ -36,7 +36,7 @@ from sparsam.decisions.checkpointing import (
     checkpoint_interval,
     estimate_hazard,
 )
-from sparsam.decisions.cost import Accrual, budget_action, raw_cost, should_write_cost_status
+from sparsam.decisions.cost import Accrual, budget_action, cost_status_to_write
 from sparsam.decisions.delivery import CompressPod, decide_delivery, delivers
 from sparsam.decisions.effective_policy import EffectivePolicy, choose_spot, compression_stop
 from sparsam.decisions.reach import Reach
@@ -176,7 +176,9 @@ def decide_training(
     outcome = recorded_outcome(job)
     if outcome is not None and outcome.stage == "Trained":
         # The compress pod's GPU time is the job's too.
-        cost = _cost(observed, now)
+        cost = cost_status_to_write(
+            observed.accrual, observed.job.status.cost, observed.cost_written, now
+        )
         return _deliver(observed, policy, now, {"cost": cost} if cost else {}, ())
     if outcome is not None:
         ttl = job.spec.run_policy.ttl_after_finished
@@ -263,7 +265,13 @@ def _train(
         status["checkpointInterval"] = _raw_interval(cadence)
     # At most every 30 s while it runs, and with every change of phase, so that a suspended
     # or finished job shows what it cost.
-    cost = _cost(observed, now, force=decision.phase != job.status.phase)
+    cost = cost_status_to_write(
+        observed.accrual,
+        job.status.cost,
+        observed.cost_written,
+        now,
+        force=decision.phase != job.status.phase,
+    )
     if cost is not None:
         status["cost"] = cost
     plan = TrainingPlan(
@@ -422,19 +430,6 @@ def _cadence(
         max_lost_work_fraction=policy.max_lost_work_fraction,
         settings=settings,
     )
-
-
-def _cost(observed: TrainingObserved, now: datetime, force: bool = False) -> dict[str, Any] | None:
-    """status.cost to write now, or None: at most every 30 s and only when it changed, or
-    whenever `force` (a change of phase: a stopped job shows what it cost)."""
-    if observed.accrual is None:
-        return None
-    recorded = observed.job.status.cost
-    cost = observed.accrual.to_cost()
-    due = should_write_cost_status(observed.cost_written, now, recorded, cost)
-    if not due and not (force and recorded != cost):
-        return None
-    return raw_cost(cost)
 
 
 def _status(
