@@ -46,7 +46,11 @@ def test_only_the_highest_priority_replica_acts_and_another_takes_over(
     gpu_type: str,
     peering: str,
     tmp_path: Path,
+    cluster_scoped_name: Callable[[str, str], str],
 ) -> None:
+    # A pool that can hold the jobs: a job that no pool and no node could ever hold is
+    # Unschedulable and gets no workers at all.
+    spot = cluster_scoped_name("gpunodepool", "spot")
     high = Operator(
         cluster.kubeconfig, tmp_path / "high.log", f"--peering={peering}", "--priority=10"
     )
@@ -65,6 +69,7 @@ def test_only_the_highest_priority_replica_acts_and_another_takes_over(
             low,
         )
 
+        apply(kubectl, pool(spot, gpu_type, "spot"))
         apply(kubectl, trainingjob("first", namespace, gpu_type))
         eventually(
             "the first job's workers",
@@ -91,6 +96,8 @@ def test_only_the_highest_priority_replica_acts_and_another_takes_over(
         )
     finally:
         kubectl("delete", "trainingjobs", "--all", "-n", namespace, "--timeout=60s", check=False)
+        # While an operator runs: a pool's finalizer goes once its nodes are drained.
+        kubectl("delete", "gpunodepool", spot, "--timeout=60s", check=False)
         high.stop()
         low.stop()
 
