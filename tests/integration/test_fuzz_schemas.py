@@ -57,6 +57,7 @@ from sparsam.api.trainingjob import TrainingJob
 from sparsam.decisions.capacity import plan_capacity
 from sparsam.decisions.cluster import CapacityRules, ClusterState, Pool
 from sparsam.decisions.delivery import decide_delivery, model_uri
+from sparsam.decisions.effective_policy import resolve_policy
 from sparsam.decisions.policy import effective_policy
 from sparsam.decisions.scaling import MetricSample, ScalingInput, decide_scaling, spot_split
 from sparsam.decisions.training import decide_workers, expired
@@ -415,7 +416,7 @@ def consume_job(body: Mapping[str, Any]) -> None:
 def consume_policy(body: Mapping[str, Any]) -> None:
     policy = CostPolicy.from_body(body)
     effective_policy([policy], {"team": "newsroom", "kubernetes.io/metadata.name": "ml"})
-    CapacityRules.from_cost_policy(policy)
+    CapacityRules.from_policy(resolve_policy(policy))
 
 
 CONSUMERS: dict[str, Callable[[Mapping[str, Any]], None]] = {

@@ -392,16 +392,20 @@ def test_a_job_no_pool_can_hold_is_unschedulable_and_says_why(
     spot_pool: str,
     gpu_type: str,
 ) -> None:
-    huge = {"gpus": 64, "gpuType": gpu_type, "cpu": "1", "memory": "1Gi"}
+    huge = {"gpus": 16, "gpuType": gpu_type, "cpu": "1", "memory": "1Gi"}
     apply(kubectl, trainingjob("tj", namespace, gpu_type, resources=huge))
     found = eventually(
         "Ready=False Unschedulable",
-        lambda: ready(s := status(kubectl, namespace))[1] == "Unschedulable" and s,
+        lambda: (
+            "conditions" in (s := status(kubectl, namespace))
+            and ready(s)[1] == "Unschedulable"
+            and s
+        ),
         operator,
     )
     message = ready(found)[2]
     assert "incompatible with all node pools" in message
-    assert f"pool {spot_pool} has nodes with 1 GPU, the pod needs 64 GPUs" in message
+    assert f"pool {spot_pool} has nodes with 1 GPU, the pod needs 16 GPUs" in message
     assert not workers(kubectl, namespace)  # nothing created that could never run
     said = eventually(
         "an Unschedulable Event",
