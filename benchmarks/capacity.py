@@ -38,6 +38,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sparsam.cli import positive_count
 from sparsam.simulate.compare import (
     MarketBase,
     MarketRun,
@@ -70,20 +71,10 @@ ADVISOR_VS_STATIC = 0.12
 ADVISOR_FLOOR_GAP = 1.1
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
-        "--max-jobs", type=positive_int, default=None, help="first N jobs (default all)"
+        "--max-jobs", type=positive_count, default=None, help="first N jobs (default all)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="plot folder (default: temp)")
@@ -104,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--jobs",
-        type=positive_int,
+        type=positive_count,
         default=1,
         help="scenarios run in this many processes at once (default 1)",
     )

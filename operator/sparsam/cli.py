@@ -439,7 +439,8 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _count(text: str) -> int:
+def positive_count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (the benchmarks use it too)."""
     try:
         value = int(text)
     except ValueError:
@@ -492,7 +493,7 @@ def _simulate_parser(commands: Any) -> None:
     sim.add_argument(
         "--spot-advisor", type=Path, default=traces / SPOT_ADVISOR_FILE, help="Spot Advisor JSON"
     )
-    sim.add_argument("--max-jobs", type=_count, default=None, help="only the first N jobs")
+    sim.add_argument("--max-jobs", type=positive_count, default=None, help="only the first N jobs")
     sim.add_argument("--seed", type=int, default=0, help="seed of the preemption draws")
     sim.add_argument("--out", type=Path, default=None, help="folder for the plot (default: temp)")
     sim.add_argument("--region", default="us-east-1")
@@ -519,7 +520,9 @@ def _simulate_parser(commands: Any) -> None:
         "the sparsam policy's spot pools (docs/simulator.md); default: the "
         "Spot Advisor band's hazard, one pool, never refused",
     )
-    market.add_argument("--spot-pools", type=_count, default=1, help="independent spot pools")
+    market.add_argument(
+        "--spot-pools", type=positive_count, default=1, help="independent spot pools"
+    )
     market.add_argument(
         "--spot-hazard",
         type=_non_negative,
